@@ -1,0 +1,99 @@
+"""edgefashion command line: train, export, verify, bench, bundle, selftest, predict, run.
+
+Errors are one line on stderr: exit 2 for bad input, 1 for a failed check.
+Heavy modules are imported inside each command, so device commands never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import CheckFailed, InputError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """'1,8,32' -> [1, 8, 32], each a positive integer."""
+    return [positive_int(part) for part in text.split(",") if part.strip()] or [positive_int(text)]
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="fit the seed CNN on Fashion-MNIST (host)",
+                       description="Fit the seed CNN. Writes RUN/model.keras (best epoch by val_accuracy), "
+                                   "history.json, training_curves.png and config.json, then evaluates "
+                                   "on the held-out test set.")
+    p.add_argument("--data", type=Path, help="training CSV (seed format) or IDX folder "
+                                             "(default: the local Fashion-MNIST)")
+    p.add_argument("--test-data", type=Path, help="test CSV or IDX folder (default: beside --data or local)")
+    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--epochs", type=positive_int, default=4, help="default 4 (the seed's)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="default 100 (the seed's)")
+    p.add_argument("--validation-split", type=float, default=0.2, help="default 0.2 (the seed's)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                   help="adam (the seed's) or mini-batch SGD with momentum")
+    p.add_argument("--learning-rate", type=float, help="default: adam 0.001, sgd 0.01")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same model")
+    p.add_argument("--limit", type=positive_int, help="use only the first N training rows (quick runs)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .host.train import TrainConfig, train
+
+    config = TrainConfig(out=args.out, data=args.data, test_data=args.test_data, epochs=args.epochs,
+                         batch_size=args.batch_size, validation_split=args.validation_split,
+                         optimizer=args.optimizer, learning_rate=args.learning_rate,
+                         momentum=args.momentum, seed=args.seed, limit=args.limit, verbose=args.verbose)
+    result = train(config)
+    line = (f"best epoch {result['best_epoch']}: val_accuracy {result['val_accuracy']:.4f}"
+            if result["best_epoch"] else "no epoch finished")
+    if result.get("test", {}) and "accuracy" in result["test"]:
+        line += f", test accuracy {result['test']['accuracy']:.4f} on {result['test']['samples']} images"
+    print(f"{line} ({result['fit_seconds']} s) -> {args.out / 'model.keras'}")
+    return 130 if result["interrupted"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgefashion",
+        description="Train a Fashion-MNIST CNN on a workstation, quantize it to int8 TFLite and ONNX, "
+                    "and run, verify and benchmark it on Raspberry Pi-class CPUs.")
+    parser.add_argument("--version", action="version", version=f"edgefashion {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+COMMANDS = [add_train]
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except CheckFailed as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

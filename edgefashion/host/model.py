@@ -1,0 +1,73 @@
+"""The seed's CNN, exactly: three 3x3 convolutions, a dense layer and a softmax."""
+
+from __future__ import annotations
+
+from .. import IMAGE_SHAPE, NUM_CLASSES
+from . import import_tf
+
+PARAMETERS = 975_030
+
+
+def build_model(optimizer="adam", verbose: bool = False):
+    """Conv2D(12,3) -> Conv2D(20,3) -> Conv2D(20,3) -> Flatten -> Dense(100) -> Dense(10, softmax)."""
+    import_tf(verbose)
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    model = keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE, name="input"),
+            layers.Conv2D(12, kernel_size=3, activation="relu", name="conv1"),
+            layers.Conv2D(20, kernel_size=3, activation="relu", name="conv2"),
+            layers.Conv2D(20, kernel_size=3, activation="relu", name="conv3"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(100, activation="relu", name="dense"),
+            layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities"),
+        ],
+        name="fashion_cnn",
+    )
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def make_optimizer(name: str, learning_rate: float | None, momentum: float):
+    """adam (the seed's) or mini-batch SGD with momentum."""
+    from tensorflow import keras
+
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate or 0.001)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate or 0.01, momentum=momentum)
+    raise ValueError(f"optimizer {name!r}, expected 'adam' or 'sgd'")
+
+
+def check_classifier(model, source: str) -> None:
+    """Raise InputError unless `model` maps (N, 28, 28, 1) images to 10 classes."""
+    from ..errors import InputError
+
+    in_shape = tuple(model.inputs[0].shape)[1:]
+    out_shape = tuple(model.outputs[0].shape)[1:]
+    if in_shape != IMAGE_SHAPE or out_shape != (NUM_CLASSES,):
+        raise InputError(f"{source}: model maps {in_shape} -> {out_shape}, "
+                         f"expected a {IMAGE_SHAPE} -> ({NUM_CLASSES},) classifier")
+
+
+def load_model(path, verbose: bool = False):
+    """Load RUN/model.keras, refusing a missing, corrupt or wrong-shaped model with one line."""
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model not found (run `edgefashion train --out RUN` first)")
+    import_tf(verbose)
+    from tensorflow import keras
+
+    try:
+        model = keras.models.load_model(path)
+    except Exception as exc:  # Keras raises many types for a bad archive
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable Keras model ({first[:200]})") from None
+    check_classifier(model, str(path))
+    return model

@@ -1,0 +1,157 @@
+"""Fit the seed CNN: seed settings by default, best epoch kept, Ctrl-C leaves a usable model."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import data
+from ..errors import InputError
+from ..files import atomic_path, write_json
+from ..progress import step
+from . import import_tf, versions
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    data: Path | None = None          # CSV or IDX folder; None: the local Fashion-MNIST
+    test_data: Path | None = None     # None: the test split beside `data` / the local test set
+    epochs: int = 4
+    batch_size: int = 100
+    validation_split: float = 0.2
+    optimizer: str = "adam"
+    learning_rate: float | None = None  # optimizer default (adam 0.001, sgd 0.01)
+    momentum: float = 0.9
+    seed: int = 0
+    limit: int | None = None          # use only the first N training rows (quick runs, tests)
+    verbose: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}, expected a positive integer")
+        if not 0 < self.validation_split < 1:
+            raise InputError(f"--validation-split {self.validation_split}, expected a value between 0 and 1")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise InputError(f"--learning-rate {self.learning_rate}, expected a positive number")
+        if self.limit is not None and self.limit < 10:
+            raise InputError(f"--limit {self.limit}, expected at least 10 rows")
+
+
+def load_test_set(config: TrainConfig) -> data.Dataset | None:
+    """The held-out test set: never used for training, validation or calibration."""
+    if config.test_data is not None:
+        return data.load(config.test_data, "test")
+    if config.data is not None and Path(config.data).is_dir():
+        return data.read_idx_split(config.data, "test")
+    if data.default_dir() is not None:
+        return data.load(None, "test")
+    return None
+
+
+def train(config: TrainConfig) -> dict:
+    """Train, keep the best epoch in RUN/model.keras, write history, curves, config. Returns config.json."""
+    config.validate()
+    out = Path(config.out)
+    train_set = data.load(config.data, "train")
+    if train_set.labels is None:
+        raise InputError(f"{train_set.source}: training data needs a label column")
+    if config.limit:
+        train_set = train_set.subset(slice(0, config.limit))
+    test_set = load_test_set(config)
+    tf = import_tf(config.verbose)
+    from tensorflow import keras
+
+    from .model import build_model, make_optimizer
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()  # same seed, same weights
+    model = build_model(make_optimizer(config.optimizer, config.learning_rate, config.momentum), config.verbose)
+    x, y = data.prepare(train_set.images), data.one_hot(train_set.labels)
+    out.mkdir(parents=True, exist_ok=True)
+
+    keeper = BestKeeper(out / "model.keras")
+    step(f"training on {len(x)} images from {train_set.source} "
+         f"({int(len(x) * (1 - config.validation_split))} train / validation split {config.validation_split})")
+    started = time.monotonic()
+    interrupted = False
+    try:
+        model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
+                  validation_split=config.validation_split, callbacks=[keeper.callback(keras)],
+                  verbose=1 if sys.stdout.isatty() else 2)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: keeping the best finished epoch", file=sys.stderr)
+        if keeper.best_epoch is None:  # no epoch finished: save what we have, it still loads
+            keeper.save(model)
+    fit_seconds = time.monotonic() - started
+
+    history = keeper.history
+    write_json(out / "history.json", {**history, "best_epoch": keeper.best_epoch})
+    if history["loss"]:
+        from ..report import plot_history
+
+        plot_history(history, out / "training_curves.png")
+    result = _summary(config, train_set, test_set, keeper, fit_seconds, interrupted)
+    if test_set is not None and not interrupted:
+        best = keras.models.load_model(out / "model.keras")
+        loss, accuracy = best.evaluate(data.prepare(test_set.images), data.one_hot(test_set.labels),
+                                       batch_size=500, verbose=0)
+        result["test"] = {"source": test_set.source, "sha256": test_set.sha256, "samples": len(test_set),
+                          "loss": float(loss), "accuracy": float(accuracy)}
+    write_json(out / "config.json", result)
+    return result
+
+
+def _summary(config, train_set, test_set, keeper, fit_seconds, interrupted) -> dict:
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return {
+        "settings": settings,
+        "dataset": {"source": train_set.source, "sha256": train_set.sha256, "samples": len(train_set)},
+        "test": None if test_set is None else {"source": test_set.source, "sha256": test_set.sha256},
+        "best_epoch": keeper.best_epoch,
+        "val_accuracy": keeper.best_value,
+        "epochs_finished": len(keeper.history["loss"]),
+        "interrupted": interrupted,
+        "fit_seconds": round(fit_seconds, 1),
+        "versions": versions(),
+        "platform": {"machine": platform.machine(), "system": platform.platform()},
+    }
+
+
+class BestKeeper:
+    """Saves the model atomically whenever val_accuracy improves, and records history."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+
+    def save(self, model) -> None:
+        with atomic_path(self.path, suffix=".keras") as tmp:
+            model.save(tmp)
+
+    def on_epoch_end(self, model, epoch: int, logs: dict) -> None:
+        for key in self.history:
+            self.history[key].append(float(logs[key]) if key in logs else None)
+        value = float(logs.get("val_accuracy", np.nan))
+        if self.best_value is None or value > self.best_value:
+            self.best_epoch, self.best_value = epoch + 1, value
+            self.save(model)
+
+    def callback(self, keras):
+        keeper = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                keeper.on_epoch_end(self.model, epoch, logs or {})
+
+        return _Callback()

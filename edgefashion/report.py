@@ -1,0 +1,119 @@
+"""Tables for the terminal and plots (matplotlib is imported only when a plot is drawn)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A plain aligned text table from a list of dicts."""
+    if not rows:
+        return "(nothing)"
+    columns = columns or list(rows[0])
+    cells = [[_fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.rjust(w) if i else v.ljust(w)  # noqa: E731
+                                    for i, (v, w) in enumerate(zip(values, widths)))
+    out = [line(columns), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in cells)
+    return "\n".join(out)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(nothing)\n"
+    columns = columns or list(rows[0])
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out.extend("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows)
+    return "\n".join(out) + "\n"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None where it is not installed (a device)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("note: matplotlib not installed, plot skipped", file=sys.stderr)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path | None:
+    from .files import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_history(history: dict, path) -> Path | None:
+    plt = _pyplot()
+    if plt is None:
+        return None
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
+        ax.plot(epochs, history[key], "o-", label=f"train {key}")
+        if history.get(f"val_{key}"):
+            ax.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion(matrix, labels, title: str, path) -> Path | None:
+    plt = _pyplot()
+    if plt is None:
+        return None
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                color="white" if value > threshold else "black")
+    fig.colorbar(im, ax=ax)
+    return _save(fig, path)
+
+
+def plot_latency(results: list[dict], path) -> Path | None:
+    plt = _pyplot()
+    if plt is None:
+        return None
+    names = [f"{r['format']}\nb{r['batch']} t{r['threads']}" for r in results]
+    p50 = [r["latency_us"]["p50"] / r["batch"] for r in results]
+    p99 = [r["latency_us"]["p99"] / r["batch"] for r in results]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(results)), 4))
+    xs = range(len(results))
+    ax.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
+    ax.set_xticks(list(xs), names, fontsize=8)
+    ax.set_ylabel("µs per image")
+    ax.set_title("inference latency")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
