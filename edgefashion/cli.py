@@ -12,6 +12,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import CheckFailed, InputError
+from .artifacts import FORMATS
+from .report import table
 
 
 def positive_int(text: str) -> int:
@@ -66,6 +68,38 @@ def cmd_train(args) -> int:
     return 130 if result["interrupted"] else 0
 
 
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="quantize RUN/model.keras to int8/float TFLite and ONNX (host)",
+                       description="Write RUN/export/: model_int8.tflite (full-integer int8), model_f32.tflite, "
+                                   "model_f32.onnx, model_int8.onnx (QDQ, per-channel), the int8 model as a "
+                                   "C array, and export.json. Each model is checked against Keras on the "
+                                   "calibration images before it is written.")
+    p.add_argument("run", type=Path, help="run directory holding model.keras")
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    p.add_argument("--calibration", type=positive_int, default=500,
+                   help="number of training images used to calibrate int8 (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed choosing the calibration images")
+    p.add_argument("--data", type=Path, help="training CSV or IDX folder for calibration "
+                                             "(default: the data the run was trained on)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .host.export import ExportConfig, export
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    manifest = export(ExportConfig(run=args.run, formats=formats, calibration_count=args.calibration,
+                                   seed=args.seed, data=args.data, verbose=args.verbose))
+    rows = [{"file": a["file"], "format": a["format"], "bytes": a["bytes"],
+             "check": ", ".join(f"{k} {v:.3g}" for k, v in a.get("check", {}).items()),
+             "seconds": a.get("seconds")} for a in manifest["artifacts"]]
+    print(table(rows))
+    print(f"calibration: {manifest['calibration']['count']} training images, seed {manifest['calibration']['seed']}"
+          f" -> {args.run / 'export' / 'export.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgefashion",
@@ -79,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train]
+COMMANDS = [add_train, add_export]
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Errors the command line turns into one line on stderr and an exit code."""
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """Bad input from the user (a file, a value, a flag): exit code 2."""
 
     exit_code = 2

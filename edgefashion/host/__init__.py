@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 
+from ..console import quiet
 from ..errors import MissingDependency
 
 
@@ -16,7 +15,7 @@ def import_tf(verbose: bool = False):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     try:
-        with contextlib.nullcontext() if verbose else _stderr_silenced():
+        with quiet(verbose):
             import tensorflow as tf
     except ImportError:
         raise MissingDependency("TensorFlow", "host") from None
@@ -41,18 +40,3 @@ def versions() -> dict:
     if "tensorflow-cpu" in out:
         out["tensorflow"] = out.pop("tensorflow-cpu")
     return out
-
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    """Send fd 2 to /dev/null: TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

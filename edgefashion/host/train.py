@@ -13,7 +13,7 @@ import numpy as np
 from .. import data
 from ..errors import InputError
 from ..files import atomic_path, write_json
-from ..progress import step
+from ..console import step
 from . import import_tf, versions
 
 

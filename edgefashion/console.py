@@ -1,7 +1,10 @@
-"""A small progress bar on stderr (no dependency): redraws on a terminal, a few lines otherwise."""
+"""Console helpers: a progress bar on stderr (redraws on a terminal, a few lines otherwise),
+step announcements, and silencing chatty native libraries."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 
@@ -44,3 +47,28 @@ class Progress:
 def step(message: str) -> None:
     """Announce a slow step on stderr."""
     print(f"-- {message}", file=sys.stderr, flush=True)
+
+
+def quiet(verbose: bool = False, fds=(1, 2)):
+    """Silence native chatter (TensorFlow's C++ logs ignore TF_CPP_MIN_LOG_LEVEL) unless verbose."""
+    return contextlib.nullcontext() if verbose else _fds_silenced(fds)
+
+
+@contextlib.contextmanager
+def _fds_silenced(fds=(1, 2)):
+    """Point stdout and stderr at /dev/null at the file-descriptor level, then restore them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip(fds, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)

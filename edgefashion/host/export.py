@@ -1,0 +1,234 @@
+"""RUN/model.keras -> int8 and float TFLite, float and int8 (QDQ) ONNX, and a C array for firmware.
+
+Every model is checked against Keras on the calibration images as it is written, and only
+then moved to its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import IMAGE_SHAPE, LABELS, data
+from ..artifacts import FILES, FORMATS
+from ..errors import CheckFailed, InputError
+from ..files import read_json, sha256_bytes, write_bytes, write_json, write_text
+from ..console import step
+from . import import_tf, quiet, versions
+
+FLOAT_TOLERANCE = 1e-4   # max |p_model - p_keras| for float models
+INT8_AGREEMENT = 0.97    # top-1 agreement with Keras for int8 models
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportConfig:
+    run: Path
+    formats: tuple = FORMATS
+    calibration_count: int = 500
+    seed: int = 0
+    data: Path | None = None   # training data for calibration; default: what the run trained on
+    verbose: bool = False
+    timings: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise InputError(f"format {unknown[0]!r}, expected some of {', '.join(FORMATS)}")
+        if self.calibration_count < 1:
+            raise InputError(f"--calibration {self.calibration_count}, expected a positive integer")
+        if "onnx-int8" in self.formats and "onnx-f32" not in self.formats:
+            self.formats = tuple(f for f in FORMATS if f in (*self.formats, "onnx-f32"))
+
+
+def calibration_set(config: ExportConfig) -> tuple[np.ndarray, dict]:
+    """Seeded random training images (never test images), preprocessed as at inference."""
+    source = config.data
+    if source is None:
+        trained_on = read_json(config.run / "config.json", "run config").get("settings", {}).get("data")
+        source = Path(trained_on) if trained_on else None
+    train_set = data.load(source, "train")
+    if config.calibration_count > len(train_set):
+        raise InputError(f"--calibration {config.calibration_count}, but {train_set.source} "
+                         f"has only {len(train_set)} training images")
+    rng = np.random.default_rng(config.seed)
+    indices = np.sort(rng.choice(len(train_set), config.calibration_count, replace=False)).astype(np.int64)
+    info = {"count": int(len(indices)), "seed": config.seed, "source": train_set.source,
+            "dataset_sha256": train_set.sha256, "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
+    return data.prepare(train_set.images[indices]), info
+
+
+def export(config: ExportConfig) -> dict:
+    """Write every requested artifact under RUN/export/ and return export.json's content."""
+    config.validate()
+    run = Path(config.run)
+    if not run.is_dir():
+        raise InputError(f"{run}: run directory not found (run `edgefashion train --out {run}` first)")
+    from .model import load_model
+
+    model = load_model(run / "model.keras", config.verbose)
+    tf = import_tf(config.verbose)
+    calib, calib_info = calibration_set(config)
+    reference = model.predict(calib, batch_size=500, verbose=0)
+    out = run / "export"
+    artifacts = []
+    builders = {"tflite-int8": lambda: _tflite(tf, model, calib, quantize=True),
+                "tflite-f32": lambda: _tflite(tf, model, calib, quantize=False),
+                "onnx-f32": lambda: _onnx_f32(tf, model),
+                "onnx-int8": lambda: _onnx_int8(out / FILES["onnx-f32"], calib)}
+    for fmt in FORMATS:
+        if fmt not in config.formats:
+            continue
+        step(f"export {fmt}")
+        started = time.monotonic()
+        with quiet(config.verbose):
+            content = builders[fmt]()
+        entry = _check_and_write(fmt, content, out / FILES[fmt], calib, reference)
+        entry["seconds"] = round(time.monotonic() - started, 2)
+        artifacts.append(entry)
+    if "tflite-int8" in config.formats:
+        artifacts.extend(write_c_array((out / FILES["tflite-int8"]).read_bytes(), out))
+    manifest = {"source": str(run / "model.keras"), "artifacts": artifacts, "calibration": calib_info,
+                "checks": {"float_max_abs_diff": FLOAT_TOLERANCE, "int8_min_top1_agreement": INT8_AGREEMENT},
+                "labels": list(LABELS), "versions": versions()}
+    write_json(out / "export.json", manifest)
+    return manifest
+
+
+def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, reference: np.ndarray) -> dict:
+    """Run the exported bytes through the edge runtime beside Keras; write only if they pass."""
+    from ..runtime import Model
+
+    exported = Model(content, name=dest.name)
+    probs = exported.predict_proba(calib)
+    if fmt.endswith("f32"):
+        diff = float(np.abs(probs - reference).max())
+        if diff > FLOAT_TOLERANCE:
+            raise CheckFailed(f"{dest.name}: max |p - p_keras| = {diff:.2e} on the calibration images, "
+                              f"expected <= {FLOAT_TOLERANCE:g}")
+        check = {"max_abs_diff": diff}
+    else:
+        agreement = float((probs.argmax(1) == reference.argmax(1)).mean())
+        if agreement < INT8_AGREEMENT:
+            raise CheckFailed(f"{dest.name}: top-1 agreement with Keras {agreement:.1%} on the calibration "
+                              f"images, expected >= {INT8_AGREEMENT:.0%}")
+        check = {"top1_agreement": agreement}
+    write_bytes(dest, content)
+    return {"file": dest.name, "format": fmt, "bytes": len(content), "sha256": sha256_bytes(content),
+            "input": exported.input.as_dict(), "output": exported.output.as_dict(), "check": check}
+
+
+# --- TFLite ---------------------------------------------------------------------------------
+
+def _tflite(tf, model, calib: np.ndarray, quantize: bool) -> bytes:
+    converter = tflite_converter(tf, model, calib if quantize else None)
+    return bytes(converter.convert())
+
+
+def tflite_converter(tf, model, calib: np.ndarray | None):
+    """A TFLite converter for `model`; with calibration images, full-integer int8 (ops, input, output)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if calib is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+def _onnx_f32(tf, model) -> bytes:
+    """tf2onnx through a tf.function: its from_keras fails on Keras 3 models."""
+    try:
+        import tf2onnx
+    except ImportError:
+        from ..errors import MissingDependency
+        raise MissingDependency("tf2onnx", "host") from None
+    spec = (tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input"),)
+    forward = tf.function(lambda x: {"probabilities": model(x, training=False)}, input_signature=spec)
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET)
+    _name_batch_dim(proto)
+    return proto.SerializeToString()
+
+
+def _name_batch_dim(proto) -> None:
+    """Call the dynamic batch dimension 'N' rather than tf2onnx's 'unk__123'."""
+    for value in (*proto.graph.input, *proto.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "N"
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader: one image per get_next(), then None."""
+
+    def __init__(self, images: np.ndarray, input_name: str = "input"):
+        self.images, self.input_name, self.position = images, input_name, 0
+
+    def get_next(self) -> dict | None:
+        if self.position >= len(self.images):
+            return None
+        self.position += 1
+        return {self.input_name: self.images[self.position - 1:self.position]}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def _onnx_int8(f32_path: Path, calib: np.ndarray) -> bytes:
+    """ONNX Runtime static quantization: QDQ, int8 activations and per-channel int8 weights."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not f32_path.is_file():
+        raise InputError(f"{f32_path}: needed to make the int8 ONNX model")
+    # Scratch files live in a temporary folder; _check_and_write puts the result in place.
+    with tempfile.TemporaryDirectory(dir=f32_path.parent) as scratch:
+        pre, quantized = Path(scratch) / "pre.onnx", Path(scratch) / "int8.onnx"
+        quant_pre_process(str(f32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(quantized), CalibrationReader(calib),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        return quantized.read_bytes()
+
+
+# --- C array for TensorFlow Lite Micro -----------------------------------------------------
+
+def c_array_source(content: bytes, name: str = "g_model_int8") -> tuple[str, str]:
+    """(header, source) defining a 16-byte aligned unsigned char array, its length and the labels."""
+    guard = "EDGEFASHION_MODEL_INT8_DATA_H_"
+    header = (f"// Generated by edgefashion export: the int8 Fashion-MNIST model for TensorFlow Lite Micro.\n"
+              f"#ifndef {guard}\n#define {guard}\n\n"
+              f"extern const unsigned char {name}[];\nextern const unsigned int {name}_len;\n"
+              f"extern const char* const g_labels[{len(LABELS)}];\n\n#endif  // {guard}\n")
+    rows = [", ".join(f"0x{b:02x}" for b in content[i:i + 12]) for i in range(0, len(content), 12)]
+    labels = ", ".join(f'"{label}"' for label in LABELS)
+    source = (f'#include "model_int8_data.h"\n\n'
+              f"alignas(16) const unsigned char {name}[] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
+              f"const unsigned int {name}_len = {len(content)};\n\n"
+              f"const char* const g_labels[{len(LABELS)}] = {{{labels}}};\n")
+    return header, source
+
+
+def write_c_array(content: bytes, out: Path) -> list[dict]:
+    header, source = c_array_source(content)
+    entries = []
+    for name, text in (("model_int8_data.h", header), ("model_int8_data.cc", source)):
+        write_text(out / name, text)
+        blob = text.encode()
+        entries.append({"file": name, "format": "c-array", "bytes": len(blob), "sha256": sha256_bytes(blob)})
+    return entries
+
+
+def c_array_bytes(source: str) -> bytes:
+    """Parse the bytes back out of a generated .cc (tests and firmware checks use it)."""
+    body = source[source.index("{") + 1:source.index("};")]
+    return bytes(int(tok, 16) for tok in body.replace("\n", " ").split(",") if tok.strip())

@@ -1,0 +1,280 @@
+"""One model class for every exported model: .tflite or .onnx, float or int8. numpy + one interpreter.
+
+TFLite models run on ai_edge_litert (LiteRT), else tflite_runtime, else tf.lite when TensorFlow
+happens to be installed; ONNX models on onnxruntime. TensorFlow is never imported unless it is the
+only TFLite interpreter left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import IMAGE_SHAPE, LABELS, NUM_CLASSES
+from .console import quiet
+from .errors import InputError, MissingDependency
+
+TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
+TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "scale": self.scale, "zero_point": self.zero_point}
+
+
+@dataclass
+class Prediction:
+    probabilities: np.ndarray  # float32 (N, 10)
+    class_ids: np.ndarray      # int64 (N,)
+
+    @property
+    def labels(self) -> list[str]:
+        return [LABELS[i] for i in self.class_ids]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities[np.arange(len(self.class_ids)), self.class_ids]
+
+
+class Model:
+    """An exported classifier. `predict` takes uint8 pixels (0-255) or floats in [0, 1],
+    one image (28, 28[, 1]) or a batch (N, 28, 28[, 1])."""
+
+    def __init__(self, source: str | Path | bytes, threads: int = 1, backend: str | None = None,
+                 name: str | None = None):
+        if not isinstance(threads, int) or threads < 1:
+            raise InputError(f"threads={threads!r}, expected a positive integer")
+        content, self.name = _read_model(source, name)
+        self.threads = threads
+        self.size_bytes = len(content)
+        if content[4:8] == TFLITE_MAGIC:
+            self._runner = _TFLiteRunner(content, threads, backend, self.name)
+        else:
+            self._runner = _OnnxRunner(content, threads, self.name)
+        self.backend = self._runner.backend
+        self.input, self.output = self._runner.input, self._runner.output
+        self._check_classifier()
+        self.quantized = self.input.dtype == "int8" or self._runner.quantized
+        self.format = f"{self._runner.kind}-{'int8' if self.quantized else 'f32'}"
+        self._lut = self._uint8_table()
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, format={self.format}, backend={self.backend}, threads={self.threads})"
+
+    # --- the public path ------------------------------------------------------------
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        probabilities = self.predict_proba(images)
+        return Prediction(probabilities, probabilities.argmax(axis=1))
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """float32 (N, 10) probabilities; large inputs run in batches of `batch_size`."""
+        x = self.prepare(images)
+        if len(x) <= batch_size:
+            return self.dequantize(self.run(x))
+        return np.concatenate([self.dequantize(self.run(x[i:i + batch_size]))
+                               for i in range(0, len(x), batch_size)])
+
+    # --- the pieces, for verify / bench / golden vectors --------------------------------
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """Validate images and convert them to the model's input tensor (N, 28, 28, 1)."""
+        x = _as_batch(images)
+        if x.dtype == np.uint8:
+            return self._lut[x]
+        x = x.astype(np.float32, copy=False)
+        if self.input.dtype == "int8":
+            q = np.round(x / self.input.scale + self.input.zero_point)
+            return np.clip(q, -128, 127).astype(np.int8)
+        return x
+
+    def run(self, prepared: np.ndarray) -> np.ndarray:
+        """The model's raw output for an already prepared input (int8 for int8 TFLite)."""
+        return self._runner.run(prepared)
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        if self.output.dtype == "int8":
+            return ((raw.astype(np.float32) - self.output.zero_point) * self.output.scale).astype(np.float32)
+        return raw.astype(np.float32, copy=False)
+
+    def info(self) -> dict:
+        return {"format": self.format, "backend": self.backend, "bytes": self.size_bytes,
+                "input": self.input.as_dict(), "output": self.output.as_dict()}
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _uint8_table(self) -> np.ndarray:
+        """Pixel value -> model input value, so uint8 images convert with one lookup."""
+        x = np.arange(256, dtype=np.float32) / 255.0
+        if self.input.dtype == "int8":
+            return np.clip(np.round(x / self.input.scale + self.input.zero_point), -128, 127).astype(np.int8)
+        return x
+
+    def _check_classifier(self) -> None:
+        in_shape, out_shape = tuple(self.input.shape[1:]), tuple(self.output.shape[1:])
+        if in_shape != IMAGE_SHAPE or out_shape != (NUM_CLASSES,):
+            raise InputError(f"{self.name}: model maps {in_shape} -> {out_shape}, "
+                             f"expected a {IMAGE_SHAPE} -> ({NUM_CLASSES},) classifier")
+        if self.input.dtype not in ("int8", "float32"):
+            raise InputError(f"{self.name}: input dtype {self.input.dtype}, expected int8 or float32")
+
+
+def _read_model(source, name) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        content, label = bytes(source), name or "<bytes>"
+    else:
+        path = Path(source)
+        label = name or str(path)
+        if not path.is_file():
+            raise InputError(f"{path}: model file not found")
+        content = path.read_bytes()
+    if not content:
+        raise InputError(f"{label}: model file is empty")
+    if len(content) < 16:
+        raise InputError(f"{label}: {len(content)} bytes is too short to be a model (truncated?)")
+    return content, label
+
+
+def _as_batch(images) -> np.ndarray:
+    x = np.asarray(images)
+    if x.shape in ((28, 28), IMAGE_SHAPE):
+        x = x.reshape(1, *IMAGE_SHAPE)
+    elif x.ndim == 3 and x.shape[1:] == (28, 28):
+        x = x.reshape(len(x), *IMAGE_SHAPE)
+    elif not (x.ndim == 4 and x.shape[1:] == IMAGE_SHAPE):
+        raise InputError(f"input shape={x.shape}, expected (28, 28), (28, 28, 1), (N, 28, 28) or (N, 28, 28, 1)")
+    if len(x) == 0:
+        raise InputError("input holds no images")
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype.kind != "f":
+        raise InputError(f"input dtype={x.dtype}, expected uint8 pixels (0-255) or float images in [0, 1]")
+    if not np.isfinite(x).all():
+        raise InputError("input contains NaN or infinity, expected float images in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"input values in [{lo:g}, {hi:g}], expected float images in [0, 1] "
+                         f"(pass uint8 for 0-255 pixels)")
+    return x
+
+
+# --- TFLite ---------------------------------------------------------------------------------
+
+def tflite_interpreter_class(backend: str | None = None):
+    """(Interpreter class, backend name): LiteRT, then tflite_runtime, then tf.lite."""
+    order = [backend] if backend else list(TFLITE_BACKENDS)
+    problems = []
+    for name in order:
+        if name not in TFLITE_BACKENDS:
+            raise InputError(f"backend {name!r}, expected one of {', '.join(TFLITE_BACKENDS)}")
+        try:
+            return _import_interpreter(name), name
+        except ImportError as exc:
+            problems.append(str(exc))
+    raise MissingDependency("a TFLite interpreter (" + "; ".join(problems) + ")", "edge")
+
+
+def _import_interpreter(name: str):
+    if name == "ai_edge_litert":
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    if name == "tflite_runtime":
+        import importlib.metadata as md
+
+        from tflite_runtime.interpreter import Interpreter
+        version = md.version("tflite-runtime")
+        if int(np.__version__.split(".")[0]) >= 2 and tuple(map(int, version.split(".")[:2])) <= (2, 14):
+            raise ImportError(f"tflite-runtime {version} was built for numpy 1 and crashes with numpy "
+                              f"{np.__version__}; install ai-edge-litert instead")
+        return Interpreter
+    import tensorflow as tf  # last resort: heavy, only when nothing lighter is installed
+    return tf.lite.Interpreter
+
+
+class _TFLiteRunner:
+    kind = "tflite"
+    quantized = False
+
+    def __init__(self, content: bytes, threads: int, backend: str | None, name: str):
+        interpreter_class, self.backend = tflite_interpreter_class(backend)
+        try:
+            with quiet(fds=(2,)):  # LiteRT prints an INFO line for its XNNPACK delegate
+                self.interpreter = interpreter_class(model_content=content, num_threads=threads)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"{name}: not a valid TFLite model ({_first_line(exc)})") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
+        self.input, self.output = _tflite_spec(inputs[0]), _tflite_spec(outputs[0])
+        self._in, self._out = inputs[0]["index"], outputs[0]["index"]
+        self._batch = int(inputs[0]["shape"][0])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:  # resize once per new batch size, not per call
+            self.interpreter.resize_tensor_input(self._in, [len(x), *IMAGE_SHAPE])
+            self.interpreter.allocate_tensors()
+            self._batch = len(x)
+        self.interpreter.set_tensor(self._in, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out)
+
+
+def _tflite_spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quantized = np.dtype(detail["dtype"]) == np.int8 and scale
+    return TensorSpec(detail["name"], np.dtype(detail["dtype"]).name, tuple(int(d) for d in detail["shape"]),
+                      float(scale) if quantized else None, int(zero_point) if quantized else None)
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+class _OnnxRunner:
+    kind = "onnx"
+    backend = "onnxruntime"
+
+    def __init__(self, content: bytes, threads: int, name: str):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependency("onnxruntime", "edge") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InputError(f"{name}: not a valid TFLite or ONNX model ({_first_line(exc)})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
+        self.input, self.output = _onnx_spec(inputs[0]), _onnx_spec(outputs[0])
+        self._in_name, self._out_names = inputs[0].name, [outputs[0].name]
+        # QDQ models keep float inputs; their QuantizeLinear nodes mark them as int8.
+        self.quantized = b"QuantizeLinear" in content
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(self._out_names, {self._in_name: x})[0]
+
+
+def _onnx_spec(arg) -> TensorSpec:
+    dtype = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}.get(arg.type, arg.type)
+    shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+    return TensorSpec(arg.name, dtype, shape)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
