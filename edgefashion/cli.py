@@ -7,6 +7,7 @@ Heavy modules are imported inside each command, so device commands never load Te
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -100,6 +101,44 @@ def cmd_export(args) -> int:
     return 0
 
 
+def add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="cross-check every exported model against the float model",
+                       description="Run the float reference (Keras on the host, model_f32.tflite without "
+                                   "TensorFlow) and every exported model on the held-out test set. Writes "
+                                   "RUN/verify.json, verify.md and confusion_*.png. Exit 1 if a gate fails.")
+    p.add_argument("run", type=Path, help="run directory with export/export.json")
+    p.add_argument("--data", type=Path, help="test CSV (seed format, with labels) or IDX folder "
+                                             "(default: the 10,000 Fashion-MNIST test images)")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="largest accuracy drop vs the float model, in percentage points (default 1.0)")
+    p.add_argument("--min-agreement", type=float, default=0.98,
+                   help="smallest top-1 agreement with the float model, a fraction (default 0.98)")
+    p.add_argument("--reference", choices=["auto", "keras", "tflite-f32"], default="auto",
+                   help="float reference (default: Keras when TensorFlow is installed)")
+    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--no-layer-report", action="store_true", help="skip the per-layer int8 error table")
+    p.add_argument("--json", action="store_true", help="print verify.json instead of the table")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args) -> int:
+    from .verify import VerifyConfig, summary_rows, verify
+
+    report = verify(VerifyConfig(run=args.run, data=args.data, max_drop_pp=args.max_drop,
+                                 min_agreement=args.min_agreement, reference=args.reference,
+                                 threads=args.threads, layer_report=not args.no_layer_report,
+                                 verbose=args.verbose))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table(summary_rows(report)))
+        print(f"{report['reference']['samples']} images, {report['seconds']} s -> {args.run / 'verify.json'}")
+    for r in report["models"]:
+        if r["failures"]:
+            print(f"FAILED: {r['file']}: " + "; ".join(r["failures"]), file=sys.stderr)
+    return 0 if report["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgefashion",
@@ -113,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export]
+COMMANDS = [add_train, add_export, add_verify]
 
 
 def main(argv=None) -> int:

@@ -33,6 +33,8 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
+        if value and abs(value) < 1e-3:
+            return f"{value:.2e}"
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
