@@ -139,6 +139,117 @@ def cmd_verify(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure inference latency of exported models (edge runtime only)",
+                       description="Benchmark model files, run directories (their export/ models) or bundles. "
+                                   "Each model and thread count runs in a fresh process: warm-up runs, then "
+                                   "timed runs. Writes bench.json, bench.csv and bench.png.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="model file, run directory or bundle")
+    p.add_argument("--batch", type=int_list, default=[1], help="batch sizes, comma-separated (default 1)")
+    p.add_argument("--threads", type=int_list, default=[1], help="thread counts, comma-separated (default 1)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--runs", type=positive_int, default=200, help="timed runs (default 200)")
+    p.add_argument("--min-time", type=float, default=0.0, help="keep timing for at least this many seconds")
+    p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
+    p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchConfig, bench, table_rows
+
+    report = bench(BenchConfig(paths=args.paths, batches=args.batch, threads=args.threads, warmup=args.warmup,
+                               runs=args.runs, min_time=args.min_time, out=args.out))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    env = report["environment"]
+    print(f"{env['cpu_model']} ({env['cores']} cores, {env['machine']}), governor {env['cpu_governor']}, "
+          f"board {env['board_model']}")
+    print(table(table_rows(report["results"])))
+    if report["comparison"]:
+        print("\nint8 vs float (p50):")
+        print(table(report["comparison"]))
+    for note in report["warnings"]:
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"-> {report['written']}")
+    return 0
+
+
+def add_bundle(sub) -> None:
+    p = sub.add_parser("bundle", help="pack a run's models, labels and golden vectors for a device",
+                       description="Write one .tar.gz with the int8 and float models (TFLite and ONNX), "
+                                   "labels, golden vectors (test images with the host's outputs), the host's "
+                                   "verify and bench summaries, and manifest.json (sha256 of every file).")
+    p.add_argument("run", type=Path, help="run directory with export/")
+    p.add_argument("--out", type=Path, required=True, help="bundle file to write (.tar.gz)")
+    p.add_argument("--golden", type=positive_int, default=200, help="golden test images (default 200)")
+    p.set_defaults(func=cmd_bundle)
+
+
+def cmd_bundle(args) -> int:
+    from .bundle import make_bundle
+
+    manifest = make_bundle(args.run, args.out, golden_count=args.golden)
+    size = args.out.stat().st_size
+    print(f"{args.out}: {len(manifest['files']) + 1} files, {size / 1e6:.2f} MB, "
+          f"{manifest['golden']['count']} golden images, models: {', '.join(manifest['models'])}")
+    return 0
+
+
+def add_selftest(sub) -> None:
+    p = sub.add_parser("selftest", help="check a bundle on this device (no TensorFlow needed)",
+                       description="Extract a bundle safely, check every sha256, load each model with the "
+                                   "installed interpreter, compare its outputs on the golden images with "
+                                   "the host's, and repeat the int8-vs-float cross-check. Exit 0 only if "
+                                   "every check passes.")
+    p.add_argument("bundle", type=Path, help="bundle .tar.gz made by `edgefashion bundle`")
+    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
+    p.set_defaults(func=cmd_selftest)
+
+
+def cmd_selftest(args) -> int:
+    from .bundle import selftest
+
+    checks = selftest(args.bundle, threads=args.threads)
+    failed = [c for c in checks if not c.passed]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify images with a bundle or model file",
+                       description="Classify a seed-format CSV (with or without the label column), PNG/JPEG "
+                                   "images (any size: converted to 28x28 grayscale, light object on black, "
+                                   "like Fashion-MNIST) or a .npy array. Shows accuracy when labels are given.")
+    p.add_argument("model", type=Path, metavar="BUNDLE|MODEL|RUN", help="bundle, model file or run directory")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CSV, .npy, or image files")
+    p.add_argument("--format", default="tflite-int8", choices=FORMATS,
+                   help="which model of a bundle or run to use (default tflite-int8)")
+    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--limit", type=positive_int, default=20, help="rows shown in the table (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = result["predictions"]
+    print(table(rows[:args.limit]))
+    if len(rows) > args.limit:
+        print(f"... {len(rows) - args.limit} more (--limit or --json for all)")
+    summary = f"{len(rows)} images, {result['model']['format']} on {result['model']['backend']}"
+    if result.get("accuracy") is not None:
+        summary += f", accuracy {result['accuracy']:.4f}"
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgefashion",
@@ -152,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export, add_verify]
+COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selftest, add_predict]
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         if value and abs(value) < 1e-3:
             return f"{value:.2e}"
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 

@@ -119,8 +119,11 @@ def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, re
                               f"images, expected >= {INT8_AGREEMENT:.0%}")
         check = {"top1_agreement": agreement}
     write_bytes(dest, content)
+    output = exported.output.as_dict()
+    if fmt == "onnx-int8":  # float output, but on the int8 grid of its last DequantizeLinear
+        output["scale"], output["zero_point"] = _onnx_output_quantization(content)
     return {"file": dest.name, "format": fmt, "bytes": len(content), "sha256": sha256_bytes(content),
-            "input": exported.input.as_dict(), "output": exported.output.as_dict(), "check": check}
+            "input": exported.input.as_dict(), "output": output, "check": check}
 
 
 # --- TFLite ---------------------------------------------------------------------------------
@@ -164,6 +167,22 @@ def _name_batch_dim(proto) -> None:
         dim = value.type.tensor_type.shape.dim[0]
         dim.ClearField("dim_value")
         dim.dim_param = "N"
+
+
+def _onnx_output_quantization(content: bytes) -> tuple[float | None, int | None]:
+    """Scale and zero point of the DequantizeLinear that produces the graph output, if any."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(content)
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    output = model.graph.output[0].name
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and output in node.output:
+            scale, zero_point = constants.get(node.input[1]), constants.get(node.input[2])
+            if scale is not None and zero_point is not None:
+                return float(scale), int(zero_point)
+    return None, None
 
 
 class CalibrationReader:

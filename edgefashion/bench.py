@@ -1,0 +1,318 @@
+"""Latency benchmark over the edge runtime only (no TensorFlow).
+
+Each (model, thread count) is measured in a fresh worker process, so its load time, first
+inference and peak RSS are its own and not left over from the model before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import FLOAT_OF, export_dir, exported_models
+from .console import Progress
+from .errors import InputError
+from .files import write_json, write_text
+
+MODEL_SUFFIXES = (".tflite", ".onnx")
+SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
+
+
+@dataclass
+class BenchConfig:
+    paths: list
+    batches: list = field(default_factory=lambda: [1])
+    threads: list = field(default_factory=lambda: [1])
+    warmup: int = 20
+    runs: int = 200
+    min_time: float = 0.0      # keep timing until both `runs` and `min_time` seconds are reached
+    out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
+
+    def validate(self) -> None:
+        for name in ("batches", "threads"):
+            for value in getattr(self, name):
+                if not isinstance(value, int) or value < 1:
+                    raise InputError(f"{name} {value!r}, expected positive integers")
+        if self.runs < 1 or self.warmup < 0 or self.min_time < 0:
+            raise InputError(f"runs={self.runs}, warmup={self.warmup}, min_time={self.min_time}: "
+                             f"expected runs >= 1, warmup >= 0, min_time >= 0")
+        if not self.paths:
+            raise InputError("no model, run directory or bundle given")
+
+
+# --- what to benchmark ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def resolve_models(paths):
+    """Yield [(path, format or None)] for model files, run directories and bundles."""
+    with contextlib.ExitStack() as stack:
+        found = []
+        for path in map(Path, paths):
+            if path.is_file() and path.suffix in MODEL_SUFFIXES:
+                found.append((path, None))
+            elif path.is_dir():
+                run = path.parent if (path / "export.json").is_file() else path
+                found.extend((p, fmt) for fmt, p in exported_models(run).items())
+            elif path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+                from .bundle import open_bundle
+
+                folder, manifest = open_bundle(path, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+                found.extend((folder / name, fmt) for fmt, name in manifest["models"].items())
+            elif path.exists():
+                raise InputError(f"{path}: not a model (.tflite/.onnx), a run directory or a bundle (.tar.gz)")
+            else:
+                raise InputError(f"{path}: not found")
+        yield found
+
+
+# --- environment ------------------------------------------------------------------------
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").strip().strip("\x00") or None
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str | None:
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "edgefashion"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _throttled() -> str | None:
+    if not shutil.which("vcgencmd"):
+        return None
+    try:
+        done = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5)
+        return done.stdout.strip().split("=")[-1] or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """Where the numbers came from. Anything unreadable is None, never an error."""
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    temp = _read("/sys/class/thermal/thermal_zone0/temp")
+    return {
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+        "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_freq_mhz": round(int(freq) / 1000) if freq and freq.isdigit() else None,
+        "board_model": _read("/proc/device-tree/model"),
+        "soc_temp_c": round(int(temp) / 1000, 1) if temp and temp.lstrip("-").isdigit() else None,
+        "throttled": _throttled(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "emulated": os.environ.get("EDGEFASHION_EMULATED") or None,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def environment_warnings(env: dict) -> list[str]:
+    notes = []
+    if env["cpu_governor"] and env["cpu_governor"] != "performance":
+        notes.append(f"CPU governor is '{env['cpu_governor']}', not 'performance': latencies may vary "
+                     f"(sudo cpupower frequency-set -g performance)")
+    if env["emulated"]:
+        notes.append(f"running under emulation ({env['emulated']}): these latencies are NOT device numbers")
+    if env["throttled"] not in (None, "0x0"):
+        notes.append(f"the SoC reports throttling ({env['throttled']}): results are not representative")
+    return notes
+
+
+# --- measuring --------------------------------------------------------------------------
+
+def bench_images(batch: int) -> np.ndarray:
+    """Real test images when Fashion-MNIST is present, else seeded random pixels."""
+    from . import data
+
+    directory = data.default_dir()
+    if directory is not None:
+        images = data.read_idx_split(directory, "test").images[:max(batch, 1)]
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+    return np.resize(images, (batch, 28, 28))  # repeats when batch > available
+
+
+def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float) -> list[dict]:
+    """Load one model with `threads` threads and time it at every batch size. Runs in the worker."""
+    from .runtime import Model
+
+    started = time.perf_counter()
+    model = Model(path, threads=threads)
+    init_ms = (time.perf_counter() - started) * 1e3
+    results = []
+    for batch in batches:
+        x = model.prepare(bench_images(batch))  # inputs ready before the clock starts
+        run, clock = model.run, time.perf_counter_ns
+        t0 = clock()
+        run(x)
+        first_ms = (clock() - t0) / 1e6
+        for _ in range(warmup):
+            run(x)
+        deadline = time.perf_counter() + min_time
+        times = []
+        t0 = clock()
+        while len(times) < runs or time.perf_counter() < deadline:
+            run(x)
+            t1 = clock()  # one clock read per run
+            times.append(t1 - t0)
+            t0 = t1
+        results.append(_stats(model, path, threads, batch, init_ms, first_ms, np.array(times) / 1e3))
+    return results
+
+
+def _stats(model, path, threads, batch, init_ms, first_ms, us: np.ndarray) -> dict:
+    p50, p90, p99 = (float(np.percentile(us, q)) for q in (50, 90, 99))
+    latency = {"p50": p50, "p90": p90, "p99": p99, "mean": float(us.mean()), "std": float(us.std()),
+               "min": float(us.min()), "max": float(us.max())}
+    return {
+        "file": path.name, "path": str(path), "format": model.format, "runtime": model.backend,
+        "threads": threads, "batch": batch, "size_bytes": model.size_bytes,
+        "init_ms": round(init_ms, 3), "first_ms": round(first_ms, 3), "runs": len(us),
+        "latency_us": {k: round(v, 2) for k, v in latency.items()},
+        "latency_per_image_us": {k: round(v / batch, 2) for k, v in latency.items()},
+        "throughput_ips": round(batch * 1e6 / latency["mean"], 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "spread_warning": p99 > SPREAD_WARNING * p50,
+    }
+
+
+def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
+    job = {"path": str(path), "threads": threads, "batches": config.batches, "warmup": config.warmup,
+           "runs": config.runs, "min_time": config.min_time}
+    done = subprocess.run([sys.executable, "-m", "edgefashion.bench", json.dumps(job)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        message = (done.stderr.strip().splitlines() or [f"worker exited {done.returncode}"])[-1]
+        raise InputError(message.removeprefix("error: "))
+    return json.loads(done.stdout)
+
+
+def bench(config: BenchConfig) -> dict:
+    """Benchmark every model x thread count x batch size; write bench.json/.csv/.png."""
+    config.validate()
+    env = environment()
+    results = []
+    with resolve_models(config.paths) as models:
+        with Progress(len(models) * len(config.threads), "bench") as progress:
+            for path, fmt in models:
+                for threads in config.threads:
+                    results.extend(_run_worker(path, threads, config))
+                    progress.update()
+    report = {"environment": env, "warnings": environment_warnings(env) + _spread_warnings(results),
+              "settings": {"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
+                           "batches": config.batches, "threads": config.threads},
+              "results": results, "comparison": comparison(results)}
+    out = config.out or default_out(config.paths)
+    write_json(out, report)
+    write_text(out.with_suffix(".csv"), to_csv(results))
+    from .report import plot_latency
+
+    plot_latency(results, out.with_suffix(".png"))
+    report["written"] = str(out)
+    return report
+
+
+def default_out(paths) -> Path:
+    first = Path(paths[0])
+    if len(paths) == 1 and first.is_dir():
+        run = first.parent if (first / "export.json").is_file() else first
+        if export_dir(run).is_dir():
+            return run / "bench.json"
+    return Path("bench.json")
+
+
+def _spread_warnings(results: list[dict]) -> list[str]:
+    return [f"{r['file']} batch {r['batch']} threads {r['threads']}: wide spread, p99 "
+            f"{r['latency_us']['p99']:.0f} us > {SPREAD_WARNING:g} x p50 {r['latency_us']['p50']:.0f} us"
+            for r in results if r["spread_warning"]]
+
+
+def comparison(results: list[dict]) -> list[dict]:
+    """int8 vs float, per family (tflite / onnx), batch and threads: speed-up and size ratio."""
+    by_key = {(r["format"], r["batch"], r["threads"]): r for r in results}
+    rows = []
+    for (fmt, batch, threads), q in by_key.items():
+        f = by_key.get((FLOAT_OF.get(fmt), batch, threads))
+        if f is None:
+            continue
+        rows.append({"family": fmt.split("-")[0], "batch": batch, "threads": threads,
+                     "int8_p50_us": q["latency_us"]["p50"], "f32_p50_us": f["latency_us"]["p50"],
+                     "latency_ratio": round(q["latency_us"]["p50"] / f["latency_us"]["p50"], 3),
+                     "speedup": round(f["latency_us"]["p50"] / q["latency_us"]["p50"], 3),
+                     "size_ratio": round(q["size_bytes"] / f["size_bytes"], 3)})
+    return rows
+
+
+CSV_COLUMNS = ["file", "format", "runtime", "threads", "batch", "size_bytes", "init_ms", "first_ms",
+               "p50_us", "p90_us", "p99_us", "mean_us", "std_us", "min_us", "p50_per_image_us",
+               "throughput_ips", "peak_rss_mb"]
+
+
+def to_csv(results: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in results:
+        writer.writerow({**r, **{f"{k}_us": v for k, v in r["latency_us"].items()},
+                         "p50_per_image_us": r["latency_per_image_us"]["p50"]})
+    return buffer.getvalue()
+
+
+def table_rows(results: list[dict]) -> list[dict]:
+    return [{"file": r["file"], "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
+             "p50_us": r["latency_us"]["p50"], "p90_us": r["latency_us"]["p90"], "p99_us": r["latency_us"]["p99"],
+             "us/image": r["latency_per_image_us"]["p50"], "images/s": r["throughput_ips"],
+             "init_ms": r["init_ms"], "MB": round(r["size_bytes"] / 1e6, 2), "rss_MB": r["peak_rss_mb"]}
+            for r in results]
+
+
+def _worker(argv: list[str]) -> int:
+    """`python -m edgefashion.bench JOB_JSON`: measure one model, print JSON results."""
+    job = json.loads(argv[0])
+    try:
+        results = measure(Path(job["path"]), job["threads"], job["batches"], job["warmup"], job["runs"],
+                          job["min_time"])
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

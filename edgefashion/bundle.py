@@ -1,0 +1,254 @@
+"""Device bundle: models, labels, manifest, golden vectors; safe extraction and the on-device self-test.
+
+A bundle is a flat .tar.gz. manifest.json lists every other file with its sha256 and size; nothing
+else may be in the archive, and nothing in it may be a link, a device, absolute or leave the folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import tarfile
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from . import IMAGE_SHAPE, LABELS, __version__, data
+from .artifacts import FLOAT_OF, exported_models
+from .errors import InputError
+from .files import atomic_path, read_json, sha256_bytes, sha256_file
+
+MANIFEST = "manifest.json"
+GOLDEN = "golden.npz"
+FLOAT_TOLERANCE = 1e-4
+MAX_BUNDLE_BYTES = 512 * 2**20  # refuse anything that unpacks bigger: no tar bombs on a small board
+INPUT_SPEC = {"shape": [-1, *IMAGE_SHAPE], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
+              "preprocessing": "28x28 grayscale, light object on black, scaled by 1/255 (Fashion-MNIST)"}
+
+
+# --- making a bundle (host) ----------------------------------------------------------------
+
+def make_bundle(run, out, golden_count: int = 200, seed: int = 0) -> dict:
+    """Pack RUN's exported models, labels, golden vectors and summaries into `out` (.tar.gz)."""
+    from .runtime import Model
+    from .verify import load_test_set
+
+    run, out = Path(run), Path(out)
+    if golden_count < 1:
+        raise InputError(f"--golden {golden_count}, expected a positive integer")
+    models = exported_models(run)
+    export = read_json(run / "export" / "export.json")
+    test = load_test_set(run, None)
+    pick = np.sort(np.random.default_rng(seed).choice(len(test), min(golden_count, len(test)), replace=False))
+    golden = {"images": test.images[pick], "labels": test.labels[pick]}
+    specs = {}
+    for fmt, path in models.items():
+        model = Model(path)
+        golden[f"raw_{fmt}"] = model.run(model.prepare(golden["images"]))
+        specs[fmt] = _model_spec(fmt, path, model, export)
+    files = {path.name: path.read_bytes() for path in models.values()}
+    files["labels.json"] = json.dumps(list(LABELS), indent=2).encode()
+    files[GOLDEN] = _npz_bytes(golden)
+    for name in ("verify.json", "bench.json"):
+        if (run / name).is_file():
+            files[f"host_{name}"] = (run / name).read_bytes()
+    manifest = {
+        "bundle_version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created_on": {"machine": platform.machine(), "python": platform.python_version()},
+        "files": {name: {"sha256": sha256_bytes(blob), "bytes": len(blob)} for name, blob in files.items()},
+        "models": {fmt: path.name for fmt, path in models.items()},
+        "model_specs": specs,
+        "labels": list(LABELS),
+        "input": INPUT_SPEC,
+        "golden": {"file": GOLDEN, "count": len(pick), "seed": seed, "source": test.source},
+        "host_accuracy": _host_accuracies(run),
+        "versions": {"edgefashion": __version__, **export.get("versions", {})},
+    }
+    files[MANIFEST] = json.dumps(manifest, indent=2).encode()
+    _write_tar(out, files)
+    return manifest
+
+
+def _model_spec(fmt: str, path: Path, model, export: dict) -> dict:
+    entry = next((a for a in export.get("artifacts", []) if a.get("file") == path.name), {})
+    output = entry.get("output") or model.output.as_dict()
+    if fmt == "tflite-int8":   # raw int8 outputs: one quantization step is one integer
+        tolerance = 1.0
+    elif fmt.endswith("int8"):  # float outputs on an int8 grid: one step of that grid
+        tolerance = (output.get("scale") or 1 / 255) * 1.001
+    else:
+        tolerance = FLOAT_TOLERANCE
+    return {"file": path.name, "input": model.input.as_dict(), "output": output, "golden_tolerance": tolerance}
+
+
+def _host_accuracies(run: Path) -> dict | None:
+    verify = run / "verify.json"
+    if not verify.is_file():
+        return None
+    report = read_json(verify)
+    out = {report["reference"]["format"]: report["reference"]["accuracy"]}
+    out.update({m["format"]: m["accuracy"] for m in report["models"]})
+    return {"samples": report["reference"]["samples"], "accuracy": out,
+            "min_agreement": report.get("gates", {}).get("min_agreement")}
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write_tar(out: Path, files: dict[str, bytes]) -> None:
+    with atomic_path(out, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for name, blob in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(blob), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(blob))
+
+
+# --- opening a bundle (device) -------------------------------------------------------------
+
+def open_bundle(path, dest: Path) -> tuple[Path, dict]:
+    """Extract `path` safely into `dest` and check every file against the manifest.
+    Returns (folder, manifest); raises InputError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: bundle not found")
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members = tar.getmembers()
+            _check_members(path, members)
+            for member in members:
+                if member.isfile():
+                    _extract_file(tar, member, dest)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {exc})") from None
+    manifest_path = dest / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{path}: has no {MANIFEST}")
+    manifest = read_json(manifest_path, MANIFEST)
+    problems = check_files(dest, manifest)
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    return dest, manifest
+
+
+def _check_members(path: Path, members: list) -> None:
+    total = 0
+    for m in members:
+        name = PurePosixPath(m.name)
+        if name.is_absolute() or m.name.startswith(("/", "\\")):
+            raise InputError(f"{path}: member {m.name!r} has an absolute path")
+        if ".." in name.parts:
+            raise InputError(f"{path}: member {m.name!r} leaves the bundle folder ('..')")
+        if m.issym() or m.islnk():
+            raise InputError(f"{path}: member {m.name!r} is a link to {m.linkname!r}; links are not allowed")
+        if not (m.isfile() or m.isdir()):
+            raise InputError(f"{path}: member {m.name!r} is a device or special file")
+        total += m.size
+    if total > MAX_BUNDLE_BYTES:
+        raise InputError(f"{path}: unpacks to {total} bytes, more than the {MAX_BUNDLE_BYTES} allowed")
+
+
+def _extract_file(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    """Copy one regular file's bytes; names were checked, so it stays inside `dest`."""
+    target = dest / PurePosixPath(member.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    target.write_bytes(source.read())
+
+
+def check_files(folder: Path, manifest: dict) -> list[str]:
+    """Every listed file present with its sha256 and size, and nothing unlisted."""
+    problems = []
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not listed:
+        return [f"{MANIFEST} lists no files"]
+    for name, expected in listed.items():
+        file = folder / name
+        if not file.is_file():
+            problems.append(f"{name}: missing")
+        elif file.stat().st_size != expected.get("bytes"):
+            problems.append(f"{name}: {file.stat().st_size} bytes, expected {expected.get('bytes')} (truncated?)")
+        elif sha256_file(file) != expected.get("sha256"):
+            problems.append(f"{name}: sha256 mismatch (modified)")
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    problems.extend(f"{name}: not listed in the manifest" for name in sorted(present - set(listed) - {MANIFEST}))
+    return problems
+
+
+# --- self-test (device) --------------------------------------------------------------------
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def selftest(bundle, threads: int = 1, report=print) -> list[Check]:
+    """Every check of a bundle on this device; `report` gets each one as it finishes."""
+    checks: list[Check] = []
+
+    def record(check: Check) -> None:
+        checks.append(check)
+        report(check.line())
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            folder, manifest = open_bundle(bundle, Path(scratch))
+        except InputError as exc:
+            record(Check("bundle", False, str(exc)))
+            return checks
+        record(Check("bundle", True, f"safe to extract; {len(manifest['files'])} files match their sha256"))
+        golden = np.load(folder / manifest["golden"]["file"])
+        outputs = {}
+        for fmt, name in manifest["models"].items():
+            outputs[fmt] = _check_model(fmt, folder / name, manifest["model_specs"][fmt], golden, threads, record)
+        _cross_check(manifest, golden, outputs, record)
+    return checks
+
+
+def _check_model(fmt: str, path: Path, spec: dict, golden, threads: int, record) -> np.ndarray | None:
+    from .runtime import Model
+
+    try:
+        model = Model(path, threads=threads)
+    except InputError as exc:
+        record(Check(f"load {path.name}", False, str(exc)))
+        return None
+    record(Check(f"load {path.name}", True, f"{model.format} on {model.backend}"))
+    raw = model.run(model.prepare(golden["images"]))
+    host = golden[f"raw_{fmt}"]
+    diff = float(np.abs(raw.astype(np.float64) - host.astype(np.float64)).max())
+    tolerance = spec["golden_tolerance"]
+    unit = "quantization steps" if fmt == "tflite-int8" else "max |diff|"
+    off = int((np.abs(raw.astype(np.float64) - host) > 0).sum())
+    record(Check(f"golden {path.name}", diff <= tolerance,
+                 f"{unit} {diff:.3g} (tolerance {tolerance:.3g}) on {len(host)} images, "
+                 f"{off} of {host.size} values differ"))
+    return model.dequantize(raw)
+
+
+def _cross_check(manifest: dict, golden, outputs: dict, record) -> None:
+    labels = golden["labels"]
+    min_agreement = (manifest.get("host_accuracy") or {}).get("min_agreement") or 0.98
+    for q_fmt, f_fmt in FLOAT_OF.items():
+        q, f = outputs.get(q_fmt), outputs.get(f_fmt)
+        if q is None or f is None:
+            continue
+        agreement = float((q.argmax(1) == f.argmax(1)).mean())
+        acc_q, acc_f = float((q.argmax(1) == labels).mean()), float((f.argmax(1) == labels).mean())
+        record(Check(f"int8 vs float {q_fmt.split('-')[0]}", agreement >= min_agreement,
+                     f"top-1 agreement {agreement:.1%} (>= {min_agreement:.0%}), accuracy {acc_q:.3f} vs "
+                     f"{acc_f:.3f} on {len(labels)} golden images"))
+

@@ -1,0 +1,50 @@
+"""Classify user inputs with a bundle, a run directory or a model file (device-safe)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from . import LABELS
+from .artifacts import exported_models
+from .errors import InputError
+from .images import load_inputs
+
+
+def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1) -> dict:
+    """{"model": info, "predictions": [{input, label, probability[, truth]}], "accuracy": float|None}"""
+    from .runtime import Model
+
+    images, labels, names = load_inputs(inputs)
+    source = Path(source)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = Model(_model_path(source, fmt, Path(scratch)), threads=threads)
+        result = model.predict(images)
+    rows = []
+    for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):
+        row = {"input": name, "class": int(cls), "label": LABELS[cls], "probability": round(float(p), 4)}
+        if labels is not None:
+            row["truth"] = LABELS[labels[i]]
+        rows.append(row)
+    accuracy = None if labels is None else float((result.class_ids == labels).mean())
+    return {"model": {"source": str(source), **model.info()}, "predictions": rows, "accuracy": accuracy}
+
+
+def _model_path(source: Path, fmt: str, scratch: Path) -> Path:
+    if source.is_dir():
+        models = exported_models(source)
+        if fmt not in models:
+            raise InputError(f"{source}: no {fmt} model (have {', '.join(models)})")
+        return models[fmt]
+    if source.name.endswith((".tar.gz", ".tgz")):
+        from .bundle import open_bundle
+
+        folder, manifest = open_bundle(source, scratch)
+        if fmt not in manifest["models"]:
+            raise InputError(f"{source}: bundle has no {fmt} model (has {', '.join(manifest['models'])})")
+        return folder / manifest["models"][fmt]
+    if not source.exists():
+        raise InputError(f"{source}: not found")
+    return source
+
+
