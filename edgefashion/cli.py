@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -250,6 +251,40 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="the whole job: train -> export -> verify -> bench -> bundle",
+                       description="Train with the seed's settings, export, verify, benchmark and bundle, all "
+                                   "in one run directory. Stops at the first failing stage; run it again to "
+                                   "resume after the last finished stage (--restart to redo everything).")
+    p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory (default runs/latest)")
+    p.add_argument("--data", type=Path, help="training CSV or IDX folder (default: the local Fashion-MNIST)")
+    p.add_argument("--epochs", type=positive_int, default=4, help="default 4 (the seed's)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="default 100 (the seed's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--limit", type=positive_int, help="train on the first N rows only (a quick run)")
+    p.add_argument("--calibration", type=positive_int, default=500, help="int8 calibration images (default 500)")
+    p.add_argument("--restart", action="store_true", help="ignore finished stages and start over")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from .pipeline import RunConfig, run
+
+    started = time.monotonic()
+    state = run(RunConfig(out=args.out, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                          seed=args.seed, limit=args.limit, calibration=args.calibration,
+                          restart=args.restart, verbose=args.verbose))
+    summary = state["summary"]
+    print(table(summary["rows"]))
+    stages = ", ".join(f"{k} {v.get('seconds', '-')} s" for k, v in state["stages"].items())
+    print(f"accuracy on {summary['samples']} test images; p50 latency at batch 1, 1 thread.\n"
+          f"stages: {stages}; this invocation {time.monotonic() - started:.0f} s")
+    if summary["bundle_bytes"]:
+        print(f"bundle: {summary['bundle']} ({summary['bundle_bytes'] / 1e6:.2f} MB) -> copy it to the device "
+              f"and run `edgefashion selftest {Path(summary['bundle']).name}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgefashion",
@@ -263,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selftest, add_predict]
+COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selftest, add_predict, add_run]
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine:
+#   make demo   set up, fetch the real Fashion-MNIST, run train -> export -> verify -> bench -> bundle
+#   make test   set up, fetch the data, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+RUN    ?= runs/demo
+
+.PHONY: demo test setup data arm64-check firmware clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[host,edge,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+data: setup
+	$(BIN)/python tools/get_data.py
+
+demo: data
+	$(BIN)/edgefashion run --out $(RUN)
+
+test: data
+	$(BIN)/python -m pytest -q
+
+# Regenerate firmware_assets/ from a finished run (make demo first).
+firmware: setup
+	$(BIN)/python tools/make_firmware_assets.py --run $(RUN)
+
+# The device side on an emulated arm64 Debian (minutes; needs root). Not part of `make test`.
+arm64-check: setup
+	bash tools/arm64_check.sh $(RUN)/edgefashion-bundle.tar.gz
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,127 @@
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, cli, sample_rows, write_csv
+from edgefashion import data
+from edgefashion.errors import InputError
+
+
+def test_csv_reads_seed_format(tmp_path):
+    rows = sample_rows(4)
+    ds = data.read_csv(write_csv(tmp_path / "a.csv", rows))
+    assert ds.images.shape == (4, 28, 28) and ds.images.dtype == np.uint8
+    assert ds.labels.tolist() == [r[0] for r in rows]
+    assert ds.images[2].ravel().tolist() == rows[2][1:]
+
+
+def test_csv_crlf_is_handled(tmp_path):
+    rows = sample_rows(3)
+    a = data.read_csv(write_csv(tmp_path / "unix.csv", rows))
+    b = data.read_csv(write_csv(tmp_path / "dos.csv", rows, newline="\r\n"))
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+
+
+def test_prepare_scales_and_one_hot():
+    images = np.array([[[0, 255] * 14] * 28], dtype=np.uint8)
+    x = data.prepare(images)
+    assert x.shape == (1, 28, 28, 1) and x.dtype == np.float32 and x.max() == 1.0 and x.min() == 0.0
+    assert data.one_hot(np.array([3])).tolist()[0] == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_csv_without_labels_when_allowed(tmp_path):
+    path = tmp_path / "nolabel.csv"
+    header = ",".join(f"pixel{i}" for i in range(1, 785))
+    path.write_text(header + "\n" + ",".join(["7"] * 784) + "\n")
+    ds = data.read_csv(path, require_labels=False)
+    assert ds.labels is None and ds.images.shape == (1, 28, 28) and ds.images[0, 0, 0] == 7
+    with pytest.raises(InputError, match="header has 784 columns, expected 785"):
+        data.read_csv(path)
+
+
+def _bad(tmp_path, text: str) -> str:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        data.read_csv(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+HEADER = ",".join(["label"] + [f"pixel{i}" for i in range(1, 785)])
+GOOD = ",".join(["3"] + ["0"] * 784)
+
+
+@pytest.mark.parametrize("body, expected", [
+    (GOOD + "\n" + ",".join(["3"] + ["0"] * 783) + "\n", "line 3: 784 columns, expected 785"),
+    (GOOD + "\n" + ",".join(["3", "x"] + ["0"] * 783) + "\n", "line 3, column 2: 'x' is not a number"),
+    (",".join(["12"] + ["0"] * 784) + "\n", "line 2, column 1: label 12 is outside 0-9"),
+    (",".join(["1", "256"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 256 is outside 0-255"),
+    (",".join(["1", "-1"] + ["0"] * 783) + "\n", "line 2, column 2: pixel -1 is outside 0-255"),
+    (",".join(["1", "nan"] + ["0"] * 783) + "\n", "line 2, column 2: NaN"),
+    (",".join(["1", "2.5"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 2.5 is outside 0-255 or not an integer"),
+    (",".join(["1", ""] + ["0"] * 783) + "\n", "line 2, column 2: '' is not a number"),
+])
+def test_csv_bad_rows_name_line_and_problem(tmp_path, body, expected):
+    assert expected in _bad(tmp_path, HEADER + "\n" + body)
+
+
+def test_csv_bad_files(tmp_path):
+    assert "file is empty" in _bad(tmp_path, "")
+    assert "line 1: no header row" in _bad(tmp_path, GOOD + "\n")
+    assert "line 2: no data rows" in _bad(tmp_path, HEADER + "\n")
+    with pytest.raises(InputError, match="file not found"):
+        data.read_csv(tmp_path / "missing.csv")
+
+
+def _write_idx(path, array: np.ndarray):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_idx_reader(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    labels = np.array([0, 1, 2, 9, 4], dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    ds = data.read_idx_split(tmp_path, "test")
+    assert np.array_equal(ds.images, images) and np.array_equal(ds.labels, labels)
+
+
+def test_idx_bad_files(tmp_path):
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="not a valid gzip"):
+        data.read_idx(tmp_path / "bad.gz")
+    (tmp_path / "magic").write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)
+    with pytest.raises(InputError, match="bad magic"):
+        data.read_idx(tmp_path / "magic")
+    (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"\x01" * 3)
+    with pytest.raises(InputError, match="has 3 bytes, expected 10"):
+        data.read_idx(tmp_path / "short")
+
+
+def test_idx_to_csv_round_trip(tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([5, 6, 7]))
+    subprocess.run([sys.executable, str(ROOT / "tools" / "idx_to_csv.py"), "--idx-dir", tmp_path,
+                    "--split", "test", "--out", tmp_path / "csv"], check=True, capture_output=True)
+    ds = data.read_csv(tmp_path / "csv" / "fashion-mnist_test.csv")
+    assert np.array_equal(ds.images, images) and ds.labels.tolist() == [5, 6, 7]
+
+
+def test_real_dataset_found(fashion_dir):
+    test = data.read_idx_split(fashion_dir, "test")
+    assert test.images.shape == (10000, 28, 28) and np.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_cli_bad_csv_is_one_line_exit_2(tmp_path):
+    path = write_csv(tmp_path / "x.csv", [[11] + [0] * 784])
+    done = cli("train", "--data", path, "--out", tmp_path / "run")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {path}: line 2, column 1: label 11 is outside 0-9"
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import cli, needs_tf
+from edgefashion import data
+from edgefashion.runtime import Model
+
+pytestmark = needs_tf
+
+
+def _manifest(run):
+    return json.loads((run / "export" / "export.json").read_text())
+
+
+def test_every_artifact_written_and_recorded(tiny_run):
+    manifest = _manifest(tiny_run)
+    formats = {a["format"]: a for a in manifest["artifacts"]}
+    assert set(formats) == {"tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8", "c-array"}
+    for entry in manifest["artifacts"]:
+        path = tiny_run / "export" / entry["file"]
+        assert path.stat().st_size == entry["bytes"]
+    assert manifest["calibration"]["count"] == 100 and len(manifest["calibration"]["indices_sha256"]) == 64
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"} <= set(manifest["versions"])
+    assert formats["tflite-int8"]["bytes"] <= 0.26 * formats["tflite-f32"]["bytes"]
+    assert not list((tiny_run / "export").glob(".*"))  # no temporary files left behind
+
+
+def test_int8_quantization_parameters_recorded_and_correct(tiny_run):
+    entry = next(a for a in _manifest(tiny_run)["artifacts"] if a["format"] == "tflite-int8")
+    model = Model(tiny_run / "export" / entry["file"])
+    assert entry["input"]["dtype"] == "int8" and entry["output"]["dtype"] == "int8"
+    assert entry["input"]["scale"] == pytest.approx(model.input.scale)
+    assert entry["input"]["zero_point"] == model.input.zero_point
+    # inputs are [0, 1] images: 256 int8 levels should span that range
+    assert entry["input"]["scale"] == pytest.approx(1 / 255, rel=0.01) and entry["input"]["zero_point"] == -128
+    # outputs are probabilities in [0, 1]
+    assert entry["output"]["scale"] == pytest.approx(1 / 256, rel=0.01) and entry["output"]["zero_point"] == -128
+
+
+def test_c_array_equals_model_bytes(tiny_run):
+    from edgefashion.host.export import c_array_bytes
+
+    source = (tiny_run / "export" / "model_int8_data.cc").read_text()
+    assert "alignas(16) const unsigned char g_model_int8[]" in source
+    model = (tiny_run / "export" / "model_int8.tflite").read_bytes()
+    assert c_array_bytes(source) == model
+    assert f"const unsigned int g_model_int8_len = {len(model)};" in source
+    assert '"Ankle boot"' in source
+
+
+def test_float_models_match_keras(tiny_run, test_set):
+    from edgefashion.host.model import load_model
+
+    images = test_set.images[:200]
+    keras_probs = load_model(tiny_run / "model.keras").predict(data.prepare(images), verbose=0)
+    for name in ("model_f32.tflite", "model_f32.onnx"):
+        probs = Model(tiny_run / "export" / name).predict_proba(images)
+        assert np.abs(probs - keras_probs).max() <= 1e-4, name
+    for name in ("model_int8.tflite", "model_int8.onnx"):
+        agreement = (Model(tiny_run / "export" / name).predict(images).class_ids == keras_probs.argmax(1)).mean()
+        assert agreement >= 0.95, name
+
+
+def test_onnx_has_named_dynamic_batch_input(tiny_run):
+    import onnx
+
+    model = onnx.load(tiny_run / "export" / "model_f32.onnx")
+    assert model.opset_import[0].version >= 17
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert model.graph.input[0].name == "input" and dims[0].dim_param == "N"
+    assert [d.dim_value for d in dims[1:]] == [28, 28, 1]
+    assert Model(tiny_run / "export" / "model_int8.onnx").predict(np.zeros((5, 28, 28), np.uint8)).class_ids.shape == (5,)
+
+
+def test_bad_runs_refused(tmp_path, tiny_run):
+    done = cli("export", tmp_path / "nowhere")
+    assert done.returncode == 2 and "run directory not found" in done.stderr
+    run = tmp_path / "corrupt"
+    run.mkdir()
+    (run / "model.keras").write_bytes((tiny_run / "model.keras").read_bytes()[:5000])
+    done = cli("export", run)
+    assert done.returncode == 2 and "not a readable Keras model" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (run / "export").exists()
+
+
+def test_wrong_shape_model_refused(tmp_path):
+    from tensorflow import keras
+
+    run = tmp_path / "wrong"
+    run.mkdir()
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    model.save(run / "model.keras")
+    done = cli("export", run)
+    assert done.returncode == 2 and "expected a (28, 28, 1) -> (10,) classifier" in done.stderr

@@ -1,0 +1,69 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import cli, needs_tf
+
+pytestmark = needs_tf
+
+
+def test_seed_cnn_shapes_and_parameters():
+    from edgefashion.host.model import PARAMETERS, build_model
+
+    model = build_model()
+    shapes = [tuple(layer.output.shape) for layer in model.layers]
+    assert shapes == [(None, 26, 26, 12), (None, 24, 24, 20), (None, 22, 22, 20), (None, 9680),
+                      (None, 100), (None, 10)]
+    assert model.count_params() == PARAMETERS == 975_030
+    assert model.loss == "categorical_crossentropy"
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_short_training_learns(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert config["test"]["samples"] == 10000
+    assert config["test"]["accuracy"] > 0.6  # chance is 0.1
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "best_epoch"}
+    assert config["dataset"]["sha256"] and config["versions"]["tensorflow"]
+    assert (tiny_run / "training_curves.png").stat().st_size > 1000
+
+
+def test_same_seed_same_result(tmp_path):
+    for name in ("a", "b"):
+        cli("train", "--out", tmp_path / name, "--limit", 500, "--epochs", 1, "--seed", 7, check=0)
+    a, b = (json.loads((tmp_path / n / "history.json").read_text()) for n in ("a", "b"))
+    assert a["loss"] == b["loss"] and a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_sgd_option_and_bad_values(tmp_path):
+    cli("train", "--out", tmp_path / "sgd", "--limit", 300, "--epochs", 1, "--optimizer", "sgd",
+        "--learning-rate", 0.05, check=0)
+    settings = json.loads((tmp_path / "sgd" / "config.json").read_text())["settings"]
+    assert settings["optimizer"] == "sgd" and settings["learning_rate"] == 0.05
+    done = cli("train", "--out", tmp_path / "x", "--validation-split", 1.5)
+    assert done.returncode == 2 and "validation-split 1.5" in done.stderr
+
+
+def test_ctrl_c_leaves_a_usable_model(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "edgefashion", "train", "--out", str(run), "--limit", "2000",
+                             "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "model.keras").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    config = json.loads((run / "config.json").read_text())
+    assert config["interrupted"] and config["epochs_finished"] >= 1
+    from edgefashion.host.model import load_model
+
+    model = load_model(run / "model.keras")
+    assert model.predict(np.zeros((1, 28, 28, 1), np.float32), verbose=0).shape == (1, 10)
