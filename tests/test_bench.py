@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from conftest import cli, needs_tf
+from edgefashion import bench
+
+pytestmark = needs_tf
+
+
+def test_bench_json_schema_and_sane_values(tiny_run, tmp_path):
+    out = tmp_path / "bench.json"
+    cli("bench", tiny_run / "export" / "model_int8.tflite", tiny_run / "export" / "model_f32.tflite",
+        "--batch", "1,4", "--threads", "1,2", "--runs", 30, "--warmup", 3, "--out", out, check=0)
+    report = json.loads(out.read_text())
+    assert {"machine", "cpu_model", "cores", "os", "python", "versions", "cpu_governor", "cpu_freq_mhz",
+            "board_model", "soc_temp_c", "throttled"} <= set(report["environment"])
+    assert len(report["results"]) == 2 * 2 * 2
+    for r in report["results"]:
+        assert {"file", "format", "runtime", "threads", "batch", "size_bytes", "init_ms", "first_ms",
+                "latency_us", "throughput_ips", "peak_rss_mb"} <= set(r)
+        lat = r["latency_us"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert r["throughput_ips"] == pytest.approx(r["batch"] * 1e6 / lat["mean"], rel=0.01)
+        assert r["runs"] >= 30 and r["peak_rss_mb"] > 10 and r["init_ms"] > 0
+    assert {(r["batch"], r["threads"]) for r in report["results"]} == {(1, 1), (1, 2), (4, 1), (4, 2)}
+    assert {c["family"] for c in report["comparison"]} == {"tflite"} and len(report["comparison"]) == 4
+    assert out.with_suffix(".csv").read_text().startswith("file,format,runtime")
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_run_directory_defaults_to_run_bench_json(tiny_run):
+    cli("bench", tiny_run, "--runs", 5, "--warmup", 1, check=0)
+    formats = {r["format"] for r in json.loads((tiny_run / "bench.json").read_text())["results"]}
+    assert formats == {"tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8"}
+
+
+def test_unreadable_environment_is_null(monkeypatch):
+    monkeypatch.setattr(bench, "_read", lambda path: None)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    env = bench.environment()
+    assert env["cpu_governor"] is None and env["board_model"] is None and env["soc_temp_c"] is None
+    assert env["throttled"] is None and env["cpu_freq_mhz"] is None
+    assert bench.environment_warnings(env) == []
+    assert bench.environment_warnings({**env, "cpu_governor": "powersave"})[0].startswith("CPU governor")
+
+
+def test_bad_input_refused(tiny_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    for args, message in [((tmp_path / "notes.txt",), "not a model"),
+                          ((tmp_path / "nothing.tflite",), "not found"),
+                          ((tiny_run / "export" / "model_int8.tflite", "--batch", "0"), "not a positive integer"),
+                          ((tiny_run / "export" / "model_int8.tflite", "--threads", "two"), "is not an integer")]:
+        done = cli("bench", *args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    (tmp_path / "broken.tflite").write_bytes(b"\x00" * 4 + b"TFL3" + b"\x00" * 100)
+    done = cli("bench", tmp_path / "broken.tflite", "--out", tmp_path / "b.json")
+    assert done.returncode == 2 and "not a valid TFLite model" in done.stderr
+    assert not (tmp_path / "b.json").exists()

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import cli, needs_tf, write_csv
+from edgefashion import verify
+
+
+def _probs(classes, k=10):
+    out = np.full((len(classes), k), 0.01, np.float32)
+    out[np.arange(len(classes)), classes] = 0.91
+    return out
+
+
+def test_metrics_on_known_predictions():
+    labels = np.arange(100) % 10
+    reference = _probs(labels)                 # the float model: always right
+    predicted = labels.copy()
+    predicted[[5, 17, 42]] = (labels[[5, 17, 42]] + 1) % 10   # disagrees on exactly 3 of 100
+    result = verify.compare(_probs(predicted), reference, labels)
+    assert result["accuracy"] == pytest.approx(0.97)
+    assert result["top1_agreement"] == pytest.approx(0.97)
+    assert result["accuracy_drop_pp"] == pytest.approx(3.0)
+    assert np.array(result["confusion_matrix"]).sum() == 100 and np.trace(result["confusion_matrix"]) == 97
+    assert result["per_class_accuracy"]["Sandal"] == pytest.approx(0.9)   # label 5 lost one of 10
+    assert result["per_class_drop_pp"]["Sandal"] == pytest.approx(10.0)
+    assert result["max_abs_diff"] == pytest.approx(0.9)
+    assert result["cosine_similarity_min"] < 0.1 < result["cosine_similarity_mean"]
+    assert verify.gate(result, max_drop_pp=1.0, min_agreement=0.98) == [
+        "accuracy drop 3.00 pp > 1 pp", "top-1 agreement 97.00% < 98%"]
+    assert verify.gate(result, max_drop_pp=3.0, min_agreement=0.97) == []
+
+
+def test_confusion_matrix_orientation():
+    matrix = verify.confusion_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), k=2)
+    assert matrix.tolist() == [[1, 1], [0, 1]]   # rows true, columns predicted
+
+
+@needs_tf
+def test_verify_writes_reports_and_exit_codes(tiny_run, test_set, tmp_path):
+    subset = write_csv(tmp_path / "test.csv",
+                       [[int(l)] + img.ravel().tolist() for img, l in zip(test_set.images[:400], test_set.labels[:400])])
+    cli("verify", tiny_run, "--data", subset, "--no-layer-report", check=0)
+    report = json.loads((tiny_run / "verify.json").read_text())
+    assert report["reference"]["format"] == "keras" and report["reference"]["samples"] == 400
+    assert {m["format"] for m in report["models"]} == {"tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8"}
+    for m in report["models"]:
+        assert {"accuracy", "accuracy_drop_pp", "top1_agreement", "per_class_accuracy", "confusion_matrix",
+                "passed"} <= set(m)
+        if m["format"].endswith("f32"):
+            assert m["max_abs_diff"] <= 1e-4 and m["top1_agreement"] == 1.0
+    assert (tiny_run / "verify.md").read_text().startswith("# Cross-check")
+    assert (tiny_run / "confusion_tflite-int8.png").is_file()
+    # an impossible gate fails with exit 1 and says which model
+    done = cli("verify", tiny_run, "--data", subset, "--no-layer-report", "--max-drop", 0, "--min-agreement", 1.0)
+    strict = json.loads((tiny_run / "verify.json").read_text())
+    assert done.returncode == 1 and not strict["passed"] and "FAILED: model_int8" in done.stderr
+    assert cli("verify", tiny_run, "--min-agreement", 2).returncode == 2
+
+
+@needs_tf
+def test_device_reference_equals_keras(tiny_run):
+    from edgefashion.verify import VerifyConfig
+
+    on_device = verify.verify(VerifyConfig(run=tiny_run, reference="tflite-f32", layer_report=False))
+    on_host = verify.verify(VerifyConfig(run=tiny_run, reference="keras"))
+    assert on_device["reference"]["format"] == "tflite-f32"
+    assert on_device["reference"]["accuracy"] == pytest.approx(on_host["reference"]["accuracy"], abs=1e-4)
+    for a, b in zip(on_device["models"], on_host["models"]):
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-4)
+    assert "Layers that lose the most in int8" in (tiny_run / "verify.md").read_text()
