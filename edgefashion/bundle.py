@@ -26,6 +26,11 @@ from .files import atomic_path, read_json, sha256_bytes, sha256_file
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 FLOAT_TOLERANCE = 1e-4
+# int8 TFLite goldens come from the reference kernels: bit-identical on every CPU. The fast kernels
+# (XNNPACK on x86, NEON on Arm) round intermediate values differently, and one step early on can
+# grow to several in the output (measured: 7 of 2,000 values, up to 7 steps, x86 vs aarch64).
+REFERENCE_KERNELS = ("tflite-int8",)
+FAST_MIN_MATCH = 0.99  # fast kernels: share of values within one step, and of identical top-1
 MAX_BUNDLE_BYTES = 512 * 2**20  # refuse anything that unpacks bigger: no tar bombs on a small board
 INPUT_SPEC = {"shape": [-1, *IMAGE_SHAPE], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
               "preprocessing": "28x28 grayscale, light object on black, scaled by 1/255 (Fashion-MNIST)"}
@@ -46,12 +51,18 @@ def make_bundle(run, out, golden_count: int = 200, seed: int = 0) -> dict:
     test = load_test_set(run, None)
     pick = np.sort(np.random.default_rng(seed).choice(len(test), min(golden_count, len(test)), replace=False))
     golden = {"images": test.images[pick], "labels": test.labels[pick]}
-    specs = {}
+    specs, fast_probs = {}, {}
     for fmt, path in models.items():
         model = Model(path)
-        golden[f"raw_{fmt}"] = model.run(model.prepare(golden["images"]))
+        fast = model.run(model.prepare(golden["images"]))
+        fast_probs[fmt] = model.dequantize(fast)
+        golden[f"raw_{fmt}"] = fast
+        if fmt in REFERENCE_KERNELS:
+            golden[f"fast_{fmt}"] = fast
+            reference = Model(path, kernels="reference")
+            golden[f"raw_{fmt}"] = reference.run(reference.prepare(golden["images"]))
         specs[fmt] = _model_spec(fmt, path, model, export)
-    host_cross_check = _agreements(golden, {fmt: Model(p).dequantize(golden[f"raw_{fmt}"]) for fmt, p in models.items()})
+    host_cross_check = _agreements(golden, fast_probs)
     files = {path.name: path.read_bytes() for path in models.values()}
     files["labels.json"] = json.dumps(list(LABELS), indent=2).encode()
     files[GOLDEN] = _npz_bytes(golden)
@@ -221,6 +232,7 @@ def selftest(bundle, threads: int = 1, report=print) -> list[Check]:
 
 
 def _check_model(fmt: str, path: Path, spec: dict, golden, threads: int, record) -> np.ndarray | None:
+    """Load one model, compare it with the host's golden outputs; return its probabilities."""
     from .runtime import Model
 
     try:
@@ -230,15 +242,31 @@ def _check_model(fmt: str, path: Path, spec: dict, golden, threads: int, record)
         return None
     record(Check(f"load {path.name}", True, f"{model.format} on {model.backend}"))
     raw = model.run(model.prepare(golden["images"]))
-    host = golden[f"raw_{fmt}"]
-    diff = float(np.abs(raw.astype(np.float64) - host.astype(np.float64)).max())
     tolerance = spec["golden_tolerance"]
-    unit = "quantization steps" if fmt == "tflite-int8" else "max |diff|"
-    off = int((np.abs(raw.astype(np.float64) - host) > 0).sum())
-    record(Check(f"golden {path.name}", diff <= tolerance,
-                 f"{unit} {diff:.3g} (tolerance {tolerance:.3g}) on {len(host)} images, "
-                 f"{off} of {host.size} values differ"))
+    if fmt in REFERENCE_KERNELS:
+        reference = Model(path, threads=threads, kernels="reference")
+        exact = _diff(reference.run(reference.prepare(golden["images"])), golden[f"raw_{fmt}"])
+        record(Check(f"golden {path.name} (reference kernels)", exact["max"] <= tolerance,
+                     f"max {exact['max']:.3g} quantization steps (tolerance {tolerance:g}), "
+                     f"{exact['differ']} of {exact['values']} values differ"))
+        fast = _diff(raw, golden[f"fast_{fmt}"])
+        passed = fast["within_one"] >= FAST_MIN_MATCH and fast["same_top1"] >= FAST_MIN_MATCH
+        record(Check(f"golden {path.name} (fast kernels)", passed,
+                     f"{fast['within_one']:.2%} of values within one step (>= {FAST_MIN_MATCH:.0%}), "
+                     f"max {fast['max']:.3g} steps, same top-1 on {fast['same_top1']:.1%} of images"))
+    else:
+        result = _diff(raw, golden[f"raw_{fmt}"])
+        record(Check(f"golden {path.name}", result["max"] <= tolerance,
+                     f"max |diff| {result['max']:.3g} (tolerance {tolerance:.3g}), "
+                     f"{result['differ']} of {result['values']} values differ"))
     return model.dequantize(raw)
+
+
+def _diff(here: np.ndarray, host: np.ndarray) -> dict:
+    delta = np.abs(here.astype(np.float64) - host.astype(np.float64))
+    return {"max": float(delta.max()), "differ": int((delta > 0).sum()), "values": int(delta.size),
+            "within_one": float((delta <= 1).mean()),
+            "same_top1": float((here.argmax(1) == host.argmax(1)).mean())}
 
 
 def _agreements(golden, probabilities: dict) -> dict:

@@ -7,6 +7,7 @@ only TFLite interpreter left.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +50,22 @@ class Prediction:
 
 class Model:
     """An exported classifier. `predict` takes uint8 pixels (0-255) or floats in [0, 1],
-    one image (28, 28[, 1]) or a batch (N, 28, 28[, 1])."""
+    one image (28, 28[, 1]) or a batch (N, 28, 28[, 1]).
+
+    `kernels="reference"` runs TFLite's reference kernels: slow, but bit-identical on every CPU,
+    which the bundle's golden check relies on. The default is the fast kernels (XNNPACK etc.)."""
 
     def __init__(self, source: str | Path | bytes, threads: int = 1, backend: str | None = None,
-                 name: str | None = None):
+                 name: str | None = None, kernels: str = "default"):
         if not isinstance(threads, int) or threads < 1:
             raise InputError(f"threads={threads!r}, expected a positive integer")
         content, self.name = _read_model(source, name)
         self.threads = threads
         self.size_bytes = len(content)
+        if kernels not in ("default", "reference"):
+            raise InputError(f"kernels={kernels!r}, expected 'default' or 'reference'")
         if content[4:8] == TFLITE_MAGIC:
-            self._runner = _TFLiteRunner(content, threads, backend, self.name)
+            self._runner = _TFLiteRunner(content, threads, backend, self.name, kernels)
         else:
             self._runner = _OnnxRunner(content, threads, self.name)
         self.backend = self._runner.backend
@@ -206,11 +212,15 @@ class _TFLiteRunner:
     kind = "tflite"
     quantized = False
 
-    def __init__(self, content: bytes, threads: int, backend: str | None, name: str):
+    def __init__(self, content: bytes, threads: int, backend: str | None, name: str, kernels: str):
         interpreter_class, self.backend = tflite_interpreter_class(backend)
+        options = {}
+        if kernels == "reference":
+            resolvers = sys.modules[interpreter_class.__module__].OpResolverType
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_REF
         try:
             with quiet(fds=(2,)):  # LiteRT prints an INFO line for its XNNPACK delegate
-                self.interpreter = interpreter_class(model_content=content, num_threads=threads)
+                self.interpreter = interpreter_class(model_content=content, num_threads=threads, **options)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{name}: not a valid TFLite model ({_first_line(exc)})") from None

@@ -26,7 +26,7 @@ def test_selftest_passes(bundle_file):
     done = cli("selftest", bundle_file, check=0)
     lines = done.stdout.strip().splitlines()
     assert all(line.startswith("PASS") for line in lines[:-1]) and lines[-1].endswith("0 failed")
-    assert sum(line.startswith("PASS  golden") for line in lines) == 4 and sum("int8 vs float" in line for line in lines) == 2
+    assert sum(line.startswith("PASS  golden") for line in lines) == 5 and sum("int8 vs float" in line for line in lines) == 2
 
 
 def _rewrite(src, dst, edit):

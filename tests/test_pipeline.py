@@ -1,0 +1,30 @@
+import json
+
+from conftest import cli, needs_tf, write_csv
+
+pytestmark = needs_tf
+
+
+def test_run_end_to_end_then_resume(tmp_path):
+    run = tmp_path / "run"
+    first = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, check=0)
+    assert "tflite-int8" in first.stdout and "bundle:" in first.stdout
+    state = json.loads((run / "pipeline.json").read_text())
+    assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
+    assert {r["format"] for r in state["summary"]["rows"]} == {"keras", "tflite-int8", "tflite-f32",
+                                                                "onnx-f32", "onnx-int8"}
+    model_mtime = (run / "model.keras").stat().st_mtime_ns
+    # lose the bench stage: a second run redoes only that
+    state["stages"].pop("bench")
+    (run / "pipeline.json").write_text(json.dumps(state))
+    second = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, check=0)
+    assert "train: done before, skipped" in second.stderr and "-- stage bench" in second.stderr
+    assert "-- stage train" not in second.stderr and (run / "model.keras").stat().st_mtime_ns == model_mtime
+
+
+def test_run_stops_at_the_failing_stage(tmp_path):
+    bad = write_csv(tmp_path / "bad.csv", [[1] + [300] + [0] * 783])
+    done = cli("run", "--out", tmp_path / "run", "--data", bad)
+    assert done.returncode == 2 and "pixel 300 is outside 0-255" in done.stderr
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert state["stages"] == {"train": {"status": "failed", "error": state["stages"]["train"]["error"]}}
