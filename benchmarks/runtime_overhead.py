@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Per-call overhead of Model.predict vs a bare set_tensor/invoke/get_tensor loop on the same
-interpreter (batch 1, 1 thread). Interleaved blocks, medians; prints the ratio."""
+interpreter (batch 1, 1 thread). The two alternate call by call (order flipped every pair) so
+machine noise hits both alike; prints medians, their ratio and the median paired difference."""
 
 import argparse
 import statistics
@@ -24,8 +25,7 @@ def per_call_us(fn, calls: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", type=Path, help="e.g. runs/demo/export/model_int8.tflite")
-    parser.add_argument("--blocks", type=int, default=30)
-    parser.add_argument("--calls", type=int, default=200, help="calls per block")
+    parser.add_argument("--pairs", type=int, default=20000, help="bare/predict call pairs")
     args = parser.parse_args()
 
     model = Model(args.model, threads=1)
@@ -43,18 +43,35 @@ def main():
         return model.predict(image)
 
     assert np.array_equal(model.dequantize(bare()), ours().probabilities)
-    for fn in (bare, ours):
-        per_call_us(fn, 200)  # warm-up
-    bare_t, ours_t = [], []
-    for _ in range(args.blocks):
-        bare_t.append(per_call_us(bare, args.calls))
-        ours_t.append(per_call_us(ours, args.calls))
-    b, o = statistics.median(bare_t), statistics.median(ours_t)
-    print(f"{args.model.name} ({model.format}, {model.backend}), batch 1, 1 thread, "
-          f"{args.blocks} interleaved blocks of {args.calls} calls")
-    print(f"bare set_tensor/invoke/get_tensor: median {b:.1f} us/call")
-    print(f"Model.predict (uint8 in, labels out): median {o:.1f} us/call")
-    print(f"ratio {o / b:.3f} ({(o / b - 1) * 100:+.1f}% overhead)")
+    print(f"{args.model.name} ({model.format}, {model.backend}), batch 1, 1 thread, {args.pairs} alternating pairs")
+    def run_prepared():
+        return model.run(prepared)
+
+    for fn in (bare, ours, run_prepared):
+        per_call_us(fn, 500)  # warm-up
+    for label, fn in (("Model.predict (uint8 in, labels out)", ours), ("Model.run (prepared int8 in)", run_prepared)):
+        bare_t, ours_t = paired(bare, fn, args.pairs)
+        b, o = statistics.median(bare_t), statistics.median(ours_t)
+        diff = statistics.median(x - y for x, y in zip(ours_t, bare_t))
+        print(f"{label}: median {o:.1f} us/call vs bare set_tensor/invoke/get_tensor {b:.1f} us/call: "
+              f"ratio {o / b:.3f}, median paired difference {diff:+.1f} us ({diff / b * 100:+.1f}%)")
+
+
+def paired(bare, fn, pairs: int) -> tuple[list, list]:
+    """Alternate bare and fn call by call, flipping the order every pair; per-call µs."""
+    clock = time.perf_counter_ns
+    bare_t, fn_t = [], []
+    for k in range(pairs):
+        first, second = (bare, fn) if k % 2 else (fn, bare)
+        t0 = clock()
+        first()
+        t1 = clock()
+        second()
+        t2 = clock()
+        a, b = (t1 - t0) / 1e3, (t2 - t1) / 1e3
+        bare_t.append(a if first is bare else b)
+        fn_t.append(b if first is bare else a)
+    return bare_t, fn_t
 
 
 if __name__ == "__main__":

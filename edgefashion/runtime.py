@@ -73,7 +73,8 @@ class Model:
         self._check_classifier()
         self.quantized = self.input.dtype == "int8" or self._runner.quantized
         self.format = f"{self._runner.kind}-{'int8' if self.quantized else 'f32'}"
-        self._lut = self._uint8_table()
+        self._from_uint8 = self._uint8_converter()
+        self._to_float = self._dequantize_table()
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, format={self.format}, backend={self.backend}, threads={self.threads})"
@@ -86,19 +87,21 @@ class Model:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """float32 (N, 10) probabilities; large inputs run in batches of `batch_size`."""
-        x = self.prepare(images)
-        if len(x) <= batch_size:
-            return self.dequantize(self.run(x))
-        return np.concatenate([self.dequantize(self.run(x[i:i + batch_size]))
-                               for i in range(0, len(x), batch_size)])
+        x = _as_batch(images)
+        if len(x) > batch_size:
+            return np.concatenate([self.predict_proba(x[i:i + batch_size], batch_size)
+                                   for i in range(0, len(x), batch_size)])
+        return self.dequantize(self._runner.run(self._convert(x)))
 
     # --- the pieces, for verify / bench / golden vectors --------------------------------
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """Validate images and convert them to the model's input tensor (N, 28, 28, 1)."""
-        x = _as_batch(images)
+        return self._convert(_as_batch(images))
+
+    def _convert(self, x: np.ndarray) -> np.ndarray:
         if x.dtype == np.uint8:
-            return self._lut[x]
+            return self._from_uint8(x)
         x = x.astype(np.float32, copy=False)
         if self.input.dtype == "int8":
             q = np.round(x / self.input.scale + self.input.zero_point)
@@ -110,8 +113,9 @@ class Model:
         return self._runner.run(prepared)
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
-        if self.output.dtype == "int8":
-            return ((raw.astype(np.float32) - self.output.zero_point) * self.output.scale).astype(np.float32)
+        """float32 probabilities from the raw output (int8 via a 256-entry table)."""
+        if self._to_float is not None:
+            return self._to_float[raw.view(np.uint8)]
         return raw.astype(np.float32, copy=False)
 
     def info(self) -> dict:
@@ -120,12 +124,24 @@ class Model:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _uint8_table(self) -> np.ndarray:
-        """Pixel value -> model input value, so uint8 images convert with one lookup."""
+    def _uint8_converter(self):
+        """Pixel -> model input in one numpy op: a table lookup, or a sign-bit flip when the
+        int8 input is the usual scale 1/255, zero point -128 (then q = pixel - 128 exactly)."""
         x = np.arange(256, dtype=np.float32) / 255.0
-        if self.input.dtype == "int8":
-            return np.clip(np.round(x / self.input.scale + self.input.zero_point), -128, 127).astype(np.int8)
-        return x
+        if self.input.dtype != "int8":
+            return lambda pixels: np.divide(pixels, np.float32(255), dtype=np.float32)
+        table = np.clip(np.round(x / self.input.scale + self.input.zero_point), -128, 127).astype(np.int8)
+        if np.array_equal(table.astype(np.int16), np.arange(256, dtype=np.int16) - 128):
+            flip = np.uint8(0x80)
+            return lambda pixels: (pixels ^ flip).view(np.int8)
+        return lambda pixels: np.take(table, pixels)
+
+    def _dequantize_table(self) -> np.ndarray | None:
+        """Raw int8 output (viewed as uint8) -> float32, or None for float outputs."""
+        if self.output.dtype != "int8":
+            return None
+        q = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float32)
+        return ((q - self.output.zero_point) * self.output.scale).astype(np.float32)
 
     def _check_classifier(self) -> None:
         in_shape, out_shape = tuple(self.input.shape[1:]), tuple(self.output.shape[1:])
