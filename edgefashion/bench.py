@@ -39,7 +39,7 @@ class BenchConfig:
     threads: list = field(default_factory=lambda: [1])
     warmup: int = 20
     runs: int = 200
-    min_time: float = 0.0      # keep timing until both `runs` and `min_time` seconds are reached
+    min_time: float = 1.0      # keep timing until both `runs` and `min_time` seconds are reached
     out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
 
     def validate(self) -> None:

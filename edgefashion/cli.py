@@ -150,7 +150,8 @@ def add_bench(sub) -> None:
     p.add_argument("--threads", type=int_list, default=[1], help="thread counts, comma-separated (default 1)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     p.add_argument("--runs", type=positive_int, default=200, help="timed runs (default 200)")
-    p.add_argument("--min-time", type=float, default=0.0, help="keep timing for at least this many seconds")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="keep timing for at least this many seconds per configuration (default 1.0)")
     p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
     p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
     p.set_defaults(func=cmd_bench)

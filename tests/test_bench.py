@@ -11,7 +11,7 @@ pytestmark = needs_tf
 def test_bench_json_schema_and_sane_values(tiny_run, tmp_path):
     out = tmp_path / "bench.json"
     cli("bench", tiny_run / "export" / "model_int8.tflite", tiny_run / "export" / "model_f32.tflite",
-        "--batch", "1,4", "--threads", "1,2", "--runs", 30, "--warmup", 3, "--out", out, check=0)
+        "--batch", "1,4", "--threads", "1,2", "--runs", 30, "--warmup", 3, "--min-time", 0, "--out", out, check=0)
     report = json.loads(out.read_text())
     assert {"machine", "cpu_model", "cores", "os", "python", "versions", "cpu_governor", "cpu_freq_mhz",
             "board_model", "soc_temp_c", "throttled"} <= set(report["environment"])
@@ -30,7 +30,7 @@ def test_bench_json_schema_and_sane_values(tiny_run, tmp_path):
 
 
 def test_run_directory_defaults_to_run_bench_json(tiny_run):
-    cli("bench", tiny_run, "--runs", 5, "--warmup", 1, check=0)
+    cli("bench", tiny_run, "--runs", 5, "--warmup", 1, "--min-time", 0, check=0)
     formats = {r["format"] for r in json.loads((tiny_run / "bench.json").read_text())["results"]}
     assert formats == {"tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8"}
 

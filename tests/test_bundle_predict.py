@@ -120,5 +120,5 @@ def test_predict_png_and_npy(bundle_file, test_set, tmp_path):
 
 def test_bench_accepts_a_bundle(bundle_file, tmp_path):
     out = tmp_path / "bench.json"
-    cli("bench", bundle_file, "--runs", 5, "--warmup", 1, "--out", out, check=0)
+    cli("bench", bundle_file, "--runs", 5, "--warmup", 1, "--min-time", 0, "--out", out, check=0)
     assert len(json.loads(out.read_text())["results"]) == 4

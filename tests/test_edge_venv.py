@@ -40,6 +40,6 @@ def test_selftest_and_predict_on_the_device_side(edge_venv, bundle_file, test_se
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["model"]["backend"] == "ai_edge_litert" and len(result["predictions"]) == 20
-    done = subprocess.run([str(edge_venv / "edgefashion"), "bench", str(bundle_file), "--runs", "5",
+    done = subprocess.run([str(edge_venv / "edgefashion"), "bench", str(bundle_file), "--runs", "5", "--min-time", "0",
                            "--out", str(tmp_path / "b.json")], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
