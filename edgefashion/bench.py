@@ -58,20 +58,20 @@ class BenchConfig:
 
 @contextlib.contextmanager
 def resolve_models(paths):
-    """Yield [(path, format or None)] for model files, run directories and bundles."""
+    """Yield the model paths named by model files, run directories and bundles."""
     with contextlib.ExitStack() as stack:
         found = []
         for path in map(Path, paths):
             if path.is_file() and path.suffix in MODEL_SUFFIXES:
-                found.append((path, None))
+                found.append(path)
             elif path.is_dir():
                 run = path.parent if (path / "export.json").is_file() else path
-                found.extend((p, fmt) for fmt, p in exported_models(run).items())
+                found.extend(exported_models(run).values())
             elif path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
                 from .bundle import open_bundle
 
                 folder, manifest = open_bundle(path, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-                found.extend((folder / name, fmt) for fmt, name in manifest["models"].items())
+                found.extend(folder / name for name in manifest["models"].values())
             elif path.exists():
                 raise InputError(f"{path}: not a model (.tflite/.onnx), a run directory or a bundle (.tar.gz)")
             else:
@@ -229,7 +229,7 @@ def bench(config: BenchConfig) -> dict:
     results = []
     with resolve_models(config.paths) as models:
         with Progress(len(models) * len(config.threads), "bench") as progress:
-            for path, fmt in models:
+            for path in models:
                 for threads in config.threads:
                     results.extend(_run_worker(path, threads, config))
                     progress.update()

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from . import IMAGE_SHAPE, LABELS, __version__, data
+from . import IMAGE_SHAPE, LABELS, __version__
 from .artifacts import FLOAT_OF, exported_models
 from .errors import InputError
 from .files import atomic_path, read_json, sha256_bytes, sha256_file

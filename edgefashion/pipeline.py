@@ -6,7 +6,7 @@ RUN/pipeline.json records each finished stage, so a second run resumes after the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import FLOAT_OF
@@ -29,7 +29,6 @@ class RunConfig:
     calibration: int = 500
     restart: bool = False
     verbose: bool = False
-    train_extra: dict = field(default_factory=dict)
 
 
 def run(config: RunConfig) -> dict:

@@ -3,7 +3,6 @@ import json
 import tarfile
 
 import numpy as np
-import pytest
 
 from conftest import cli, needs_tf, write_csv
 

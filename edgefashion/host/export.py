@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ class ExportConfig:
     seed: int = 0
     data: Path | None = None   # training data for calibration; default: what the run trained on
     verbose: bool = False
-    timings: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,6 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None          # use only the first N training rows (quick runs, tests)
     verbose: bool = False
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
