@@ -125,3 +125,24 @@ def test_cli_bad_csv_is_one_line_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {path}: line 2, column 1: label 11 is outside 0-9"
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_download_checks_sha256(tmp_path, monkeypatch, fashion_dir):
+    """The download path, served from file:// URLs: real files pass, altered ones are refused."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for stem in data.IDX_SHA256:
+        (mirror / f"{stem}.gz").write_bytes((fashion_dir / f"{stem}.gz").read_bytes())
+    monkeypatch.setattr(data, "DOWNLOAD_URL", mirror.as_uri() + "/")
+    dest = data.download(tmp_path / "dest")
+    assert data.read_idx_split(dest, "test").images.shape == (10000, 28, 28)
+    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 20))
+    with pytest.raises(InputError, match=r"t10k-labels-idx1-ubyte.gz: sha256 [0-9a-f]{64}, expected 0402a96d"):
+        data.download(tmp_path / "dest2")
+    assert not (tmp_path / "dest2" / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DOWNLOAD_URL", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    with pytest.raises(InputError, match="download of http://127.0.0.1:9/train-images-idx3-ubyte.gz failed"):
+        data.download(tmp_path)

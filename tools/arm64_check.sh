@@ -95,6 +95,7 @@ venv/bin/pip install -q --no-index --find-links wheels 'edgefashion[edge]' || ex
 venv/bin/pip install -q --no-index --find-links wheels --force-reinstall --no-deps edgefashion || exit 3
 echo "== installed: $(venv/bin/pip list --format=freeze 2>/dev/null | grep -iE '^(edgefashion|numpy|ai-edge-litert|onnxruntime|pillow)=' | tr '\n' ' ')"
 venv/bin/python -c "import tensorflow" 2>/dev/null && echo "tensorflow present (unexpected)" || echo "== tensorflow: not installed (as on a device)"
+echo "== (\"Error in cpuinfo\" lines below are expected: /sys is left unmounted under emulation)"
 echo "== edgefashion selftest"
 venv/bin/edgefashion selftest bundle.tar.gz; rc=$?
 echo "== edgefashion predict (8 test images)"
