@@ -56,11 +56,12 @@ def make_bundle(run, out, golden_count: int = 200, seed: int = 0) -> dict:
         model = Model(path)
         fast = model.run(model.prepare(golden["images"]))
         fast_probs[fmt] = model.dequantize(fast)
-        golden[f"raw_{fmt}"] = fast
         if fmt in REFERENCE_KERNELS:
-            golden[f"fast_{fmt}"] = fast
             reference = Model(path, kernels="reference")
             golden[f"raw_{fmt}"] = reference.run(reference.prepare(golden["images"]))
+            golden[f"fast_{fmt}"] = fast
+        else:
+            golden[f"raw_{fmt}"] = fast
         specs[fmt] = _model_spec(fmt, path, model, export)
     host_cross_check = _agreements(golden, fast_probs)
     files = {path.name: path.read_bytes() for path in models.values()}

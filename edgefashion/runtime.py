@@ -59,11 +59,11 @@ class Model:
                  name: str | None = None, kernels: str = "default"):
         if not isinstance(threads, int) or threads < 1:
             raise InputError(f"threads={threads!r}, expected a positive integer")
+        if kernels not in ("default", "reference"):
+            raise InputError(f"kernels={kernels!r}, expected 'default' or 'reference'")
         content, self.name = _read_model(source, name)
         self.threads = threads
         self.size_bytes = len(content)
-        if kernels not in ("default", "reference"):
-            raise InputError(f"kernels={kernels!r}, expected 'default' or 'reference'")
         if content[4:8] == TFLITE_MAGIC:
             self._runner = _TFLiteRunner(content, threads, backend, self.name, kernels)
         else:
@@ -103,10 +103,11 @@ class Model:
         if x.dtype == np.uint8:
             return self._from_uint8(x)
         x = x.astype(np.float32, copy=False)
-        if self.input.dtype == "int8":
-            q = np.round(x / self.input.scale + self.input.zero_point)
-            return np.clip(q, -128, 127).astype(np.int8)
-        return x
+        return self._quantize(x) if self.input.dtype == "int8" else x
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        """float images in [0, 1] -> int8 with the model's own input scale and zero point."""
+        return np.clip(np.round(x / self.input.scale + self.input.zero_point), -128, 127).astype(np.int8)
 
     def run(self, prepared: np.ndarray) -> np.ndarray:
         """The model's raw output for an already prepared input (int8 for int8 TFLite)."""
@@ -127,10 +128,9 @@ class Model:
     def _uint8_converter(self):
         """Pixel -> model input in one numpy op: a table lookup, or a sign-bit flip when the
         int8 input is the usual scale 1/255, zero point -128 (then q = pixel - 128 exactly)."""
-        x = np.arange(256, dtype=np.float32) / 255.0
         if self.input.dtype != "int8":
             return lambda pixels: np.divide(pixels, np.float32(255), dtype=np.float32)
-        table = np.clip(np.round(x / self.input.scale + self.input.zero_point), -128, 127).astype(np.int8)
+        table = self._quantize(np.arange(256, dtype=np.float32) / 255.0)
         if np.array_equal(table.astype(np.int16), np.arange(256, dtype=np.int16) - 128):
             flip = np.uint8(0x80)
             return lambda pixels: (pixels ^ flip).view(np.int8)

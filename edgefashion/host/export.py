@@ -43,6 +43,7 @@ class ExportConfig:
         if self.calibration_count < 1:
             raise InputError(f"--calibration {self.calibration_count}, expected a positive integer")
         if "onnx-int8" in self.formats and "onnx-f32" not in self.formats:
+            # the int8 ONNX model is quantized from the float one, so that one comes along
             self.formats = tuple(f for f in FORMATS if f in (*self.formats, "onnx-f32"))
 
 
