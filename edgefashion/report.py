@@ -33,7 +33,9 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        if value and abs(value) < 1e-3:
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-3:
             return f"{value:.2e}"
         return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:.1f}"
     return str(value)
