@@ -11,3 +11,16 @@ LABELS = (
 )
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = len(LABELS)
+
+
+def package_versions(dists) -> dict:
+    """{distribution: installed version or None}."""
+    import importlib.metadata as md
+
+    out = {}
+    for dist in dists:
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out

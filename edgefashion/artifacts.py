@@ -11,6 +11,7 @@ FORMATS = ("tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8")
 FILES = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite",
          "onnx-f32": "model_f32.onnx", "onnx-int8": "model_int8.onnx"}
 FLOAT_OF = {"tflite-int8": "tflite-f32", "onnx-int8": "onnx-f32"}
+BUNDLE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def export_dir(run) -> Path:
@@ -30,3 +31,16 @@ def exported_models(run) -> dict[str, Path]:
     if not found:
         raise InputError(f"{export_dir(run) / 'export.json'}: lists no models")
     return found
+
+
+def models_at(path: Path, scratch: Path) -> dict[str, Path] | None:
+    """{format: path} for a run directory (or its export/) or a bundle, which is checked and
+    extracted into `scratch`; None when `path` is neither."""
+    if path.is_dir():
+        return exported_models(path.parent if (path / "export.json").is_file() else path)
+    if path.is_file() and path.name.endswith(BUNDLE_SUFFIXES):
+        from .bundle import open_bundle
+
+        folder, manifest = open_bundle(path, scratch)
+        return {fmt: folder / name for fmt, name in manifest["models"].items()}
+    return None

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import FLOAT_OF, export_dir, exported_models
+from . import package_versions
+from .artifacts import FLOAT_OF, export_dir, models_at
 from .console import Progress
 from .errors import InputError
 from .files import write_json, write_text
@@ -64,14 +65,10 @@ def resolve_models(paths):
         for path in map(Path, paths):
             if path.is_file() and path.suffix in MODEL_SUFFIXES:
                 found.append(path)
-            elif path.is_dir():
-                run = path.parent if (path / "export.json").is_file() else path
-                found.extend(exported_models(run).values())
-            elif path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-                from .bundle import open_bundle
-
-                folder, manifest = open_bundle(path, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-                found.extend(folder / name for name in manifest["models"].values())
+                continue
+            models = models_at(path, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            if models is not None:
+                found.extend(models.values())
             elif path.exists():
                 raise InputError(f"{path}: not a model (.tflite/.onnx), a run directory or a bundle (.tar.gz)")
             else:
@@ -97,18 +94,6 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for dist in ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "edgefashion"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def _throttled() -> str | None:
     if not shutil.which("vcgencmd"):
         return None
@@ -129,7 +114,7 @@ def environment() -> dict:
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "versions": _versions(),
+        "versions": package_versions(("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "edgefashion")),
         "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_freq_mhz": round(int(freq) / 1000) if freq and freq.isdigit() else None,
         "board_model": _read("/proc/device-tree/model"),
@@ -155,16 +140,16 @@ def environment_warnings(env: dict) -> list[str]:
 
 # --- measuring --------------------------------------------------------------------------
 
-def bench_images(batch: int) -> np.ndarray:
-    """Real test images when Fashion-MNIST is present, else seeded random pixels."""
+def bench_images(count: int) -> np.ndarray:
+    """`count` real test images when Fashion-MNIST is present, else seeded random pixels."""
     from . import data
 
     directory = data.default_dir()
     if directory is not None:
-        images = data.read_idx_split(directory, "test").images[:max(batch, 1)]
+        images = data.read_idx_split(directory, "test").images[:count]
     else:
-        images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
-    return np.resize(images, (batch, 28, 28))  # repeats when batch > available
+        images = np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    return np.resize(images, (count, 28, 28))  # repeats when count > available
 
 
 def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float) -> list[dict]:
@@ -174,9 +159,9 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
     started = time.perf_counter()
     model = Model(path, threads=threads)
     init_ms = (time.perf_counter() - started) * 1e3
-    results = []
+    results, images = [], bench_images(max(batches))
     for batch in batches:
-        x = model.prepare(bench_images(batch))  # inputs ready before the clock starts
+        x = model.prepare(images[:batch])  # inputs ready before the clock starts
         run, clock = model.run, time.perf_counter_ns
         t0 = clock()
         run(x)

@@ -105,10 +105,10 @@ def _host_accuracies(run: Path) -> dict | None:
     verify = run / "verify.json"
     if not verify.is_file():
         return None
+    from .verify import accuracies
+
     report = read_json(verify)
-    out = {report["reference"]["format"]: report["reference"]["accuracy"]}
-    out.update({m["format"]: m["accuracy"] for m in report["models"]})
-    return {"samples": report["reference"]["samples"], "accuracy": out,
+    return {"samples": report["reference"]["samples"], "accuracy": accuracies(report),
             "min_agreement": report.get("gates", {}).get("min_agreement")}
 
 

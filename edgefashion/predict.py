@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from . import LABELS
-from .artifacts import exported_models
+from .artifacts import models_at
 from .errors import InputError
 from .images import load_inputs
 
@@ -31,20 +31,13 @@ def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1) -> dict:
 
 
 def _model_path(source: Path, fmt: str, scratch: Path) -> Path:
-    if source.is_dir():
-        models = exported_models(source)
-        if fmt not in models:
-            raise InputError(f"{source}: no {fmt} model (have {', '.join(models)})")
-        return models[fmt]
-    if source.name.endswith((".tar.gz", ".tgz")):
-        from .bundle import open_bundle
-
-        folder, manifest = open_bundle(source, scratch)
-        if fmt not in manifest["models"]:
-            raise InputError(f"{source}: bundle has no {fmt} model (has {', '.join(manifest['models'])})")
-        return folder / manifest["models"][fmt]
-    if not source.exists():
-        raise InputError(f"{source}: not found")
-    return source
+    models = models_at(source, scratch)
+    if models is None:
+        if not source.exists():
+            raise InputError(f"{source}: not found")
+        return source
+    if fmt not in models:
+        raise InputError(f"{source}: no {fmt} model (has {', '.join(models)})")
+    return models[fmt]
 
 

@@ -170,6 +170,12 @@ def _layer_errors(config: VerifyConfig, run: Path) -> list[dict] | None:
     return layer_errors(run, config.verbose)
 
 
+def accuracies(report: dict) -> dict:
+    """{format: accuracy} for the reference and every model of a verify.json."""
+    return {report["reference"]["format"]: report["reference"]["accuracy"],
+            **{m["format"]: m["accuracy"] for m in report["models"]}}
+
+
 def summary_rows(report: dict) -> list[dict]:
     rows = [{"model": report["reference"]["format"] + " (reference)", "accuracy": report["reference"]["accuracy"],
              "drop_pp": None, "agreement": None, "max_abs_diff": None, "cosine_min": None, "result": "-"}]

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgefashion import LABELS  # noqa: E402
 from edgefashion.errors import InputError  # noqa: E402
 from edgefashion.files import read_json, sha256_file, write_json, write_text  # noqa: E402
+from edgefashion.verify import accuracies  # noqa: E402
 
 FILES = ("model_int8.tflite", "model_int8_data.cc", "model_int8_data.h")
 
@@ -45,8 +46,7 @@ def build(run: Path, out: Path) -> dict:
         shutil.copyfile(src, out / name)
     write_text(out / "labels.txt", "\n".join(LABELS) + "\n")
     int8 = next(a for a in export["artifacts"] if a["format"] == "tflite-int8")
-    accuracy = {verify["reference"]["format"]: verify["reference"]["accuracy"]}
-    accuracy.update({m["format"]: m["accuracy"] for m in verify["models"]})
+    accuracy = accuracies(verify)
     manifest = {
         "files": {name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
                   for name in (*FILES, "labels.txt")},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from .. import package_versions
 from ..console import quiet
 from ..errors import MissingDependency
 
@@ -27,16 +28,11 @@ def import_tf(verbose: bool = False):
 
 def versions() -> dict:
     """Versions of the host stack, for config.json and export.json."""
-    import importlib.metadata as md
     import platform
 
-    out = {"python": platform.python_version()}
-    for dist in ("edgefashion", "numpy", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx",
-                 "onnx", "onnxruntime", "ai-edge-litert"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
+    found = package_versions(("edgefashion", "numpy", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx",
+                              "onnx", "onnxruntime", "ai-edge-litert"))
+    out = {"python": platform.python_version(), **{k: v for k, v in found.items() if v}}
     if "tensorflow-cpu" in out:
         out["tensorflow"] = out.pop("tensorflow-cpu")
     return out
