@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 RUN    ?= runs/demo
 
-.PHONY: demo test setup data arm64-check firmware clean
+.PHONY: demo test setup data qemu isa-check arm64-check firmware clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
@@ -23,8 +23,21 @@ data: setup
 demo: data
 	$(BIN)/edgefashion run --out $(RUN)
 
-test: data
+test: data qemu
 	$(BIN)/python -m pytest -q
+
+# qemu user emulation: the other x86 int8 kernel paths (isa-check, and its small version in make test)
+qemu:
+	@command -v qemu-x86_64-static >/dev/null || command -v qemu-x86_64 >/dev/null || [ "$$(uname -m)" != x86_64 ] || \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO="sudo -n"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q qemu-user-static >/dev/null || \
+	    { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q qemu-user-static >/dev/null; } || \
+	    { echo "qemu-user-static is missing and could not be installed: apt-get install qemu-user-static"; exit 2; }; }
+
+# The run's int8 and float models, and selftest of its bundles, on the x86 kernel paths that matter
+# (AVX2 without VNNI, SSE4.2) under qemu: per path accuracy, agreement, golden differences. Minutes.
+isa-check: setup qemu
+	$(BIN)/python tools/isa_check.py $(RUN)
 
 # Regenerate firmware_assets/ from a finished run (make demo first).
 firmware: setup

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import InputError
-from .files import read_json
+from .files import read_json, sha256_file
 
 FORMATS = ("tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8")
 FILES = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite",
@@ -27,6 +27,9 @@ def exported_models(run) -> dict[str, Path]:
             path = export_dir(run) / entry["file"]
             if not path.is_file():
                 raise InputError(f"{path}: listed in export.json but missing")
+            if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
+                raise InputError(f"{path}: does not match its sha256 in export.json (changed after export?); "
+                                 f"run `edgefashion export {run}` again")
             found[entry["format"]] = path
     if not found:
         raise InputError(f"{export_dir(run) / 'export.json'}: lists no models")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import package_versions
+from . import cpu, package_versions
 from .artifacts import FLOAT_OF, export_dir, models_at
 from .console import Progress
 from .errors import InputError
@@ -85,15 +85,6 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str | None:
-    info = _read("/proc/cpuinfo") or ""
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        for line in info.splitlines():
-            if line.split(":")[0].strip() == key and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
-
-
 def _throttled() -> str | None:
     if not shutil.which("vcgencmd"):
         return None
@@ -110,7 +101,8 @@ def environment() -> dict:
     temp = _read("/sys/class/thermal/thermal_zone0/temp")
     return {
         "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu.model_name(),
+        "cpu": cpu.describe(),
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -133,6 +125,8 @@ def environment_warnings(env: dict) -> list[str]:
                      f"(sudo cpupower frequency-set -g performance)")
     if env["emulated"]:
         notes.append(f"running under emulation ({env['emulated']}): these latencies are NOT device numbers")
+    if not env["cpu"]["int8_fast_path"]:
+        notes.append(cpu.NO_FAST_INT8.format(path=env["cpu"]["int8_path"]))
     if env["throttled"] not in (None, "0x0"):
         notes.append(f"the SoC reports throttling ({env['throttled']}): results are not representative")
     return notes
@@ -191,9 +185,21 @@ def _stats(model, path, threads, batch, init_ms, first_ms, us: np.ndarray) -> di
         "latency_us": {k: round(v, 2) for k, v in latency.items()},
         "latency_per_image_us": {k: round(v / batch, 2) for k, v in latency.items()},
         "throughput_ips": round(batch * 1e6 / latency["mean"], 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "spread_warning": p99 > SPREAD_WARNING * p50,
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. VmHWM belongs to the address space, which exec replaces;
+    ru_maxrss would carry over the peak of the process that started the worker (TensorFlow's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -204,6 +204,10 @@ class Check:
     name: str
     passed: bool
     detail: str
+    figures: dict = field(default_factory=dict)  # the numbers behind `detail`, for --json
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, "figures": self.figures}
 
     def line(self) -> str:
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.detail}"
@@ -249,17 +253,17 @@ def _check_model(fmt: str, path: Path, spec: dict, golden, threads: int, record)
         exact = _diff(reference.run(reference.prepare(golden["images"])), golden[f"raw_{fmt}"])
         record(Check(f"golden {path.name} (reference kernels)", exact["max"] <= tolerance,
                      f"max {exact['max']:.3g} quantization steps (tolerance {tolerance:g}), "
-                     f"{exact['differ']} of {exact['values']} values differ"))
+                     f"{exact['differ']} of {exact['values']} values differ", exact))
         fast = _diff(raw, golden[f"fast_{fmt}"])
         passed = fast["within_one"] >= FAST_MIN_MATCH and fast["same_top1"] >= FAST_MIN_MATCH
         record(Check(f"golden {path.name} (fast kernels)", passed,
                      f"{fast['within_one']:.2%} of values within one step (>= {FAST_MIN_MATCH:.0%}), "
-                     f"max {fast['max']:.3g} steps, same top-1 on {fast['same_top1']:.1%} of images"))
+                     f"max {fast['max']:.3g} steps, same top-1 on {fast['same_top1']:.1%} of images", fast))
     else:
         result = _diff(raw, golden[f"raw_{fmt}"])
         record(Check(f"golden {path.name}", result["max"] <= tolerance,
                      f"max |diff| {result['max']:.3g} (tolerance {tolerance:.3g}), "
-                     f"{result['differ']} of {result['values']} values differ"))
+                     f"{result['differ']} of {result['values']} values differ", {**result, "tolerance": tolerance}))
     return model.dequantize(raw)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from .errors import InputError
 
 
 @contextlib.contextmanager
@@ -69,8 +73,6 @@ def sha256_file(path) -> str:
 
 def read_json(path, what: str = "JSON file"):
     """Read a JSON file or raise InputError naming it."""
-    from .errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} not found")
@@ -78,3 +80,47 @@ def read_json(path, what: str = "JSON file"):
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Put the finished folder `new` in place of `dest` (a set of files that belong together).
+    Two renames; a crash between them leaves `dest` missing and `.DEST.old` beside it, which
+    `restore_dir` (called under the same lock, before the next build) puts back."""
+    new, dest = Path(new), Path(dest)
+    os.chmod(new, 0o777 & ~_umask())  # mkdtemp makes 0700; this is an ordinary folder
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_dir(dest: Path) -> None:
+    """Undo a replace_dir that was cut off between its two renames."""
+    old = Path(dest).with_name(f".{Path(dest).name}.old")
+    if old.is_dir() and not Path(dest).exists():
+        os.rename(old, dest)
+
+
+@contextlib.contextmanager
+def run_lock(run: Path, what: str):
+    """One `what` (export, ...) per run directory at a time; a second one is refused, not queued."""
+    path = Path(run) / f".{what}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(f"{run}: another {what} is running on this run directory ({holder}); "
+                             f"wait for it to finish") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)

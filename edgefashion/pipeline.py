@@ -6,13 +6,14 @@ RUN/pipeline.json records each finished stage, so a second run resumes after the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .artifacts import FLOAT_OF
 from .console import step
 from .errors import CheckFailed
 from .files import read_json, write_json
+from .verify import Gates
 
 STAGES = ("train", "export", "verify", "bench", "bundle")
 BUNDLE_NAME = "edgefashion-bundle.tar.gz"
@@ -27,6 +28,7 @@ class RunConfig:
     seed: int = 0
     limit: int | None = None
     calibration: int = 500
+    gates: Gates = Gates()
     restart: bool = False
     verbose: bool = False
 
@@ -64,7 +66,7 @@ def run(config: RunConfig) -> dict:
 def _settings(config: RunConfig) -> dict:
     return {"data": str(config.data) if config.data else None, "epochs": config.epochs,
             "batch_size": config.batch_size, "seed": config.seed, "limit": config.limit,
-            "calibration": config.calibration}
+            "calibration": config.calibration, "gates": asdict(config.gates)}
 
 
 def _train(config: RunConfig, out: Path) -> None:
@@ -80,14 +82,15 @@ def _export(config: RunConfig, out: Path) -> None:
     from .host.export import ExportConfig, export
 
     export(ExportConfig(run=out, calibration_count=config.calibration, seed=config.seed, data=config.data,
-                        verbose=config.verbose))
+                        gates=config.gates, verbose=config.verbose))
 
 
 def _verify(config: RunConfig, out: Path) -> None:
-    from .verify import VerifyConfig, verify
+    from .verify import VerifyConfig, gate_failure, verify
 
-    report = verify(VerifyConfig(run=out, verbose=config.verbose))
-    failures = [f"{m['file']}: {'; '.join(m['failures'])}" for m in report["models"] if m["failures"]]
+    report = verify(VerifyConfig(run=out, gates=config.gates, verbose=config.verbose))
+    where = f"on {report['reference']['samples']} test images vs {report['reference']['format']}"
+    failures = [gate_failure(m["file"], m["failures"], where) for m in report["models"] if m["failures"]]
     if failures:
         raise CheckFailed("verify: " + " | ".join(failures))
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import LABELS, NUM_CLASSES, data
+from . import LABELS, NUM_CLASSES, cpu, data
 from .artifacts import exported_models
 from .console import Progress, step
 from .errors import InputError
@@ -57,14 +57,51 @@ def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dic
     }
 
 
-def gate(result: dict, max_drop_pp: float, min_agreement: float) -> list[str]:
-    """The reasons a model fails, or [] when it passes."""
-    reasons = []
-    if result["accuracy_drop_pp"] > max_drop_pp:
-        reasons.append(f"accuracy drop {result['accuracy_drop_pp']:.2f} pp > {max_drop_pp:g} pp")
-    if result["top1_agreement"] < min_agreement:
-        reasons.append(f"top-1 agreement {result['top1_agreement']:.2%} < {min_agreement:.0%}")
-    return reasons
+@dataclass(frozen=True)
+class Gates:
+    """The one set of pass/fail limits for exported models, used by export, verify and run."""
+
+    max_drop_pp: float = 1.0       # accuracy drop vs the float model, percentage points
+    min_agreement: float = 0.98    # top-1 agreement with the float model, a fraction
+    float_tolerance: float = 1e-4  # float models: max |p - p_float|
+
+    HELP = {"max_drop_pp": "largest accuracy drop of an int8 model vs the float model, in percentage points",
+            "min_agreement": "smallest top-1 agreement of an int8 model with the float model, "
+                             "a fraction (0.98) or a percentage (98)",
+            "float_tolerance": "largest |p - p_float| of a float model"}
+
+    def validate(self) -> "Gates":
+        if not self.max_drop_pp >= 0:
+            raise InputError(f"--max-drop {self.max_drop_pp}, expected >= 0 percentage points")
+        if not 0 <= self.min_agreement <= 1:
+            raise InputError(f"--min-agreement {self.min_agreement}, expected a fraction between 0 and 1 "
+                             f"or a percentage between 0 and 100")
+        if not self.float_tolerance >= 0:
+            raise InputError(f"--float-tolerance {self.float_tolerance}, expected >= 0")
+        return self
+
+    def failures(self, fmt: str, result: dict) -> list[str]:
+        """Why a model fails (each reason names the figure and the limit), or [] when it passes."""
+        reasons = []
+        if fmt.endswith("f32") and "max_abs_diff" in result and result["max_abs_diff"] > self.float_tolerance:
+            reasons.append(f"max |p - p_float| {result['max_abs_diff']:.2e} > --float-tolerance "
+                           f"{self.float_tolerance:g}")
+        if fmt.endswith("int8"):
+            if result.get("accuracy_drop_pp", 0) > self.max_drop_pp:
+                reasons.append(f"accuracy drop {result['accuracy_drop_pp']:.2f} pp > --max-drop {self.max_drop_pp:g} pp")
+            if result["top1_agreement"] < self.min_agreement:
+                reasons.append(f"top-1 agreement {result['top1_agreement']:.2%} < --min-agreement "
+                               f"{self.min_agreement:.2%}")
+        return reasons
+
+
+ADVICE = ("try more calibration images (--calibration), a longer training (--epochs, no --limit), "
+          "or, for a quick trial run, looser gates (--min-agreement, --max-drop)")
+
+
+def gate_failure(name: str, reasons: list[str], where: str) -> str:
+    """One line for a failed gate: which model, which figure, on what, and what to try."""
+    return f"{name}: " + "; ".join(reasons) + f" ({where}); {ADVICE}"
 
 
 # --- the command --------------------------------------------------------------------------
@@ -73,8 +110,7 @@ def gate(result: dict, max_drop_pp: float, min_agreement: float) -> list[str]:
 class VerifyConfig:
     run: Path
     data: Path | None = None         # test CSV or IDX folder; default: the run's test set
-    max_drop_pp: float = 1.0
-    min_agreement: float = 0.98
+    gates: Gates = Gates()
     reference: str = "auto"          # auto | keras | tflite-f32
     batch_size: int = 500
     threads: int = 1
@@ -82,10 +118,7 @@ class VerifyConfig:
     verbose: bool = False
 
     def validate(self) -> None:
-        if self.max_drop_pp < 0:
-            raise InputError(f"--max-drop {self.max_drop_pp}, expected >= 0 percentage points")
-        if not 0 <= self.min_agreement <= 1:
-            raise InputError(f"--min-agreement {self.min_agreement}, expected a fraction between 0 and 1")
+        self.gates.validate()
         if self.reference not in ("auto", "keras", "tflite-f32"):
             raise InputError(f"--reference {self.reference!r}, expected auto, keras or tflite-f32")
 
@@ -120,14 +153,15 @@ def verify(config: VerifyConfig) -> dict:
             probs = model.predict_proba(test.images, batch_size=config.batch_size)
             result = {"format": fmt, "file": path.name, "backend": model.backend,
                       "seconds": round(time.monotonic() - t0, 2), **compare(probs, reference, test.labels)}
-            result["failures"] = gate(result, config.max_drop_pp, config.min_agreement)
+            result["failures"] = config.gates.failures(fmt, result)
             result["passed"] = not result["failures"]
             results.append(result)
             progress.update()
     report = {
         "reference": {"format": ref_format, "accuracy": float((reference.argmax(1) == test.labels).mean()),
                       "samples": len(test), "source": test.source, "sha256": test.sha256},
-        "gates": {"max_drop_pp": config.max_drop_pp, "min_agreement": config.min_agreement},
+        "gates": asdict(config.gates),
+        "cpu": cpu.describe(),
         "models": results,
         "passed": all(r["passed"] for r in results),
         "seconds": round(time.monotonic() - started, 1),

