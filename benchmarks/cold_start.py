@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PREDICT = ("import numpy as np; from edgefashion.runtime import Model; "
+PREDICT = ("import numpy as np; from edgefashion.device.runtime import Model; "
            "print(Model({path!r}).predict(np.zeros((28, 28), np.uint8)).labels[0])")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgefashion import data  # noqa: E402
-from edgefashion.runtime import Model  # noqa: E402
+from edgefashion.device.runtime import Model  # noqa: E402
 
 CANDIDATES = {  # name: OnnxInt8Settings fields
     "s8s8": dict(activations="int8", weights="int8", reduce_range=False),

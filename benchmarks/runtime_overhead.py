@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgefashion.runtime import Model  # noqa: E402
+from edgefashion.device.runtime import Model  # noqa: E402
 
 
 def per_call_us(fn, calls: int) -> float:

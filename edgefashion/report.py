@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .files import atomic_path
+
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
     """A plain aligned text table from a list of dicts."""
@@ -55,8 +57,6 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path | None:
-    from .files import atomic_path
-
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -104,13 +104,14 @@ def plot_confusion(matrix, labels, title: str, path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_latency(results: list[dict], path) -> Path | None:
+def plot_latency(results: list, path) -> Path | None:
+    """p50 and p99 per image for bench results (objects with format, batch, threads, latency_us)."""
     plt = _pyplot()
     if plt is None:
         return None
-    names = [f"{r['format']}\nb{r['batch']} t{r['threads']}" for r in results]
-    p50 = [r["latency_us"]["p50"] / r["batch"] for r in results]
-    p99 = [r["latency_us"]["p99"] / r["batch"] for r in results]
+    names = [f"{r.format}\nb{r.batch} t{r.threads}" for r in results]
+    p50 = [r.latency_us["p50"] / r.batch for r in results]
+    p99 = [r.latency_us["p99"] / r.batch for r in results]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(results)), 4))
     xs = range(len(results))
     ax.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")

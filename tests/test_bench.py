@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import cli, needs_tf
-from edgefashion import bench
+from edgefashion.device import bench
 
 pytestmark = needs_tf
 
@@ -57,3 +57,13 @@ def test_bad_input_refused(tiny_run, tmp_path):
     done = cli("bench", tmp_path / "broken.tflite", "--out", tmp_path / "b.json")
     assert done.returncode == 2 and "not a valid TFLite model" in done.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+def test_peak_rss_is_the_workers_own(tiny_run, tmp_path):
+    """The worker reports its own peak, not the peak of the process that started it."""
+    ballast = bytearray(600 * 2**20)
+    ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])  # touch every page: 600 MB resident here
+    report, _ = bench.bench(bench.BenchConfig(paths=[tiny_run / "export" / "model_int8.tflite"], runs=5, warmup=1,
+                                              min_time=0, out=tmp_path / "b.json"))
+    assert 10 < report.results[0].peak_rss_mb < 400
+    del ballast

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -75,11 +76,13 @@ def test_tampered_bundles_refused(bundle_file, tmp_path):
     truncated = tmp_path / "trunc.tar.gz"
     truncated.write_bytes(bundle_file.read_bytes()[:100_000])
     cases["truncated"] = (truncated, "truncated or corrupt")
+    scratch = tmp_path / "scratch"  # selftest extracts under $TMPDIR: '../evil.txt' would land here
+    scratch.mkdir()
     for case, (path, message) in cases.items():
-        done = cli("selftest", path)
+        done = cli("selftest", path, env={**os.environ, "TMPDIR": str(scratch)})
         assert done.returncode == 1, case
         assert done.stdout.startswith("FAIL  bundle:") and message in done.stdout, (case, done.stdout)
-    assert not (tmp_path.parent / "evil.txt").exists()
+    assert list(scratch.iterdir()) == []
 
 
 def test_predict_csv_with_and_without_labels(bundle_file, test_set, tmp_path):

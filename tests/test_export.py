@@ -11,7 +11,7 @@ import time
 
 from conftest import LOOSE_GATES, cli, needs_tf
 from edgefashion import data
-from edgefashion.runtime import Model
+from edgefashion.device.runtime import Model
 
 pytestmark = needs_tf
 
@@ -31,6 +31,13 @@ def test_every_artifact_written_and_recorded(tiny_run):
     assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"} <= set(manifest["versions"])
     assert formats["tflite-int8"]["bytes"] <= 0.26 * formats["tflite-f32"]["bytes"]
     assert not list((tiny_run / "export").glob(".*"))  # no temporary files left behind
+    # export owns its calibration: the indices, checked against export.json, and the per-layer table
+    from edgefashion.host.export import read_calibration
+    from edgefashion.rundir import LayerErrors, Run
+
+    assert len(read_calibration(Run(tiny_run))) == 100
+    layers = LayerErrors.read(tiny_run / "export" / "layer_errors.json")
+    assert layers.model == "model_int8.tflite" and layers.rows and layers.rows[0]["rmse_per_step"] > 0
 
 
 def test_int8_quantization_parameters_recorded_and_correct(tiny_run):
@@ -128,7 +135,8 @@ def test_export_is_all_or_nothing_and_one_at_a_time(tiny_run, tmp_path):
     # the next export cleans up after the killed one and replaces the set whole
     cli("export", run, "--formats", "tflite-int8", "--calibration", 100, *LOOSE_GATES, check=0)
     assert sorted(p.name for p in (run / "export").iterdir()) == [
-        "export.json", "model_int8.tflite", "model_int8_data.cc", "model_int8_data.h"]
+        "calibration.npz", "export.json", "layer_errors.json", "model_int8.tflite", "model_int8_data.cc",
+        "model_int8_data.h"]
     assert not list(run.glob(".export-*"))
 
 

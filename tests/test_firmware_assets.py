@@ -10,7 +10,7 @@ from conftest import ROOT
 from edgefashion import LABELS
 from edgefashion.files import sha256_file
 from edgefashion.firmware import c_array_bytes
-from edgefashion.runtime import Model
+from edgefashion.device.runtime import Model
 
 ASSETS = ROOT / "firmware_assets"
 

@@ -27,4 +27,5 @@ def test_run_stops_at_the_failing_stage(tmp_path):
     done = cli("run", "--out", tmp_path / "run", "--data", bad)
     assert done.returncode == 2 and "pixel 300 is outside 0-255" in done.stderr
     state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
-    assert state["stages"] == {"train": {"status": "failed", "error": state["stages"]["train"]["error"]}}
+    assert list(state["stages"]) == ["train"] and state["stages"]["train"]["status"] == "failed"
+    assert "pixel 300 is outside 0-255" in state["stages"]["train"]["error"]

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, needs_tf
 from edgefashion.errors import InputError
-from edgefashion.runtime import Model
+from edgefashion.device.runtime import Model
 
 MODELS = ["model_int8.tflite", "model_f32.tflite", "model_f32.onnx", "model_int8.onnx"]
 
@@ -22,8 +22,8 @@ sys.meta_path.insert(0, Block())
 
 def test_device_modules_import_without_tensorflow():
     code = BLOCK_TF + """
-import edgefashion.runtime, edgefashion.data, edgefashion.verify, edgefashion.bench, edgefashion.bundle
-import edgefashion.predict, edgefashion.cli
+import edgefashion.device.runtime, edgefashion.device.verify, edgefashion.device.bench
+import edgefashion.device.bundle, edgefashion.device.predict, edgefashion.data, edgefashion.cli
 try:
     import tensorflow
 except ImportError:
@@ -41,7 +41,7 @@ print('ok')
 def test_predict_without_tensorflow(tiny_run):
     code = BLOCK_TF + f"""
 import numpy as np
-from edgefashion.runtime import Model
+from edgefashion.device.runtime import Model
 m = Model({str(tiny_run / 'export' / 'model_int8.tflite')!r})
 print(m.backend, m.predict(np.zeros((28, 28), np.uint8)).labels[0] != '')
 """

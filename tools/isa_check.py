@@ -32,10 +32,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgefashion.artifacts import FILES, FLOAT_OF, exported_models  # noqa: E402
+from edgefashion import cpu, data  # noqa: E402
+from edgefashion.device.runtime import Model  # noqa: E402
 from edgefashion.errors import InputError  # noqa: E402
 from edgefashion.files import write_json  # noqa: E402
 from edgefashion.report import table  # noqa: E402
+from edgefashion.rundir import FILES, FLOAT_OF, Run  # noqa: E402
 
 # -cpu models and the int8 kernel path each one takes (x86 ONNX Runtime / XNNPACK)
 CPUS = {"Haswell": "AVX2 without VNNI", "Nehalem": "SSE4.2"}
@@ -66,12 +68,9 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 
 def probe(run_dir: Path, count: int, out: Path) -> None:
     """Raw outputs of every exported model on the first `count` test images -> out (.npz)."""
-    from edgefashion import cpu, data
-    from edgefashion.runtime import Model
-
     test = data.load(None, "test").subset(slice(0, count))
     arrays = {"labels": test.labels}
-    for fmt, path in exported_models(run_dir).items():
+    for fmt, path in Run(run_dir).exported_models().items():
         model = Model(path)
         arrays[fmt] = model.run(model.prepare(test.images))
         arrays[f"probs_{fmt}"] = model.dequantize(arrays[fmt])
@@ -147,13 +146,9 @@ def _golden_max(result: dict, fmt: str) -> str:
 
 def output_steps(run_dir: Path) -> dict:
     """One int8 step of each model's output: 1 for raw int8, the output scale for int8 ONNX."""
-    from edgefashion.files import read_json
-
-    steps = {}
-    for entry in read_json(run_dir / "export" / "export.json").get("artifacts", []):
-        if entry.get("format") == "onnx-int8":
-            steps["onnx-int8"] = entry.get("output", {}).get("scale") or 1.0
-    return steps
+    models = Run(run_dir).read_export().models()
+    onnx = models.get("onnx-int8")
+    return {"onnx-int8": onnx.output.scale or 1.0} if onnx and onnx.output else {}
 
 
 def main(argv=None) -> int:
@@ -179,7 +174,7 @@ def main(argv=None) -> int:
 def check(args) -> int:
     started = time.monotonic()
     cpus = [c for c in args.cpus.split(",") if c]
-    exported_models(args.run)  # a clear error now rather than on every path
+    Run(args.run).exported_models()  # a clear error now rather than on every path
     qemu()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -203,7 +198,7 @@ def check(args) -> int:
                 print(f"FAIL on {r['path']} (bundle made on {made_on}): {st['error']}")
     seconds = round(time.monotonic() - started, 1)
     print(f"{'PASS' if passed else 'FAIL'}: {len(paths)} paths, wall time {seconds} s")
-    write_json(args.out or args.run / "isa-check.json",
+    write_json(args.out or Run(args.run).isa_check,
                {"passed": passed, "images": args.images, "golden": args.golden, "seconds": seconds,
                 "paths": results, "rows": rows})
     return 0 if passed else 1

@@ -8,16 +8,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefashion import LABELS  # noqa: E402
 from edgefashion.errors import InputError  # noqa: E402
-from edgefashion.files import read_json, sha256_file, write_json, write_text  # noqa: E402
-from edgefashion.verify import accuracies  # noqa: E402
-
-FILES = ("model_int8.tflite", "model_int8_data.cc", "model_int8_data.h")
+from edgefashion.files import sha256_file, write_json, write_text  # noqa: E402
+from edgefashion.rundir import Run, TrainReport, VerifyReport  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,29 +33,29 @@ def main(argv=None) -> int:
     return 0
 
 
-def build(run: Path, out: Path) -> dict:
-    export = read_json(run / "export" / "export.json", "export manifest")
-    verify = read_json(run / "verify.json", "verify report (run `edgefashion verify`)")
-    config = read_json(run / "config.json", "run config")
+def build(run_dir: Path, out: Path) -> dict:
+    run = Run(run_dir)
+    export = run.read_export()
+    verify = VerifyReport.read(run.verify)
+    config = TrainReport.read(run.config)
+    int8, checked = export.models().get("tflite-int8"), verify.model("tflite-int8")
+    if int8 is None or checked is None:
+        raise InputError(f"{run.root}: no verified tflite-int8 model (run `edgefashion run --out {run.root}`)")
+    sources = (run.export.model("tflite-int8"), run.export.c_source, run.export.c_header)
     out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        src = run / "export" / name
+    for src in sources:
         if not src.is_file():
             raise InputError(f"{src}: missing")
-        shutil.copyfile(src, out / name)
+        shutil.copyfile(src, out / src.name)
     write_text(out / "labels.txt", "\n".join(LABELS) + "\n")
-    int8 = next(a for a in export["artifacts"] if a["format"] == "tflite-int8")
-    accuracy = accuracies(verify)
+    names = [src.name for src in sources] + ["labels.txt"]
     manifest = {
-        "files": {name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
-                  for name in (*FILES, "labels.txt")},
-        "labels": list(LABELS), "input": int8["input"], "output": int8["output"],
-        "accuracy": accuracy, "test_samples": verify["reference"]["samples"],
-        "top1_agreement_with_float": next(m["top1_agreement"] for m in verify["models"]
-                                          if m["format"] == "tflite-int8"),
-        "training": {k: config["settings"][k] for k in ("epochs", "batch_size", "validation_split",
-                                                        "optimizer", "seed")},
-        "calibration": export["calibration"], "versions": export["versions"],
+        "files": {name: {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size} for name in names},
+        "labels": list(LABELS), "input": asdict(int8.input), "output": asdict(int8.output),
+        "accuracy": verify.accuracies(), "test_samples": verify.reference.samples,
+        "top1_agreement_with_float": checked.top1_agreement,
+        "training": {k: config.settings[k] for k in ("epochs", "batch_size", "validation_split", "optimizer", "seed")},
+        "calibration": asdict(export.calibration), "versions": export.versions, "cpu": verify.cpu,
     }
     write_json(out / "manifest.json", manifest)
     return manifest

@@ -17,13 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import IMAGE_SHAPE, LABELS, data
-from ..artifacts import FILES, FORMATS
 from ..console import step
-from ..errors import CheckFailed, InputError
-from ..files import read_json, replace_dir, restore_dir, run_lock, sha256_bytes, write_bytes, write_json
+from ..device.runtime import Model
+from ..device.verify import Gates, gate_failure
+from ..errors import CheckFailed, InputError, MissingDependency
+from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, write_bytes
 from ..firmware import write_c_array
-from ..verify import Gates, gate_failure
+from ..options import name_list, positive_int, setting
+from ..rundir import FORMATS, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport
 from . import import_tf, quiet, versions
+from .layer_errors import layer_errors
+from .model import load_model
 
 ONNX_OPSET = 17
 STAGING = ".export-new-"
@@ -51,12 +55,14 @@ class OnnxInt8Settings:
 @dataclass
 class ExportConfig:
     run: Path
-    formats: tuple = FORMATS
-    calibration_count: int = 500
-    seed: int = 0
-    data: Path | None = None   # training data for calibration; default: what the run trained on
-    gates: Gates = Gates()
-    onnx_int8: OnnxInt8Settings = OnnxInt8Settings()
+    formats: tuple = setting(FORMATS, "comma-separated subset of " + ",".join(FORMATS), type=name_list)
+    calibration_count: int = setting(500, "training images that calibrate int8", flag="--calibration",
+                                     type=positive_int)
+    seed: int = setting(0, "seed choosing the calibration images")
+    data: Path | None = setting(None, "training CSV or IDX folder for calibration (default: the data the "
+                                      "run was trained on)", type=Path)
+    gates: Gates = field(default_factory=Gates)
+    onnx_int8: OnnxInt8Settings = field(default_factory=OnnxInt8Settings)
     verbose: bool = False
 
     def validate(self) -> None:
@@ -71,73 +77,92 @@ class ExportConfig:
             self.formats = tuple(f for f in FORMATS if f in (*self.formats, "onnx-f32"))
 
 
-def calibration_set(config: ExportConfig) -> tuple[np.ndarray, dict]:
-    """Seeded random training images (never test images), preprocessed as at inference."""
-    source = config.data
-    if source is None:
-        trained_on = read_json(config.run / "config.json", "run config").get("settings", {}).get("data")
-        source = Path(trained_on) if trained_on else None
+def calibration_set(config: ExportConfig) -> tuple[np.ndarray, np.ndarray, Calibration]:
+    """Seeded random training images (never test images): their indices, the images preprocessed
+    as at inference, and what export.json records of them."""
+    source = config.data if config.data is not None else TrainReport.read(Run(config.run).config).trained_on
     train_set = data.load(source, "train")
     if config.calibration_count > len(train_set):
         raise InputError(f"--calibration {config.calibration_count}, but {train_set.source} "
                          f"has only {len(train_set)} training images")
     rng = np.random.default_rng(config.seed)
     indices = np.sort(rng.choice(len(train_set), config.calibration_count, replace=False)).astype(np.int64)
-    info = {"count": int(len(indices)), "seed": config.seed, "source": train_set.source,
-            "dataset_sha256": train_set.sha256, "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
-    return data.prepare(train_set.images[indices]), info
+    info = Calibration(count=int(len(indices)), seed=config.seed, source=train_set.source,
+                       dataset_sha256=train_set.sha256, indices_sha256=indices_sha256(indices))
+    return indices, data.prepare(train_set.images[indices]), info
 
 
-def export(config: ExportConfig) -> dict:
+def indices_sha256(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def export(config: ExportConfig) -> ExportReport:
     """Build every requested artifact, then swap the set in as RUN/export/; return export.json."""
     config.validate()
-    run = Path(config.run)
-    if not run.is_dir():
-        raise InputError(f"{run}: run directory not found (run `edgefashion train --out {run}` first)")
-    from .model import load_model
-
-    with run_lock(run, "export"):
-        restore_dir(run / "export")
-        for stale in run.glob(f"{STAGING}*"):  # left by an export that was killed
+    run = Run(config.run)
+    if not run.root.is_dir():
+        raise InputError(f"{run.root}: run directory not found (run `edgefashion train --out {run.root}` first)")
+    with run_lock(run.root, "export"):
+        restore_dir(run.export_dir)
+        for stale in run.root.glob(f"{STAGING}*"):  # left by an export that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        model = load_model(run / "model.keras", config.verbose)
-        with tempfile.TemporaryDirectory(prefix=STAGING, dir=run, ignore_cleanup_errors=True) as staging:
+        model = load_model(run.model, config.verbose)
+        with tempfile.TemporaryDirectory(prefix=STAGING, dir=run.root, ignore_cleanup_errors=True) as staging:
             manifest = _build(config, model, Path(staging))
-            replace_dir(Path(staging), run / "export")
+            replace_dir(Path(staging), run.export_dir)
     return manifest
 
 
-def _build(config: ExportConfig, model, out: Path) -> dict:
+def _build(config: ExportConfig, model, out: Path) -> ExportReport:
+    """Everything of RUN/export/, written into `out` (a private folder the caller swaps in)."""
+    staged = ExportDir(out)
     tf = import_tf(config.verbose)
-    calib, calib_info = calibration_set(config)
-    reference = model.predict(calib, batch_size=500, verbose=0)
+    indices, calib, calib_info = calibration_set(config)
+    with quiet(config.verbose):
+        reference = model.predict(calib, batch_size=500, verbose=0)
     builders = {"tflite-int8": lambda: _tflite(tf, model, calib, quantize=True),
                 "tflite-f32": lambda: _tflite(tf, model, calib, quantize=False),
                 "onnx-f32": lambda: _onnx_f32(tf, model),
-                "onnx-int8": lambda: quantize_onnx(out / FILES["onnx-f32"], calib, config.onnx_int8)}
+                "onnx-int8": lambda: quantize_onnx(staged.model("onnx-f32"), calib, config.onnx_int8)}
     artifacts = []
     for fmt in (f for f in FORMATS if f in config.formats):
         step(f"export {fmt}")
         started = time.monotonic()
         with quiet(config.verbose):
             content = builders[fmt]()
-        entry = _check_and_write(fmt, content, out / FILES[fmt], calib, reference, config.gates)
-        entry["seconds"] = round(time.monotonic() - started, 2)
+        entry = _check_and_write(fmt, content, staged.model(fmt), calib, reference, config.gates)
+        entry.seconds = round(time.monotonic() - started, 2)
         artifacts.append(entry)
+    with atomic_path(staged.calibration, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, indices=indices)
     if "tflite-int8" in config.formats:
-        artifacts.extend(write_c_array((out / FILES["tflite-int8"]).read_bytes(), out))
-    manifest = {"source": str(Path(config.run) / "model.keras"), "artifacts": artifacts, "calibration": calib_info,
-                "gates": asdict(config.gates), "onnx_int8": asdict(config.onnx_int8) if "onnx-int8" in config.formats
-                else None, "labels": list(LABELS), "versions": versions()}
-    write_json(out / "export.json", manifest)
+        int8 = staged.model("tflite-int8")
+        artifacts.extend(Artifact(**entry) for entry in write_c_array(int8.read_bytes(), staged))
+        step("per-layer int8 error (QuantizationDebugger)")
+        layer_errors(tf, tflite_converter(tf, model, calib), calib, int8.name, config.verbose).write(staged.layer_errors)
+    manifest = ExportReport(source=str(Run(config.run).model), artifacts=artifacts, calibration=calib_info,
+                            gates=asdict(config.gates), labels=list(LABELS), versions=versions(),
+                            onnx_int8=asdict(config.onnx_int8) if "onnx-int8" in config.formats else None)
+    manifest.write(staged.manifest)
     return manifest
+
+
+def read_calibration(run: Run) -> np.ndarray:
+    """The calibration indices export saved, checked against export.json's indices_sha256."""
+    recorded = run.read_export().calibration
+    try:
+        with np.load(run.calibration) as saved:
+            indices = saved["indices"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{run.calibration}: not readable calibration indices ({exc})") from None
+    if indices_sha256(indices) != recorded.indices_sha256:
+        raise InputError(f"{run.calibration}: indices do not match indices_sha256 in {run.export_manifest}")
+    return indices
 
 
 def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, reference: np.ndarray,
                      gates: Gates) -> dict:
     """Run the exported bytes through the edge runtime beside Keras; write only if they pass."""
-    from ..runtime import Model
-
     exported = Model(content, name=dest.name)
     probs = exported.predict_proba(calib)
     check = {"max_abs_diff": float(np.abs(probs - reference).max()),
@@ -146,11 +171,11 @@ def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, re
     if reasons:
         raise CheckFailed(gate_failure(dest.name, reasons, f"vs Keras on the {len(calib)} calibration images"))
     write_bytes(dest, content)
-    output = exported.output.as_dict()
+    output = TensorInfo(**exported.output.as_dict())
     if fmt == "onnx-int8":  # float output, but on the int8 grid of its last DequantizeLinear
-        output["scale"], output["zero_point"] = _onnx_output_quantization(content)
-    return {"file": dest.name, "format": fmt, "bytes": len(content), "sha256": sha256_bytes(content),
-            "input": exported.input.as_dict(), "output": output, "check": check}
+        output.scale, output.zero_point = _onnx_output_quantization(content)
+    return Artifact(file=dest.name, format=fmt, bytes=len(content), sha256=sha256_bytes(content),
+                    input=TensorInfo(**exported.input.as_dict()), output=output, check=check)
 
 
 # --- TFLite ---------------------------------------------------------------------------------
@@ -179,7 +204,6 @@ def _onnx_f32(tf, model) -> bytes:
     try:
         import tf2onnx
     except ImportError:
-        from ..errors import MissingDependency
         raise MissingDependency("tf2onnx", "host") from None
     spec = (tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input"),)
     forward = tf.function(lambda x: {"probabilities": model(x, training=False)}, input_signature=spec)

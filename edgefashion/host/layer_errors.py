@@ -1,33 +1,25 @@
-"""Which layers lose the most in int8: TFLite's QuantizationDebugger on the run's calibration images."""
+"""Which layers lose the most in int8: TFLite's QuantizationDebugger, run at export time on the
+export's own calibration images (verify and bundle only read the table)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
+
+import numpy as np
 
 from ..console import quiet
-from ..files import read_json
-from . import import_tf
+from ..rundir import LayerErrors
 
 DEBUG_IMAGES = 100  # enough for stable per-layer statistics, quick on 2 cores
 
 
-def layer_errors(run: Path, verbose: bool = False) -> list[dict]:
+def layer_errors(tf, converter, calib: np.ndarray, model_name: str, verbose: bool = False) -> LayerErrors:
     """One row per quantized tensor, worst first (rmse in units of the tensor's scale)."""
-    from .export import ExportConfig, calibration_set, tflite_converter
-    from .model import load_model
-
-    tf = import_tf(verbose)
-    model = load_model(run / "model.keras", verbose)
-    calib_info = read_json(run / "export" / "export.json").get("calibration", {})
-    config = ExportConfig(run=run, calibration_count=calib_info.get("count", 500), seed=calib_info.get("seed", 0))
-    calib, _ = calibration_set(config)
     debug = calib[:DEBUG_IMAGES]
     with quiet(verbose):
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=tflite_converter(tf, model, calib),
-            debug_dataset=lambda: ([debug[i:i + 1]] for i in range(len(debug))))
+            converter=converter, debug_dataset=lambda: ([debug[i:i + 1]] for i in range(len(debug))))
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
@@ -39,7 +31,8 @@ def layer_errors(run: Path, verbose: bool = False) -> list[dict]:
                      "rmse_per_step": round(mse ** 0.5 / scale, 4) if scale else None,
                      "max_abs_error": round(float(row["max_abs_error"]), 6),
                      "mean_error": round(float(row["mean_error"]), 6), "scale": scale})
-    return sorted(rows, key=lambda r: -(r["rmse_per_step"] or 0))
+    rows.sort(key=lambda r: -(r["rmse_per_step"] or 0))
+    return LayerErrors(model=model_name, images=len(debug), rows=rows)
 
 
 def _short(tensor_name: str) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .. import IMAGE_SHAPE, NUM_CLASSES
+from pathlib import Path
+
+from .. import IMAGE_SHAPE, NUM_CLASSES, data
+from ..errors import InputError
 from . import import_tf
 
 PARAMETERS = 975_030
@@ -43,8 +46,6 @@ def make_optimizer(name: str, learning_rate: float | None, momentum: float):
 
 def check_classifier(model, source: str) -> None:
     """Raise InputError unless `model` maps (N, 28, 28, 1) images to 10 classes."""
-    from ..errors import InputError
-
     in_shape = tuple(model.inputs[0].shape)[1:]
     out_shape = tuple(model.outputs[0].shape)[1:]
     if in_shape != IMAGE_SHAPE or out_shape != (NUM_CLASSES,):
@@ -54,10 +55,6 @@ def check_classifier(model, source: str) -> None:
 
 def load_model(path, verbose: bool = False):
     """Load RUN/model.keras, refusing a missing, corrupt or wrong-shaped model with one line."""
-    from pathlib import Path
-
-    from ..errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: model not found (run `edgefashion train --out RUN` first)")
@@ -71,3 +68,9 @@ def load_model(path, verbose: bool = False):
         raise InputError(f"{path}: not a readable Keras model ({first[:200]})") from None
     check_classifier(model, str(path))
     return model
+
+
+def keras_reference(path, batch_size: int = 500, verbose: bool = False):
+    """verify's float reference on the host: uint8 images -> Keras probabilities."""
+    model = load_model(path, verbose)
+    return lambda images: model.predict(data.prepare(images), batch_size=batch_size, verbose=0)

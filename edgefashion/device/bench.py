@@ -18,29 +18,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import cpu, package_versions
-from .artifacts import FLOAT_OF, export_dir, models_at
-from .console import Progress
-from .errors import InputError
-from .files import write_json, write_text
+from .. import cpu, data, package_versions
+from ..console import Progress
+from ..errors import InputError
+from ..files import write_text
+from ..options import int_list, positive_int, setting
+from ..report import plot_latency
+from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Run
+from .locate import is_model_file, models_at
+from .runtime import Model
 
-MODEL_SUFFIXES = (".tflite", ".onnx")
 SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
 
 
 @dataclass
 class BenchConfig:
     paths: list
-    batches: list = field(default_factory=lambda: [1])
-    threads: list = field(default_factory=lambda: [1])
-    warmup: int = 20
-    runs: int = 200
-    min_time: float = 1.0      # keep timing until both `runs` and `min_time` seconds are reached
+    batches: list = setting([1], "batch sizes, comma-separated", flag="--batch", type=int_list)
+    threads: list = setting([1], "thread counts, comma-separated", type=int_list)
+    warmup: int = setting(20, "untimed runs first")
+    runs: int = setting(200, "timed runs, at least", type=positive_int)
+    min_time: float = setting(1.0, "keep timing for at least this many seconds per configuration")
     out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
 
     def validate(self) -> None:
@@ -63,7 +66,7 @@ def resolve_models(paths):
     with contextlib.ExitStack() as stack:
         found = []
         for path in map(Path, paths):
-            if path.is_file() and path.suffix in MODEL_SUFFIXES:
+            if is_model_file(path):
                 found.append(path)
                 continue
             models = models_at(path, Path(stack.enter_context(tempfile.TemporaryDirectory())))
@@ -136,8 +139,6 @@ def environment_warnings(env: dict) -> list[str]:
 
 def bench_images(count: int) -> np.ndarray:
     """`count` real test images when Fashion-MNIST is present, else seeded random pixels."""
-    from . import data
-
     directory = data.default_dir()
     if directory is not None:
         images = data.read_idx_split(directory, "test").images[:count]
@@ -148,8 +149,6 @@ def bench_images(count: int) -> np.ndarray:
 
 def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float) -> list[dict]:
     """Load one model with `threads` threads and time it at every batch size. Runs in the worker."""
-    from .runtime import Model
-
     started = time.perf_counter()
     model = Model(path, threads=threads)
     init_ms = (time.perf_counter() - started) * 1e3
@@ -205,7 +204,7 @@ def peak_rss_mb() -> float:
 def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
     job = {"path": str(path), "threads": threads, "batches": config.batches, "warmup": config.warmup,
            "runs": config.runs, "min_time": config.min_time}
-    done = subprocess.run([sys.executable, "-m", "edgefashion.bench", json.dumps(job)],
+    done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         message = (done.stderr.strip().splitlines() or [f"worker exited {done.returncode}"])[-1]
@@ -213,7 +212,7 @@ def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def bench(config: BenchConfig) -> dict:
+def bench(config: BenchConfig) -> tuple[BenchReport, Path]:
     """Benchmark every model x thread count x batch size; write bench.json/.csv/.png."""
     config.validate()
     env = environment()
@@ -222,50 +221,47 @@ def bench(config: BenchConfig) -> dict:
         with Progress(len(models) * len(config.threads), "bench") as progress:
             for path in models:
                 for threads in config.threads:
-                    results.extend(_run_worker(path, threads, config))
+                    results.extend(BenchResult(**r) for r in _run_worker(path, threads, config))
                     progress.update()
-    report = {"environment": env, "warnings": environment_warnings(env) + _spread_warnings(results),
-              "settings": {"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
-                           "batches": config.batches, "threads": config.threads},
-              "results": results, "comparison": comparison(results)}
+    report = BenchReport(environment=env, warnings=environment_warnings(env) + _spread_warnings(results),
+                         settings={"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
+                                   "batches": config.batches, "threads": config.threads},
+                         results=results, comparison=comparison(results))
     out = config.out or default_out(config.paths)
-    write_json(out, report)
+    report.write(out)
     write_text(out.with_suffix(".csv"), to_csv(results))
-    from .report import plot_latency
-
     plot_latency(results, out.with_suffix(".png"))
-    report["written"] = str(out)
-    return report
+    return report, out
 
 
 def default_out(paths) -> Path:
     first = Path(paths[0])
     if len(paths) == 1 and first.is_dir():
-        run = first.parent if (first / "export.json").is_file() else first
-        if export_dir(run).is_dir():
-            return run / "bench.json"
-    return Path("bench.json")
+        run = Run.at(first)
+        if run.export_dir.is_dir():
+            return run.bench
+    return Path(BENCH_FILE)
 
 
-def _spread_warnings(results: list[dict]) -> list[str]:
-    return [f"{r['file']} batch {r['batch']} threads {r['threads']}: wide spread, p99 "
-            f"{r['latency_us']['p99']:.0f} us > {SPREAD_WARNING:g} x p50 {r['latency_us']['p50']:.0f} us"
-            for r in results if r["spread_warning"]]
+def _spread_warnings(results: list[BenchResult]) -> list[str]:
+    return [f"{r.file} batch {r.batch} threads {r.threads}: wide spread, p99 "
+            f"{r.latency_us['p99']:.0f} us > {SPREAD_WARNING:g} x p50 {r.latency_us['p50']:.0f} us"
+            for r in results if r.spread_warning]
 
 
-def comparison(results: list[dict]) -> list[dict]:
+def comparison(results: list[BenchResult]) -> list[dict]:
     """int8 vs float, per family (tflite / onnx), batch and threads: speed-up and size ratio."""
-    by_key = {(r["format"], r["batch"], r["threads"]): r for r in results}
+    by_key = {(r.format, r.batch, r.threads): r for r in results}
     rows = []
     for (fmt, batch, threads), q in by_key.items():
         f = by_key.get((FLOAT_OF.get(fmt), batch, threads))
         if f is None:
             continue
         rows.append({"family": fmt.split("-")[0], "batch": batch, "threads": threads,
-                     "int8_p50_us": q["latency_us"]["p50"], "f32_p50_us": f["latency_us"]["p50"],
-                     "latency_ratio": round(q["latency_us"]["p50"] / f["latency_us"]["p50"], 3),
-                     "speedup": round(f["latency_us"]["p50"] / q["latency_us"]["p50"], 3),
-                     "size_ratio": round(q["size_bytes"] / f["size_bytes"], 3)})
+                     "int8_p50_us": q.latency_us["p50"], "f32_p50_us": f.latency_us["p50"],
+                     "latency_ratio": round(q.latency_us["p50"] / f.latency_us["p50"], 3),
+                     "speedup": round(f.latency_us["p50"] / q.latency_us["p50"], 3),
+                     "size_ratio": round(q.size_bytes / f.size_bytes, 3)})
     return rows
 
 
@@ -274,26 +270,26 @@ CSV_COLUMNS = ["file", "format", "runtime", "threads", "batch", "size_bytes", "i
                "throughput_ips", "peak_rss_mb"]
 
 
-def to_csv(results: list[dict]) -> str:
+def to_csv(results: list[BenchResult]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for r in results:
-        writer.writerow({**r, **{f"{k}_us": v for k, v in r["latency_us"].items()},
-                         "p50_per_image_us": r["latency_per_image_us"]["p50"]})
+        writer.writerow({**asdict(r), **{f"{k}_us": v for k, v in r.latency_us.items()},
+                         "p50_per_image_us": r.latency_per_image_us["p50"]})
     return buffer.getvalue()
 
 
-def table_rows(results: list[dict]) -> list[dict]:
-    return [{"file": r["file"], "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
-             "p50_us": r["latency_us"]["p50"], "p90_us": r["latency_us"]["p90"], "p99_us": r["latency_us"]["p99"],
-             "us/image": r["latency_per_image_us"]["p50"], "images/s": r["throughput_ips"],
-             "init_ms": r["init_ms"], "MB": round(r["size_bytes"] / 1e6, 2), "rss_MB": r["peak_rss_mb"]}
+def table_rows(results: list[BenchResult]) -> list[dict]:
+    return [{"file": r.file, "runtime": r.runtime, "threads": r.threads, "batch": r.batch,
+             "p50_us": r.latency_us["p50"], "p90_us": r.latency_us["p90"], "p99_us": r.latency_us["p99"],
+             "us/image": r.latency_per_image_us["p50"], "images/s": r.throughput_ips,
+             "init_ms": r.init_ms, "MB": round(r.size_bytes / 1e6, 2), "rss_MB": r.peak_rss_mb}
             for r in results]
 
 
 def _worker(argv: list[str]) -> int:
-    """`python -m edgefashion.bench JOB_JSON`: measure one model, print JSON results."""
+    """`python -m edgefashion.device.bench JOB_JSON`: measure one model, print JSON results."""
     job = json.loads(argv[0])
     try:
         results = measure(Path(job["path"]), job["threads"], job["batches"], job["warmup"], job["runs"],

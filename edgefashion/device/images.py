@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
-from .errors import InputError, MissingDependency
+from .. import data
+from ..errors import InputError, MissingDependency
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 

@@ -1,4 +1,4 @@
-"""Device bundle: models, labels, manifest, golden vectors; safe extraction and the on-device self-test.
+"""Opening a device bundle safely, and the on-device self-test (host/bundle.py makes bundles).
 
 A bundle is a flat .tar.gz. manifest.json lists every other file with its sha256 and size; nothing
 else may be in the archive, and nothing in it may be a link, a device, absolute or leave the folder.
@@ -6,22 +6,19 @@ else may be in the archive, and nothing in it may be a link, a device, absolute 
 
 from __future__ import annotations
 
-import io
-import json
-import platform
 import tarfile
 import tempfile
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from . import IMAGE_SHAPE, LABELS, __version__
-from .artifacts import FLOAT_OF, exported_models
-from .errors import InputError
-from .files import atomic_path, read_json, sha256_bytes, sha256_file
+from .. import IMAGE_SHAPE
+from ..errors import InputError
+from ..files import read_json, sha256_file
+from ..rundir import FLOAT_OF, BundleManifest, ManifestError, ModelSpec
+from .runtime import Model
 
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
@@ -34,96 +31,6 @@ FAST_MIN_MATCH = 0.99  # fast kernels: share of values within one step, and of i
 MAX_BUNDLE_BYTES = 512 * 2**20  # refuse anything that unpacks bigger: no tar bombs on a small board
 INPUT_SPEC = {"shape": [-1, *IMAGE_SHAPE], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
               "preprocessing": "28x28 grayscale, light object on black, scaled by 1/255 (Fashion-MNIST)"}
-
-
-# --- making a bundle (host) ----------------------------------------------------------------
-
-def make_bundle(run, out, golden_count: int = 200, seed: int = 0) -> dict:
-    """Pack RUN's exported models, labels, golden vectors and summaries into `out` (.tar.gz)."""
-    from .runtime import Model
-    from .verify import load_test_set
-
-    run, out = Path(run), Path(out)
-    if golden_count < 1:
-        raise InputError(f"--golden {golden_count}, expected a positive integer")
-    models = exported_models(run)
-    export = read_json(run / "export" / "export.json")
-    test = load_test_set(run, None)
-    pick = np.sort(np.random.default_rng(seed).choice(len(test), min(golden_count, len(test)), replace=False))
-    golden = {"images": test.images[pick], "labels": test.labels[pick]}
-    specs, fast_probs = {}, {}
-    for fmt, path in models.items():
-        model = Model(path)
-        fast = model.run(model.prepare(golden["images"]))
-        fast_probs[fmt] = model.dequantize(fast)
-        if fmt in REFERENCE_KERNELS:
-            reference = Model(path, kernels="reference")
-            golden[f"raw_{fmt}"] = reference.run(reference.prepare(golden["images"]))
-            golden[f"fast_{fmt}"] = fast
-        else:
-            golden[f"raw_{fmt}"] = fast
-        specs[fmt] = _model_spec(fmt, path, model, export)
-    host_cross_check = _agreements(golden, fast_probs)
-    files = {path.name: path.read_bytes() for path in models.values()}
-    files["labels.json"] = json.dumps(list(LABELS), indent=2).encode()
-    files[GOLDEN] = _npz_bytes(golden)
-    for name in ("verify.json", "bench.json"):
-        if (run / name).is_file():
-            files[f"host_{name}"] = (run / name).read_bytes()
-    manifest = {
-        "bundle_version": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "created_on": {"machine": platform.machine(), "python": platform.python_version()},
-        "files": {name: {"sha256": sha256_bytes(blob), "bytes": len(blob)} for name, blob in files.items()},
-        "models": {fmt: path.name for fmt, path in models.items()},
-        "model_specs": specs,
-        "labels": list(LABELS),
-        "input": INPUT_SPEC,
-        "golden": {"file": GOLDEN, "count": len(pick), "seed": seed, "source": test.source,
-                   "host_cross_check": host_cross_check},
-        "host_accuracy": _host_accuracies(run),
-        "versions": {"edgefashion": __version__, **export.get("versions", {})},
-    }
-    files[MANIFEST] = json.dumps(manifest, indent=2).encode()
-    _write_tar(out, files)
-    return manifest
-
-
-def _model_spec(fmt: str, path: Path, model, export: dict) -> dict:
-    entry = next((a for a in export.get("artifacts", []) if a.get("file") == path.name), {})
-    output = entry.get("output") or model.output.as_dict()
-    if fmt == "tflite-int8":   # raw int8 outputs: one quantization step is one integer
-        tolerance = 1.0
-    elif fmt.endswith("int8"):  # float outputs on an int8 grid: one step of that grid
-        tolerance = (output.get("scale") or 1 / 255) * 1.001
-    else:
-        tolerance = FLOAT_TOLERANCE
-    return {"file": path.name, "input": model.input.as_dict(), "output": output, "golden_tolerance": tolerance}
-
-
-def _host_accuracies(run: Path) -> dict | None:
-    verify = run / "verify.json"
-    if not verify.is_file():
-        return None
-    from .verify import accuracies
-
-    report = read_json(verify)
-    return {"samples": report["reference"]["samples"], "accuracy": accuracies(report),
-            "min_agreement": report.get("gates", {}).get("min_agreement")}
-
-
-def _npz_bytes(arrays: dict) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _write_tar(out: Path, files: dict[str, bytes]) -> None:
-    with atomic_path(out, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
-        for name, blob in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(blob), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(blob))
 
 
 # --- opening a bundle (device) -------------------------------------------------------------
@@ -146,8 +53,8 @@ def open_bundle(path, dest: Path) -> tuple[Path, dict]:
     manifest_path = dest / MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{path}: has no {MANIFEST}")
-    manifest = read_json(manifest_path, MANIFEST)
-    problems = check_files(dest, manifest)
+    manifest = BundleManifest.from_json(read_json(manifest_path, MANIFEST), f"{path}: {MANIFEST}")
+    problems = check_files(dest, manifest) + check_listing(manifest)
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
     return dest, manifest
@@ -178,22 +85,36 @@ def _extract_file(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> 
     target.write_bytes(source.read())
 
 
-def check_files(folder: Path, manifest: dict) -> list[str]:
+def check_files(folder: Path, manifest: BundleManifest) -> list[str]:
     """Every listed file present with its sha256 and size, and nothing unlisted."""
     problems = []
-    listed = manifest.get("files")
-    if not isinstance(listed, dict) or not listed:
+    listed = manifest.files
+    if not listed:
         return [f"{MANIFEST} lists no files"]
     for name, expected in listed.items():
         file = folder / name
-        if not file.is_file():
+        if PurePosixPath(name).name != name:
+            problems.append(f"{name!r}: not a plain file name")
+        elif not file.is_file():
             problems.append(f"{name}: missing")
-        elif file.stat().st_size != expected.get("bytes"):
-            problems.append(f"{name}: {file.stat().st_size} bytes, expected {expected.get('bytes')} (truncated?)")
-        elif sha256_file(file) != expected.get("sha256"):
+        elif file.stat().st_size != expected.bytes:
+            problems.append(f"{name}: {file.stat().st_size} bytes, expected {expected.bytes} (truncated?)")
+        elif sha256_file(file) != expected.sha256:
             problems.append(f"{name}: sha256 mismatch (modified)")
     present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
     problems.extend(f"{name}: not listed in the manifest" for name in sorted(present - set(listed) - {MANIFEST}))
+    return problems
+
+
+def check_listing(manifest: BundleManifest) -> list[str]:
+    """Models and golden vectors are files the manifest lists (and so hashes), and there are models."""
+    problems = [f"model {fmt} -> {name!r} is not a file listed in the bundle"
+                for fmt, name in manifest.models.items() if name not in manifest.files]
+    problems += [f"model {fmt} has no model_specs entry" for fmt in manifest.models if fmt not in manifest.model_specs]
+    if manifest.golden.file not in manifest.files:
+        problems.append(f"golden vectors {manifest.golden.file!r} are not a file listed in the bundle")
+    if not manifest.models:
+        problems.append("the bundle holds no models")
     return problems
 
 
@@ -227,19 +148,17 @@ def selftest(bundle, threads: int = 1, report=print) -> list[Check]:
         except InputError as exc:
             record(Check("bundle", False, str(exc)))
             return checks
-        record(Check("bundle", True, f"safe to extract; {len(manifest['files'])} files match their sha256"))
-        golden = np.load(folder / manifest["golden"]["file"])
+        record(Check("bundle", True, f"safe to extract; {len(manifest.files)} files match their sha256"))
+        golden = np.load(folder / manifest.golden.file)
         outputs = {}
-        for fmt, name in manifest["models"].items():
-            outputs[fmt] = _check_model(fmt, folder / name, manifest["model_specs"][fmt], golden, threads, record)
+        for fmt, name in manifest.models.items():
+            outputs[fmt] = _check_model(fmt, folder / name, manifest.model_specs[fmt], golden, threads, record)
         _cross_check(manifest, golden, outputs, record)
     return checks
 
 
-def _check_model(fmt: str, path: Path, spec: dict, golden, threads: int, record) -> np.ndarray | None:
+def _check_model(fmt: str, path: Path, spec: ModelSpec, golden, threads: int, record) -> np.ndarray | None:
     """Load one model, compare it with the host's golden outputs; return its probabilities."""
-    from .runtime import Model
-
     try:
         model = Model(path, threads=threads)
     except InputError as exc:
@@ -247,7 +166,7 @@ def _check_model(fmt: str, path: Path, spec: dict, golden, threads: int, record)
         return None
     record(Check(f"load {path.name}", True, f"{model.format} on {model.backend}"))
     raw = model.run(model.prepare(golden["images"]))
-    tolerance = spec["golden_tolerance"]
+    tolerance = spec.golden_tolerance
     if fmt in REFERENCE_KERNELS:
         reference = Model(path, threads=threads, kernels="reference")
         exact = _diff(reference.run(reference.prepare(golden["images"])), golden[f"raw_{fmt}"])
@@ -274,7 +193,7 @@ def _diff(here: np.ndarray, host: np.ndarray) -> dict:
             "same_top1": float((here.argmax(1) == host.argmax(1)).mean())}
 
 
-def _agreements(golden, probabilities: dict) -> dict:
+def agreements(golden, probabilities: dict) -> dict:
     """Per family: int8-vs-float top-1 agreement and both accuracies on the golden images."""
     labels, out = golden["labels"], {}
     for q_fmt, f_fmt in FLOAT_OF.items():
@@ -286,19 +205,19 @@ def _agreements(golden, probabilities: dict) -> dict:
     return out
 
 
-def _cross_check(manifest: dict, golden, outputs: dict, record) -> None:
+def _cross_check(manifest: BundleManifest, golden, outputs: dict, record) -> None:
     """The host's int8-vs-float cross-check, repeated here: it must come out the same
     (one golden image of slack for the one-step int8 differences between CPUs)."""
-    host = manifest["golden"].get("host_cross_check", {})
+    host = manifest.golden.host_cross_check
     slack = 1 / len(golden["labels"])
-    device = _agreements(golden, {k: v for k, v in outputs.items() if v is not None})
+    device = agreements(golden, {k: v for k, v in outputs.items() if v is not None})
     for family, here in device.items():
         there = host.get(family)
         if there is None:
             continue
-        passed = here["agreement"] >= there["agreement"] - slack - 1e-9 and \
-            abs(here["int8_accuracy"] - there["int8_accuracy"]) <= slack + 1e-9
+        passed = here["agreement"] >= there.agreement - slack - 1e-9 and \
+            abs(here["int8_accuracy"] - there.int8_accuracy) <= slack + 1e-9
         record(Check(f"int8 vs float {family}", passed,
-                     f"top-1 agreement {here['agreement']:.1%} (host {there['agreement']:.1%}), int8 accuracy "
-                     f"{here['int8_accuracy']:.3f} (host {there['int8_accuracy']:.3f}), float "
+                     f"top-1 agreement {here['agreement']:.1%} (host {there.agreement:.1%}), int8 accuracy "
+                     f"{here['int8_accuracy']:.3f} (host {there.int8_accuracy:.3f}), float "
                      f"{here['f32_accuracy']:.3f} on {len(golden['labels'])} golden images"))

@@ -5,16 +5,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import LABELS
-from .artifacts import models_at
-from .errors import InputError
+from .. import LABELS
+from ..errors import InputError
 from .images import load_inputs
+from .locate import models_at
+from .runtime import Model
 
 
 def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1) -> dict:
     """{"model": info, "predictions": [{input, label, probability[, truth]}], "accuracy": float|None}"""
-    from .runtime import Model
-
     images, labels, names = load_inputs(inputs)
     source = Path(source)
     with tempfile.TemporaryDirectory() as scratch:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import IMAGE_SHAPE, LABELS, NUM_CLASSES
-from .console import quiet
-from .errors import InputError, MissingDependency
+from .. import IMAGE_SHAPE, LABELS, NUM_CLASSES
+from ..console import quiet
+from ..errors import InputError, MissingDependency
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")

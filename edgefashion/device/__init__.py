@@ -1,0 +1,1 @@
+"""Device side: numpy and one interpreter (LiteRT or ONNX Runtime). Never imports edgefashion.host."""

@@ -1,0 +1,219 @@
+"""Cross-check: every exported model against the float model on held-out images, with gates.
+
+The reference is the Keras model when the host hands its outputs in, else model_f32.tflite
+(a device without TensorFlow). Metrics are plain numpy so they can be checked on hand-made predictions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import LABELS, NUM_CLASSES, cpu, data
+from ..console import Progress, step
+from ..errors import InputError
+from ..files import write_text
+from ..options import fraction, positive_int, setting
+from ..report import markdown_table, plot_confusion
+from ..rundir import LayerErrors, ModelResult, Reference, Run, VerifyReport
+from .runtime import Model
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = NUM_CLASSES) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    return np.bincount(labels.astype(np.int64) * k + predicted, minlength=k * k).reshape(k, k)
+
+
+def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
+    totals = matrix.sum(axis=1)
+    return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
+
+
+def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy of `probs`, and how far it is from the reference's probabilities."""
+    predicted, ref_predicted = probs.argmax(1), reference.argmax(1)
+    accuracy, ref_accuracy = float((predicted == labels).mean()), float((ref_predicted == labels).mean())
+    matrix = confusion_matrix(labels, predicted)
+    per_class, ref_per_class = per_class_accuracy(matrix), per_class_accuracy(confusion_matrix(labels, ref_predicted))
+    diff = np.abs(probs.astype(np.float64) - reference)
+    norms = np.linalg.norm(probs, axis=1) * np.linalg.norm(reference, axis=1)
+    cosine = np.sum(probs.astype(np.float64) * reference, axis=1) / np.maximum(norms, 1e-12)
+    return {
+        "accuracy": accuracy,
+        "accuracy_drop_pp": round(100 * (ref_accuracy - accuracy), 4),
+        "top1_agreement": float((predicted == ref_predicted).mean()),
+        "per_class_accuracy": dict(zip(LABELS, per_class)),
+        "per_class_drop_pp": {label: None if a is None or r is None else round(100 * (r - a), 4)
+                              for label, a, r in zip(LABELS, per_class, ref_per_class)},
+        "confusion_matrix": matrix.tolist(),
+        "mean_abs_diff": float(diff.mean()),
+        "max_abs_diff": float(diff.max()),
+        "cosine_similarity_mean": float(cosine.mean()),
+        "cosine_similarity_min": float(cosine.min()),
+    }
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The one set of pass/fail limits for exported models, used by export, verify and run."""
+
+    max_drop_pp: float = setting(1.0, "largest accuracy drop of an int8 model vs the float model, in "
+                                      "percentage points", flag="--max-drop", metavar="PP")
+    min_agreement: float = setting(0.98, "smallest top-1 agreement of an int8 model with the float model, a "
+                                         "fraction (0.98) or a percentage (98)", type=fraction, metavar="FRACTION")
+    float_tolerance: float = setting(1e-4, "largest |p - p_float| of a float model", metavar="P")
+
+    def validate(self) -> "Gates":
+        if not self.max_drop_pp >= 0:
+            raise InputError(f"--max-drop {self.max_drop_pp}, expected >= 0 percentage points")
+        if not 0 <= self.min_agreement <= 1:
+            raise InputError(f"--min-agreement {self.min_agreement}, expected a fraction between 0 and 1 "
+                             f"or a percentage between 0 and 100")
+        if not self.float_tolerance >= 0:
+            raise InputError(f"--float-tolerance {self.float_tolerance}, expected >= 0")
+        return self
+
+    def failures(self, fmt: str, result: dict) -> list[str]:
+        """Why a model fails (each reason names the figure and the limit), or [] when it passes."""
+        reasons = []
+        if fmt.endswith("f32") and "max_abs_diff" in result and result["max_abs_diff"] > self.float_tolerance:
+            reasons.append(f"max |p - p_float| {result['max_abs_diff']:.2e} > --float-tolerance "
+                           f"{self.float_tolerance:g}")
+        if fmt.endswith("int8"):
+            if result.get("accuracy_drop_pp", 0) > self.max_drop_pp:
+                reasons.append(f"accuracy drop {result['accuracy_drop_pp']:.2f} pp > --max-drop {self.max_drop_pp:g} pp")
+            if result["top1_agreement"] < self.min_agreement:
+                reasons.append(f"top-1 agreement {result['top1_agreement']:.2%} < --min-agreement "
+                               f"{self.min_agreement:.2%}")
+        return reasons
+
+
+ADVICE = ("try more calibration images (--calibration), a longer training (--epochs, no --limit), "
+          "or, for a quick trial run, looser gates (--min-agreement, --max-drop)")
+
+
+def gate_failure(name: str, reasons: list[str], where: str) -> str:
+    """One line for a failed gate: which model, which figure, on what, and what to try."""
+    return f"{name}: " + "; ".join(reasons) + f" ({where}); {ADVICE}"
+
+
+# --- the command --------------------------------------------------------------------------
+
+REFERENCES = ("auto", "keras", "tflite-f32")
+
+
+@dataclass
+class VerifyConfig:
+    run: Path
+    data: Path | None = setting(None, "test CSV (seed format, with labels) or IDX folder (default: the run's "
+                                      "10,000 Fashion-MNIST test images)", type=Path)
+    gates: Gates = field(default_factory=Gates)
+    reference: str = setting("auto", "float reference: Keras where TensorFlow is installed (auto), or "
+                                     "model_f32.tflite", choices=REFERENCES)
+    batch_size: int = 500
+    threads: int = setting(1, "interpreter threads", type=positive_int)
+    verbose: bool = False
+
+    def validate(self) -> None:
+        self.gates.validate()
+        if self.reference not in REFERENCES:
+            raise InputError(f"--reference {self.reference!r}, expected {', '.join(REFERENCES)}")
+
+
+def load_test_set(run: Run, path: Path | None) -> data.Dataset:
+    dataset = data.load(path if path is not None else run.test_source(), "test")
+    if dataset.labels is None:
+        raise InputError(f"{dataset.source}: verify needs a label column")
+    return dataset
+
+
+FloatReference = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, 28, 28) -> probabilities (N, 10)
+
+
+def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyReport:
+    """Every exported model against the float reference: `keras` where the host hands it in,
+    else model_f32.tflite. Writes RUN/verify.json, verify.md and confusion plots."""
+    config.validate()
+    run = Run(config.run)
+    models = run.exported_models()
+    test = load_test_set(run, config.data)
+    started = time.monotonic()
+    ref_format, reference = _reference(config, run, models, test, keras)
+    results = []
+    with Progress(len(models), "verify") as progress:
+        for fmt, path in models.items():
+            model = Model(path, threads=config.threads)
+            t0 = time.monotonic()
+            probs = model.predict_proba(test.images, batch_size=config.batch_size)
+            figures = compare(probs, reference, test.labels)
+            failures = config.gates.failures(fmt, figures)
+            results.append(ModelResult(format=fmt, file=path.name, backend=model.backend,
+                                       seconds=round(time.monotonic() - t0, 2), **figures,
+                                       failures=failures, passed=not failures))
+            progress.update()
+    report = VerifyReport(
+        reference=Reference(format=ref_format, accuracy=float((reference.argmax(1) == test.labels).mean()),
+                            samples=len(test), source=test.source, sha256=test.sha256),
+        gates=asdict(config.gates), cpu=cpu.describe(), models=results, passed=all(r.passed for r in results),
+        seconds=round(time.monotonic() - started, 1))
+    report.write(run.verify)
+    layers = LayerErrors.read(run.layer_errors) if run.layer_errors.is_file() else None
+    write_text(run.verify_md, render_markdown(report, layers))
+    for r in results:
+        plot_confusion(r.confusion_matrix, LABELS, f"{r.format}: accuracy {r.accuracy:.4f}", run.confusion(r.format))
+    return report
+
+
+def _reference(config: VerifyConfig, run: Run, models: dict, test: data.Dataset, keras: FloatReference | None):
+    if config.reference == "keras" and keras is None:
+        raise InputError(f"{run.model}: --reference keras needs TensorFlow (the host extra) and model.keras")
+    if keras is not None and config.reference != "tflite-f32":
+        step("reference: Keras model.keras")
+        return "keras", keras(test.images)
+    if "tflite-f32" not in models:
+        raise InputError(f"{run.root}: no Keras model (or no TensorFlow) and no model_f32.tflite to use as the "
+                         f"reference")
+    step("reference: model_f32.tflite")
+    return "tflite-f32", Model(models["tflite-f32"], threads=config.threads).predict_proba(
+        test.images, batch_size=config.batch_size)
+
+
+def summary_rows(report: VerifyReport) -> list[dict]:
+    rows = [{"model": report.reference.format + " (reference)", "accuracy": report.reference.accuracy,
+             "drop_pp": None, "agreement": None, "max_abs_diff": None, "cosine_min": None, "result": "-"}]
+    for r in report.models:
+        rows.append({"model": r.format, "accuracy": r.accuracy, "drop_pp": r.accuracy_drop_pp,
+                     "agreement": r.top1_agreement, "max_abs_diff": r.max_abs_diff,
+                     "cosine_min": r.cosine_similarity_min, "result": "PASS" if r.passed else "FAIL"})
+    return rows
+
+
+def render_markdown(report: VerifyReport, layers: LayerErrors | None) -> str:
+    ref, gates = report.reference, report.gates
+    out = ["# Cross-check against the float model\n\n",
+           f"Reference: **{ref.format}**, accuracy {ref.accuracy:.4f} on {ref.samples} images "
+           f"from `{ref.source}`. Gates: accuracy drop <= {gates['max_drop_pp']:g} pp, "
+           f"top-1 agreement >= {gates['min_agreement']:.0%}. "
+           f"Overall: **{'PASS' if report.passed else 'FAIL'}**. CPU: {report.cpu['model']}, int8 path "
+           f"{report.cpu['int8_path']}.\n\n",
+           markdown_table(summary_rows(report)),
+           "\n## Per-class accuracy drop (pp)\n\n"]
+    per_class = [{"class": label, **{r.format: r.per_class_drop_pp[label] for r in report.models}}
+                 for label in LABELS]
+    out.append(markdown_table(per_class))
+    for r in report.models:
+        out.append(f"\n![confusion matrix {r.format}](confusion_{r.format}.png)\n")
+        if r.failures:
+            out.append(f"- {r.format} failed: " + "; ".join(r.failures) + "\n")
+    if layers:
+        out.append(f"\n## Layers that lose the most in int8 ({layers.model}, {layers.images} calibration images)\n\n")
+        out.append("Error of each quantized tensor against its float value, in units of its "
+                   "quantization step (rmse/scale; 0.29 is the ideal of uniform rounding).\n\n")
+        out.append(markdown_table(layers.rows))
+    return "".join(out)

@@ -1,0 +1,110 @@
+"""Packing a run for a device: models, labels, golden vectors (test images with this machine's
+outputs) and a manifest with the sha256 of every file. device/bundle.py opens and checks it."""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import LABELS, __version__
+from ..errors import InputError
+from ..files import atomic_path, sha256_bytes
+from ..options import positive_int, setting
+from ..rundir import (Artifact, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec, Run,
+                      TensorInfo, VerifyReport)
+from ..device.bundle import FLOAT_TOLERANCE, GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS, agreements
+from ..device.runtime import Model
+from ..device.verify import load_test_set
+
+
+@dataclass
+class BundleConfig:
+    run: Path
+    out: Path
+    golden_count: int = setting(200, "golden test images, with this machine's outputs for the device to match",
+                                flag="--golden", type=positive_int)
+
+
+def make_bundle(config: BundleConfig) -> BundleManifest:
+    """Pack RUN's exported models, labels, golden vectors and summaries into `out` (.tar.gz)."""
+    run, out, golden_count = Run(config.run), Path(config.out), config.golden_count
+    if golden_count < 1:
+        raise InputError(f"--golden {golden_count}, expected a positive integer")
+    models = run.exported_models()
+    export = run.read_export()
+    test = load_test_set(run, None)
+    seed = 0
+    pick = np.sort(np.random.default_rng(seed).choice(len(test), min(golden_count, len(test)), replace=False))
+    golden = {"images": test.images[pick], "labels": test.labels[pick]}
+    specs, fast_probs = {}, {}
+    for fmt, path in models.items():
+        model = Model(path)
+        fast = model.run(model.prepare(golden["images"]))
+        fast_probs[fmt] = model.dequantize(fast)
+        if fmt in REFERENCE_KERNELS:
+            reference = Model(path, kernels="reference")
+            golden[f"raw_{fmt}"] = reference.run(reference.prepare(golden["images"]))
+            golden[f"fast_{fmt}"] = fast
+        else:
+            golden[f"raw_{fmt}"] = fast
+        specs[fmt] = _model_spec(fmt, model, export.models()[fmt])
+    files = {path.name: path.read_bytes() for path in models.values()}
+    files["labels.json"] = json.dumps(list(LABELS), indent=2).encode()
+    files[GOLDEN] = _npz_bytes(golden)
+    for summary in (run.verify, run.bench):
+        if summary.is_file():
+            files[f"host_{summary.name}"] = summary.read_bytes()
+    cross_check = {family: CrossCheck(**figures) for family, figures in agreements(golden, fast_probs).items()}
+    manifest = BundleManifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        created_on={"machine": platform.machine(), "python": platform.python_version()},
+        files={name: FileEntry(sha256=sha256_bytes(blob), bytes=len(blob)) for name, blob in files.items()},
+        models={fmt: path.name for fmt, path in models.items()},
+        model_specs=specs, labels=list(LABELS), input=INPUT_SPEC,
+        golden=Golden(file=GOLDEN, count=len(pick), seed=seed, source=test.source, host_cross_check=cross_check),
+        host_accuracy=_host_accuracies(run),
+        versions={"edgefashion": __version__, **export.versions})
+    files[MANIFEST] = json.dumps(manifest.to_json(), indent=2).encode()
+    _write_tar(out, files)
+    return manifest
+
+
+def _model_spec(fmt: str, model: Model, entry: Artifact) -> ModelSpec:
+    output = entry.output or TensorInfo(**model.output.as_dict())
+    if fmt == "tflite-int8":   # raw int8 outputs: one quantization step is one integer
+        tolerance = 1.0
+    elif fmt.endswith("int8"):  # float outputs on an int8 grid: one step of that grid
+        tolerance = (output.scale or 1 / 255) * 1.001
+    else:
+        tolerance = FLOAT_TOLERANCE
+    return ModelSpec(file=entry.file, input=TensorInfo(**model.input.as_dict()), output=output,
+                     golden_tolerance=tolerance)
+
+
+def _host_accuracies(run: Run) -> HostAccuracy | None:
+    if not run.verify.is_file():
+        return None
+    report = VerifyReport.read(run.verify)
+    return HostAccuracy(samples=report.reference.samples, accuracy=report.accuracies(),
+                        min_agreement=report.gates.get("min_agreement"))
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write_tar(out: Path, files: dict[str, bytes]) -> None:
+    with atomic_path(out, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for name, blob in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(blob), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(blob))

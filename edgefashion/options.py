@@ -1,0 +1,102 @@
+"""Stage settings declared once: a dataclass field holds its default and help, and the command
+line option is built from it (`add_options`), so a default is never said twice."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import MISSING, field
+from pathlib import Path
+
+
+def setting(default=None, help: str = "", *, flag: str | None = None, type=None, choices=None,
+            metavar: str | None = None, show_default: bool = True):
+    """A dataclass field that is also a command-line option."""
+    metadata = {"help": help, "flag": flag, "type": type, "choices": choices, "metavar": metavar,
+                "show_default": show_default}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def option_fields(cls, skip=()) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata and f.name not in skip]
+
+
+def default_of(f: dataclasses.Field):
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def add_options(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One option per `setting` field of `cls` (except `skip`), its default and help from the field."""
+    for f in option_fields(cls, skip):
+        meta, default = f.metadata, default_of(f)
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        shown = f" (default {_show(default)})" if meta["show_default"] and default is not None else ""
+        kwargs = {"dest": f.name, "default": default, "help": meta["help"] + shown}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", **kwargs)
+            continue
+        kwargs["type"] = meta["type"] or (type(default) if default is not None else str)
+        if meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        kwargs["metavar"] = meta["metavar"] or flag.lstrip("-").replace("-", "_").upper()
+        parser.add_argument(flag, **kwargs)
+
+
+def from_args(cls, args: argparse.Namespace, **overrides):
+    """An instance of `cls` from the parsed options it declares, plus `overrides`."""
+    values = {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})
+
+
+def plain(config) -> dict:
+    """A config as JSON-ready values (paths as strings), for config.json and pipeline.json."""
+    return {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _plain(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --- argument types ------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """'1,8,32' -> [1, 8, 32], each a positive integer."""
+    return [positive_int(part) for part in text.split(",") if part.strip()] or [positive_int(text)]
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b')."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def fraction(text: str) -> float:
+    """0.98 or 98 (a percentage) -> 0.98."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    return value / 100 if 1 < value <= 100 else value
