@@ -1,18 +1,26 @@
 # Two commands do everything on a fresh Debian/Ubuntu machine:
 #   make demo   set up, fetch the real Fashion-MNIST, run train -> export -> verify -> bench -> bundle
-#   make test   set up, fetch the data, run the test suite
+#   make test   set up, fetch the data, run both test tiers
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test setup data qemu isa-check arm64-check firmware clean
+.PHONY: demo test test-device test-host setup data qemu isa-check arm64-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[host,edge,dev]'
+	touch $@
+
+# The device side alone: numpy, LiteRT, ONNX Runtime, Pillow. No TensorFlow.
+$(EDGE)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(EDGE)
+	$(EDGE)/bin/pip install -q --upgrade pip
+	$(EDGE)/bin/pip install -q -e '.[edge,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -23,8 +31,16 @@ data: setup
 demo: data
 	$(BIN)/edgefashion run --out $(RUN)
 
-test: data qemu
-	$(BIN)/python -m pytest -q
+test: test-device test-host
+
+# The TensorFlow-free tier, as a device runs: the edge extra only, on committed fixtures (seconds).
+test-device: $(EDGE)/.installed data
+	@$(EDGE)/bin/python -c "import importlib.util as u, sys; sys.exit('tensorflow in the edge venv' if u.find_spec('tensorflow') else 0)"
+	$(EDGE)/bin/python -m pytest -q tests/device
+
+# The host tier: trains and exports tiny real models, the x86 kernel paths under qemu (minutes).
+test-host: data qemu
+	$(BIN)/python -m pytest -q tests/host
 
 # qemu user emulation: the other x86 int8 kernel paths (isa-check, and its small version in make test)
 qemu:
@@ -47,5 +63,9 @@ firmware: setup
 arm64-check: setup
 	bash tools/arm64_check.sh $(RUN)/edgefashion-bundle.tar.gz
 
+# Regenerate tests/fixtures/ (the device tier's tiny run, bundle and test images).
+fixtures: data
+	$(BIN)/python tools/make_test_fixtures.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(EDGE) .pytest_cache build *.egg-info

@@ -5,7 +5,7 @@ import ast
 import re
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 
 PACKAGE = ROOT / "edgefashion"
 CHOOSERS = {"edgefashion.cli", "edgefashion.pipeline", "edgefashion.__main__"}  # they call both sides

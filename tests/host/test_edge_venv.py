@@ -6,9 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, needs_tf, write_csv
-
-pytestmark = needs_tf
+from helpers import ROOT, write_csv
 
 
 @pytest.fixture(scope="module")

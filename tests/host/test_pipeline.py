@@ -1,8 +1,6 @@
 import json
 
-from conftest import LOOSE_GATES, cli, needs_tf, write_csv
-
-pytestmark = needs_tf
+from helpers import LOOSE_GATES, cli, write_csv
 
 
 def test_run_end_to_end_then_resume(tmp_path):

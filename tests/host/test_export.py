@@ -9,11 +9,10 @@ import subprocess
 import sys
 import time
 
-from conftest import LOOSE_GATES, cli, needs_tf
 from edgefashion import data
 from edgefashion.device.runtime import Model
-
-pytestmark = needs_tf
+from edgefashion.errors import InputError
+from helpers import LOOSE_GATES, cli
 
 
 def _manifest(run):
@@ -158,3 +157,13 @@ def test_onnx_int8_settings_recorded(tiny_run):
     model = onnx.load(tiny_run / "export" / "model_int8.onnx")
     weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64  # 7-bit weights
+
+
+def test_model_that_is_not_the_classifier(tmp_path):
+    import tensorflow as tf
+    from tensorflow import keras
+
+    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with pytest.raises(InputError, match=r"model maps \(32, 32, 1\) -> \(10,\), expected a \(28, 28, 1\)"):
+        Model(content, name="other.tflite")

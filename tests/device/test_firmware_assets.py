@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from edgefashion import LABELS
 from edgefashion.files import sha256_file
 from edgefashion.firmware import c_array_bytes

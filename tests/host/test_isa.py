@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, needs_tf
+from helpers import ROOT
 
-pytestmark = [needs_tf, pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 paths: x86_64 only")]
+pytestmark = [pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 paths: x86_64 only")]
 
 
 def test_every_x86_path_gives_the_same_int8_and_passes_every_golden(tiny_run, tmp_path):

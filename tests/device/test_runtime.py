@@ -4,11 +4,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_tf
-from edgefashion.errors import InputError
 from edgefashion.device.runtime import Model
-
-MODELS = ["model_int8.tflite", "model_f32.tflite", "model_f32.onnx", "model_int8.onnx"]
+from edgefashion.errors import InputError
+from helpers import MODELS, ROOT
 
 BLOCK_TF = """
 import sys
@@ -23,7 +21,7 @@ sys.meta_path.insert(0, Block())
 def test_device_modules_import_without_tensorflow():
     code = BLOCK_TF + """
 import edgefashion.device.runtime, edgefashion.device.verify, edgefashion.device.bench
-import edgefashion.device.bundle, edgefashion.device.predict, edgefashion.data, edgefashion.cli
+import edgefashion.device.bundle, edgefashion.device.predict, edgefashion.data, edgefashion.cli, edgefashion.pipeline
 try:
     import tensorflow
 except ImportError:
@@ -37,25 +35,22 @@ print('ok')
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-@needs_tf
-def test_predict_without_tensorflow(tiny_run):
+def test_predict_without_tensorflow(fixture_models):
     code = BLOCK_TF + f"""
 import numpy as np
 from edgefashion.device.runtime import Model
-m = Model({str(tiny_run / 'export' / 'model_int8.tflite')!r})
+m = Model({str(fixture_models / 'model_int8.tflite')!r})
 print(m.backend, m.predict(np.zeros((28, 28), np.uint8)).labels[0] != '')
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.split() == ["ai_edge_litert", "True"], done.stderr
 
 
-@needs_tf
-@pytest.mark.parametrize("name", MODELS)
-def test_every_format_runs_single_and_batch(tiny_run, test_set, name):
-    model = Model(tiny_run / "export" / name)
-    assert model.format == {"model_int8.tflite": "tflite-int8", "model_f32.tflite": "tflite-f32",
-                            "model_f32.onnx": "onnx-f32", "model_int8.onnx": "onnx-int8"}[name]
-    images = test_set.images[:64]
+@pytest.mark.parametrize("fmt", MODELS)
+def test_every_format_runs_single_and_batch(fixture_models, few_images, fmt):
+    model = Model(fixture_models / MODELS[fmt])
+    assert model.format == fmt
+    images = few_images.images[:64]
     batch = model.predict(images)
     singles = np.stack([model.predict(img).probabilities[0] for img in images[:8]])
     np.testing.assert_allclose(batch.probabilities[:8], singles, atol=1e-6)
@@ -63,13 +58,12 @@ def test_every_format_runs_single_and_batch(tiny_run, test_set, name):
     # uint8 pixels and [0, 1] floats are the same input
     floats = model.predict_proba(images.astype(np.float32) / 255)
     np.testing.assert_allclose(floats, batch.probabilities, atol=1e-6)
-    assert (batch.class_ids == test_set.labels[:64]).mean() > 0.5
+    assert (batch.class_ids == few_images.labels[:64]).mean() > 0.5
     assert len(batch.labels) == 64 and all(isinstance(label, str) for label in batch.labels)
 
 
-@needs_tf
-def test_int8_quantization_round_trip(tiny_run):
-    model = Model(tiny_run / "export" / "model_int8.tflite")
+def test_int8_quantization_round_trip(fixture_models):
+    model = Model(fixture_models / "model_int8.tflite")
     pixels = np.arange(256, dtype=np.uint8)
     q = model.prepare(np.resize(pixels, (28, 28)))
     back = (q.astype(np.float32).ravel()[:256] - model.input.zero_point) * model.input.scale
@@ -80,15 +74,13 @@ def test_int8_quantization_round_trip(tiny_run):
     assert probs[0, 1] == pytest.approx((127 - model.output.zero_point) * model.output.scale)
 
 
-@needs_tf
-def test_threads_and_backend_visible(tiny_run):
-    model = Model(tiny_run / "export" / "model_int8.tflite", threads=2)
+def test_threads_and_backend_visible(fixture_models):
+    model = Model(fixture_models / "model_int8.tflite", threads=2)
     assert model.threads == 2 and model.backend == "ai_edge_litert" and "tflite-int8" in repr(model)
     with pytest.raises(InputError, match="threads=0"):
-        Model(tiny_run / "export" / "model_int8.tflite", threads=0)
+        Model(fixture_models / "model_int8.tflite", threads=0)
 
 
-@needs_tf
 @pytest.mark.parametrize("images, message", [
     (np.zeros((2, 32, 32), np.uint8), r"input shape=\(2, 32, 32\), expected"),
     (np.zeros((28, 28), np.int64), "input dtype=int64, expected uint8"),
@@ -96,15 +88,14 @@ def test_threads_and_backend_visible(tiny_run):
     (np.full((28, 28), 3.0, np.float32), r"input values in \[3, 3\], expected float images in \[0, 1\]"),
     (np.zeros((0, 28, 28), np.uint8), "no images"),
 ])
-def test_bad_inputs(tiny_run, images, message):
-    model = Model(tiny_run / "export" / "model_int8.tflite")
+def test_bad_inputs(fixture_models, images, message):
+    model = Model(fixture_models / "model_int8.tflite")
     with pytest.raises(InputError, match=message):
         model.predict(images)
 
 
-@needs_tf
-def test_bad_model_files(tiny_run, tmp_path):
-    good = (tiny_run / "export" / "model_int8.tflite").read_bytes()
+def test_bad_model_files(fixture_models, tmp_path):
+    good = (fixture_models / "model_int8.tflite").read_bytes()
     with pytest.raises(InputError, match="model file not found"):
         Model(tmp_path / "missing.tflite")
     (tmp_path / "empty.tflite").write_bytes(b"")
@@ -116,14 +107,3 @@ def test_bad_model_files(tiny_run, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x01\x02this is not a model at all" * 10)
     with pytest.raises(InputError, match="not a valid TFLite or ONNX model"):
         Model(tmp_path / "junk.onnx")
-
-
-@needs_tf
-def test_model_that_is_not_the_classifier(tmp_path):
-    import tensorflow as tf
-    from tensorflow import keras
-
-    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    with pytest.raises(InputError, match=r"model maps \(32, 32, 1\) -> \(10,\), expected a \(28, 28, 1\)"):
-        Model(content, name="other.tflite")

@@ -6,9 +6,7 @@ import time
 
 import numpy as np
 
-from conftest import cli, needs_tf
-
-pytestmark = needs_tf
+from helpers import cli
 
 
 def test_seed_cnn_shapes_and_parameters():

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli, sample_rows, write_csv
+from helpers import ROOT, cli, sample_rows, write_csv
 from edgefashion import data
 from edgefashion.errors import InputError
 

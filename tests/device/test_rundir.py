@@ -1,0 +1,45 @@
+"""The typed run directory: every manifest round-trips, and a bad one is one error naming file and field."""
+
+import json
+
+import pytest
+
+from edgefashion.rundir import ExportReport, LayerErrors, ManifestError, Run
+
+
+def test_the_committed_run_reads_and_round_trips(fixture_run):
+    run = Run(fixture_run)
+    export = run.read_export()
+    assert set(run.exported_models()) == {"tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8"}
+    assert export.models()["tflite-int8"].input.dtype == "int8" and export.calibration.count == 200
+    assert ExportReport.from_json(export.to_json(), "again") == export
+    assert LayerErrors.read(run.layer_errors).rows
+    assert Run.at(fixture_run / "export").root == fixture_run
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("calibration"), "export.json: export manifest (edgefashion export RUN): field calibration is missing"),
+    (lambda m: m["artifacts"][1].update(sha256=None), "field artifacts[1].sha256 is null, expected str"),
+    (lambda m: m["calibration"].update(count="500"), "field calibration.count is str '500', expected int"),
+    (lambda m: m.update(artifacts={}), "field artifacts is dict {}, expected a list"),
+])
+def test_bad_export_manifest_names_the_field(fixture_run, change, message):
+    path = Run(fixture_run).export_manifest
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError) as info:
+        Run(fixture_run).read_export()
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_changed_or_escaping_model_file_is_refused(fixture_run):
+    run = Run(fixture_run)
+    (run.export_dir / "model_f32.tflite").write_bytes(b"\0" * 100)
+    with pytest.raises(ManifestError.__mro__[1], match="model_f32.tflite: does not match its sha256"):
+        run.exported_models()
+    manifest = json.loads(run.export_manifest.read_text())
+    manifest["artifacts"][0]["file"] = "../config.json"
+    run.export_manifest.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="not a plain file name"):
+        run.exported_models()

@@ -1,0 +1,45 @@
+"""Helpers shared by both tiers (tests/device runs without TensorFlow, tests/host with it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"   # made by tools/make_test_fixtures.py
+MODELS = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite", "onnx-f32": "model_f32.onnx",
+          "onnx-int8": "model_int8.onnx"}
+# Loose gates for barely trained models: one of 100 calibration images is a whole percent, and a
+# weak model's near-ties differ honestly between CPUs. Such runs test the plumbing; the gates are
+# tested on known predictions (device/test_verify.py) and on the real model by `make demo`.
+LOOSE_GATES = ("--min-agreement", 0.9, "--max-drop", 5)
+
+
+def cli(*args, check: int | None = None, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run `python -m edgefashion ARGS`; optionally assert the exit code."""
+    done = subprocess.run([sys.executable, "-m", "edgefashion", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd)
+    if check is not None:
+        assert done.returncode == check, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def write_csv(path: Path, rows: list[list], header: bool = True, newline: str = "\n") -> Path:
+    lines = []
+    if header:
+        lines.append(",".join(["label"] + [f"pixel{i}" for i in range(1, 785)]))
+    lines += [",".join(str(v) for v in row) for row in rows]
+    path.write_bytes((newline.join(lines) + newline).encode())
+    return path
+
+
+def labelled_rows(images, labels) -> list[list]:
+    return [[int(label)] + image.ravel().tolist() for image, label in zip(images, labels)]
+
+
+def sample_rows(n: int = 3, seed: int = 0) -> list[list]:
+    rng = np.random.default_rng(seed)
+    return [[int(rng.integers(0, 10))] + rng.integers(0, 256, 784).tolist() for _ in range(n)]
