@@ -3,6 +3,8 @@
 The package root stays import-light: the device side must load without TensorFlow.
 """
 
+import importlib.metadata as md
+
 __version__ = "0.1.0"
 
 LABELS = (
@@ -15,8 +17,6 @@ NUM_CLASSES = len(LABELS)
 
 def package_versions(dists) -> dict:
     """{distribution: installed version or None}."""
-    import importlib.metadata as md
-
     out = {}
     for dist in dists:
         try:

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import NUM_CLASSES
 from .errors import InputError
+from .files import write_bytes
 
 IMG_ROWS, IMG_COLS = 28, 28
 PIXELS = IMG_ROWS * IMG_COLS
@@ -176,8 +177,6 @@ def _check_ranges(path: Path, labels, pixels: np.ndarray) -> None:
 
 def write_csv(dataset: Dataset, path) -> Path:
     """Write a dataset in the seed's CSV format (atomically)."""
-    from .files import write_bytes
-
     pixels = dataset.images.reshape(len(dataset), PIXELS)
     names = [f"pixel{i}" for i in range(1, PIXELS + 1)]
     table = pixels if dataset.labels is None else np.column_stack([dataset.labels, pixels])
@@ -271,8 +270,6 @@ def download(dest) -> Path:
     """Fetch the official IDX files into `dest`, checking each file's sha256."""
     import urllib.error
     import urllib.request
-
-    from .files import write_bytes
 
     dest = Path(dest).expanduser()
     for stem, want in IDX_SHA256.items():

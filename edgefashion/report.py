@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .files import atomic_path
 
 
@@ -86,8 +88,6 @@ def plot_confusion(matrix, labels, title: str, path) -> Path | None:
     plt = _pyplot()
     if plt is None:
         return None
-    import numpy as np
-
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(matrix, cmap="Blues")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 
 from .. import package_versions
 from ..console import quiet
@@ -28,8 +29,6 @@ def import_tf(verbose: bool = False):
 
 def versions() -> dict:
     """Versions of the host stack, for config.json and export.json."""
-    import platform
-
     found = package_versions(("edgefashion", "numpy", "tensorflow-cpu", "tensorflow", "keras", "tf2onnx",
                               "onnx", "onnxruntime", "ai-edge-litert"))
     out = {"python": platform.python_version(), **{k: v for k, v in found.items() if v}}

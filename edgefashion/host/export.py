@@ -222,8 +222,11 @@ def _name_batch_dim(proto) -> None:
 
 def _onnx_output_quantization(content: bytes) -> tuple[float | None, int | None]:
     """Scale and zero point of the DequantizeLinear that produces the graph output, if any."""
-    import onnx
-    from onnx import numpy_helper
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise MissingDependency("onnx", "host") from None
 
     model = onnx.load_from_string(content)
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -254,8 +257,11 @@ class CalibrationReader:
 
 def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings = OnnxInt8Settings()) -> bytes:
     """ONNX Runtime static quantization of the float model at `f32_path`; returns the int8 model."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise MissingDependency("onnxruntime with its quantization tools (and sympy)", "host") from None
 
     if not f32_path.is_file():
         raise InputError(f"{f32_path}: needed to make the int8 ONNX model")
