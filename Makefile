@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test test-device test-host setup data qemu isa-check arm64-check firmware fixtures clean
+.PHONY: demo test test-device test-device-isa test-host setup data qemu isa-check arm64-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
@@ -37,6 +37,12 @@ test: test-device test-host
 test-device: $(EDGE)/.installed data
 	@$(EDGE)/bin/python -c "import importlib.util as u, sys; sys.exit('tensorflow in the edge venv' if u.find_spec('tensorflow') else 0)"
 	$(EDGE)/bin/python -m pytest -q tests/device
+
+# The device tier again on the other x86 int8 kernel paths, under qemu: AVX2 without VNNI, SSE4.2 (minutes).
+test-device-isa: $(EDGE)/.installed data qemu
+	for cpu in Haswell Nehalem; do \
+	  EDGEFASHION_TEST_CPU=$$cpu qemu-x86_64-static -cpu $$cpu $(EDGE)/bin/python -m pytest -q -p no:cacheprovider tests/device || exit 1; \
+	done
 
 # The host tier: trains and exports tiny real models, the x86 kernel paths under qemu (minutes).
 test-host: data qemu

@@ -246,7 +246,8 @@ def cmd_run(args) -> int:
     print(table(summary["rows"]))
     stages = ", ".join(f"{name} {stage.seconds if stage.seconds is not None else '-'} s"
                        for name, stage in state.stages.items())
-    print(f"accuracy on {summary['samples']} test images; p50 latency at batch 1, 1 thread.\n"
+    print(f"accuracy on {summary['samples']} test images; p50 latency at batch 1, 1 thread on {summary['cpu']} "
+          f"(int8 path: {summary['int8_path']}).\n"
           f"stages: {stages}; this invocation {time.monotonic() - started:.0f} s")
     if summary["bundle_bytes"]:
         print(f"bundle: {summary['bundle']} ({summary['bundle_bytes'] / 1e6:.2f} MB) -> copy it to the device "

@@ -10,11 +10,11 @@ import numpy as np
 from .files import atomic_path
 
 
-def table(rows: list[dict], columns: list[str] | None = None) -> str:
+def table(rows: list[dict]) -> str:
     """A plain aligned text table from a list of dicts."""
     if not rows:
         return "(nothing)"
-    columns = columns or list(rows[0])
+    columns = list(rows[0])
     cells = [[_fmt(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.rjust(w) if i else v.ljust(w)  # noqa: E731
@@ -24,10 +24,10 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(out)
 
 
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+def markdown_table(rows: list[dict]) -> str:
     if not rows:
         return "(nothing)\n"
-    columns = columns or list(rows[0])
+    columns = list(rows[0])
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     out.extend("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows)
     return "\n".join(out) + "\n"

@@ -13,11 +13,14 @@ and turns a missing key or a wrong type into one error naming the file and the f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from .errors import InputError
 from .files import read_json, sha256_file, write_json
@@ -28,6 +31,11 @@ FILES = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite",
          "onnx-f32": "model_f32.onnx", "onnx-int8": "model_int8.onnx"}
 FLOAT_OF = {"tflite-int8": "tflite-f32", "onnx-int8": "onnx-f32"}
 BENCH_FILE = "bench.json"  # RUN/bench.json, or in the working folder when benchmarking loose files
+
+
+def indices_sha256(indices) -> str:
+    """What export.json records of the calibration indices (int64, in order)."""
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
 class ManifestError(InputError):
@@ -245,6 +253,7 @@ class VerifyReport(Manifest):
     reference: Reference
     gates: dict[str, float]
     cpu: dict[str, Any]
+    calibration_images: int
     models: list[ModelResult]
     passed: bool
     seconds: float
@@ -440,6 +449,18 @@ class Run:
         if not found:
             raise InputError(f"{self.export_manifest}: lists no models")
         return found
+
+    def read_calibration(self):
+        """The calibration indices export saved, checked against indices_sha256 in export.json."""
+        recorded = self.read_export().calibration
+        try:
+            with np.load(self.calibration) as saved:
+                indices = saved["indices"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{self.calibration}: not readable calibration indices ({exc})") from None
+        if indices_sha256(indices) != recorded.indices_sha256:
+            raise InputError(f"{self.calibration}: indices do not match indices_sha256 in {self.export_manifest}")
+        return indices
 
     def test_source(self) -> Path | None:
         """The test set the run was evaluated on, if config.json names one that still exists."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +20,17 @@ MODELS = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite", 
 # weak model's near-ties differ honestly between CPUs. Such runs test the plumbing; the gates are
 # tested on known predictions (device/test_verify.py) and on the real model by `make demo`.
 LOOSE_GATES = ("--min-agreement", 0.9, "--max-drop", 5)
+# `make test-device-isa` runs the device tier under qemu-x86_64 -cpu MODEL; the CLI runs there too
+QEMU_CPU = os.environ.get("EDGEFASHION_TEST_CPU")
 
 
 def cli(*args, check: int | None = None, env=None, cwd=None) -> subprocess.CompletedProcess:
-    """Run `python -m edgefashion ARGS`; optionally assert the exit code."""
-    done = subprocess.run([sys.executable, "-m", "edgefashion", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd)
+    """Run `python -m edgefashion ARGS` (under qemu -cpu $EDGEFASHION_TEST_CPU if set); optionally
+    assert the exit code."""
+    command = [sys.executable, "-m", "edgefashion", *map(str, args)]
+    if QEMU_CPU:
+        command = [shutil.which("qemu-x86_64-static") or "qemu-x86_64", "-cpu", QEMU_CPU, *command]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if check is not None:
         assert done.returncode == check, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
@@ -43,3 +52,20 @@ def labelled_rows(images, labels) -> list[list]:
 def sample_rows(n: int = 3, seed: int = 0) -> list[list]:
     rng = np.random.default_rng(seed)
     return [[int(rng.integers(0, 10))] + rng.integers(0, 256, 784).tolist() for _ in range(n)]
+
+
+def check_bundle(bundle: Path, golden: int) -> None:
+    """A bundle holds the four models, labels and golden vectors, all hashed, and passes selftest."""
+    with tarfile.open(bundle) as tar:
+        names = set(tar.getnames())
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert {*MODELS.values(), "labels.json", "golden.npz", "manifest.json"} <= names
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"].values())
+    assert manifest["labels"][9] == "Ankle boot" and manifest["input"]["layout"] == "NHWC"
+    assert manifest["golden"]["count"] == golden and manifest["versions"]["edgefashion"]
+    assert manifest["schema_version"] == 1
+    lines = cli("selftest", bundle, check=0).stdout.strip().splitlines()
+    assert all(line.startswith("PASS") for line in lines[:-1]) and lines[-1].endswith("0 failed")
+    assert sum(line.startswith("PASS  golden") for line in lines) == 5
+    assert sum("int8 vs float" in line for line in lines) == 2

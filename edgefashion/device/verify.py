@@ -142,6 +142,7 @@ def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyR
     config.validate()
     run = Run(config.run)
     models = run.exported_models()
+    calibration = run.read_calibration()  # the set export calibrated on, as export.json recorded it
     test = load_test_set(run, config.data)
     started = time.monotonic()
     ref_format, reference = _reference(config, run, models, test, keras)
@@ -160,7 +161,8 @@ def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyR
     report = VerifyReport(
         reference=Reference(format=ref_format, accuracy=float((reference.argmax(1) == test.labels).mean()),
                             samples=len(test), source=test.source, sha256=test.sha256),
-        gates=asdict(config.gates), cpu=cpu.describe(), models=results, passed=all(r.passed for r in results),
+        gates=asdict(config.gates), cpu=cpu.describe(), calibration_images=len(calibration), models=results,
+        passed=all(r.passed for r in results),
         seconds=round(time.monotonic() - started, 1))
     report.write(run.verify)
     layers = LayerErrors.read(run.layer_errors) if run.layer_errors.is_file() else None

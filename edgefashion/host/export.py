@@ -24,7 +24,8 @@ from ..errors import CheckFailed, InputError, MissingDependency
 from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, write_bytes
 from ..firmware import write_c_array
 from ..options import name_list, positive_int, setting
-from ..rundir import FORMATS, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport
+from ..rundir import (FORMATS, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport,
+                      indices_sha256)
 from . import import_tf, quiet, versions
 from .layer_errors import layer_errors
 from .model import load_model
@@ -92,10 +93,6 @@ def calibration_set(config: ExportConfig) -> tuple[np.ndarray, np.ndarray, Calib
     return indices, data.prepare(train_set.images[indices]), info
 
 
-def indices_sha256(indices: np.ndarray) -> str:
-    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
-
-
 def export(config: ExportConfig) -> ExportReport:
     """Build every requested artifact, then swap the set in as RUN/export/; return export.json."""
     config.validate()
@@ -145,19 +142,6 @@ def _build(config: ExportConfig, model, out: Path) -> ExportReport:
                             onnx_int8=asdict(config.onnx_int8) if "onnx-int8" in config.formats else None)
     manifest.write(staged.manifest)
     return manifest
-
-
-def read_calibration(run: Run) -> np.ndarray:
-    """The calibration indices export saved, checked against export.json's indices_sha256."""
-    recorded = run.read_export().calibration
-    try:
-        with np.load(run.calibration) as saved:
-            indices = saved["indices"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"{run.calibration}: not readable calibration indices ({exc})") from None
-    if indices_sha256(indices) != recorded.indices_sha256:
-        raise InputError(f"{run.calibration}: indices do not match indices_sha256 in {run.export_manifest}")
-    return indices
 
 
 def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, reference: np.ndarray,

@@ -43,3 +43,13 @@ def test_a_changed_or_escaping_model_file_is_refused(fixture_run):
     run.export_manifest.write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="not a plain file name"):
         run.exported_models()
+
+
+def test_calibration_indices_are_checked(fixture_run):
+    run = Run(fixture_run)
+    assert len(run.read_calibration()) == 200
+    import numpy as np
+
+    np.savez(run.calibration, indices=np.arange(200))
+    with pytest.raises(ManifestError.__mro__[1], match="indices do not match indices_sha256"):
+        run.read_calibration()

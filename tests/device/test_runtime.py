@@ -107,3 +107,9 @@ def test_bad_model_files(fixture_models, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x01\x02this is not a model at all" * 10)
     with pytest.raises(InputError, match="not a valid TFLite or ONNX model"):
         Model(tmp_path / "junk.onnx")
+
+
+def test_backend_can_be_chosen(fixture_models):
+    assert Model(fixture_models / "model_int8.tflite", backend="ai_edge_litert").backend == "ai_edge_litert"
+    with pytest.raises(InputError, match="backend 'nope', expected one of"):
+        Model(fixture_models / "model_int8.tflite", backend="nope")

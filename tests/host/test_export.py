@@ -31,10 +31,9 @@ def test_every_artifact_written_and_recorded(tiny_run):
     assert formats["tflite-int8"]["bytes"] <= 0.26 * formats["tflite-f32"]["bytes"]
     assert not list((tiny_run / "export").glob(".*"))  # no temporary files left behind
     # export owns its calibration: the indices, checked against export.json, and the per-layer table
-    from edgefashion.host.export import read_calibration
     from edgefashion.rundir import LayerErrors, Run
 
-    assert len(read_calibration(Run(tiny_run))) == 100
+    assert len(Run(tiny_run).read_calibration()) == 100
     layers = LayerErrors.read(tiny_run / "export" / "layer_errors.json")
     assert layers.model == "model_int8.tflite" and layers.rows and layers.rows[0]["rmse_per_step"] > 0
 
