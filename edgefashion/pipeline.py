@@ -38,7 +38,8 @@ class RunConfig:
     restart: bool = False
 
     def settings(self) -> dict:
-        return {name: plain(getattr(self, name)) for name in STAGES}
+        """What a finished stage was made with (verbosity aside): a change means starting over."""
+        return {name: {k: v for k, v in plain(getattr(self, name)).items() if k != "verbose"} for name in STAGES}
 
 
 def keras_reference(config: VerifyConfig) -> FloatReference | None:

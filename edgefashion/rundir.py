@@ -253,10 +253,10 @@ class VerifyReport(Manifest):
     reference: Reference
     gates: dict[str, float]
     cpu: dict[str, Any]
-    calibration_images: int
     models: list[ModelResult]
     passed: bool
     seconds: float
+    calibration_images: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     def accuracies(self) -> dict[str, float]:
