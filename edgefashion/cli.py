@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__, cpu
@@ -122,8 +123,8 @@ def cmd_bench(args) -> int:
         print(json.dumps(report.to_json(), indent=2))
         return 0
     env = report.environment
-    print(f"{env['cpu_model']} ({env['cores']} cores, {env['machine']}); int8 path: {env['cpu']['int8_path']}; "
-          f"governor {env['cpu_governor'] or 'unknown'}" + (f"; board {env['board_model']}" if env['board_model'] else ""))
+    print(f"{env.cpu_model} ({env.cores} cores, {env.machine}); int8 path: {env.cpu.int8_path}; "
+          f"governor {env.cpu_governor or 'unknown'}" + (f"; board {env.board_model}" if env.board_model else ""))
     print(table(table_rows(report.results)))
     if report.comparison:
         print("\nint8 vs float (p50):")
@@ -169,8 +170,8 @@ def cmd_selftest(args) -> int:
     checks = selftest(args.bundle, threads=args.threads, report=(lambda line: None) if args.json else print)
     failed = [c for c in checks if not c.passed]
     if args.json:
-        print(json.dumps({"passed": not failed, "cpu": cpu.describe(), "checks": [c.as_dict() for c in checks]},
-                         indent=2))
+        print(json.dumps({"passed": not failed, "cpu": asdict(cpu.describe()),
+                          "checks": [c.as_dict() for c in checks]}, indent=2))
     else:
         print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
@@ -243,15 +244,15 @@ def cmd_run(args) -> int:
     started = time.monotonic()
     state = run(run_config(args))
     summary = state.summary
-    print(table(summary["rows"]))
+    print(table(summary.rows))
     stages = ", ".join(f"{name} {stage.seconds if stage.seconds is not None else '-'} s"
                        for name, stage in state.stages.items())
-    print(f"accuracy on {summary['samples']} test images; p50 latency at batch 1, 1 thread on {summary['cpu']} "
-          f"(int8 path: {summary['int8_path']}).\n"
+    print(f"accuracy on {summary.samples} test images; p50 latency at batch 1, 1 thread on {summary.cpu.model} "
+          f"(int8 path: {summary.cpu.int8_path}).\n"
           f"stages: {stages}; this invocation {time.monotonic() - started:.0f} s")
-    if summary["bundle_bytes"]:
-        print(f"bundle: {summary['bundle']} ({summary['bundle_bytes'] / 1e6:.2f} MB) -> copy it to the device "
-              f"and run `edgefashion selftest {Path(summary['bundle']).name}`")
+    if summary.bundle_bytes:
+        print(f"bundle: {summary.bundle} ({summary.bundle_bytes / 1e6:.2f} MB) -> copy it to the device "
+              f"and run `edgefashion selftest {Path(summary.bundle).name}`")
     return 0
 
 

@@ -8,6 +8,7 @@ Features come from cpuid as numpy's runtime dispatch reads it, which stays right
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 # {our name: numpy's name (None: only in /proc/cpuinfo)}
@@ -78,12 +79,24 @@ def model_name() -> str | None:
     return platform.processor() or None
 
 
-def describe() -> dict:
-    """For bench.json and verify.json: the CPU, its int8 features and path, and where they were read."""
+@dataclass
+class CpuInfo:
+    """The CPU in bench.json, verify.json and selftest --json."""
+
+    model: str | None
+    machine: str
+    features: dict[str, bool | None]
+    int8_path: str
+    int8_fast_path: bool
+    source: str = "cpuid via numpy; /proc/cpuinfo where it agrees"
+
+
+def describe() -> CpuInfo:
+    """This CPU, its int8 features and the int8 path they give."""
     found = features()
     path, fast = int8_path(found)
-    return {"model": model_name(), "machine": platform.machine(), "features": found, "int8_path": path,
-            "int8_fast_path": fast, "source": "cpuid via numpy; /proc/cpuinfo where it agrees"}
+    return CpuInfo(model=model_name(), machine=platform.machine(), features=found, int8_path=path,
+                   int8_fast_path=fast)
 
 
 NO_FAST_INT8 = ("this CPU has no int8 dot-product instructions ({path}): int8 models may be little or "

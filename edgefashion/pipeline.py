@@ -20,7 +20,7 @@ from .host.export import ExportConfig, export
 from .host.model import keras_reference as _keras_reference
 from .host.train import TrainConfig, train
 from .options import plain
-from .rundir import FLOAT_OF, BenchReport, PipelineState, Run, StageState, VerifyReport
+from .rundir import FLOAT_OF, BenchReport, PipelineState, Run, RunSummary, StageState, VerifyReport
 
 STAGES = ("train", "export", "verify", "bench", "bundle")
 
@@ -97,7 +97,7 @@ STAGE_FUNCS = {"train": _train, "export": lambda c: export(c.export), "verify": 
                "bench": lambda c: bench(c.bench), "bundle": lambda c: make_bundle(c.bundle)}
 
 
-def summarize(run: Run) -> dict:
+def summarize(run: Run) -> RunSummary:
     """Per format: accuracy, drop vs float, size, p50 latency at batch 1 / 1 thread."""
     checked = VerifyReport.read(run.verify)
     timed = BenchReport.read(run.bench)
@@ -110,7 +110,5 @@ def summarize(run: Run) -> dict:
                      "agreement": m.top1_agreement, "MB": round(r.size_bytes / 1e6, 3) if r else None,
                      "p50_us": r.latency_us["p50"] if r else None,
                      "vs_f32": round(r.latency_us["p50"] / f32.latency_us["p50"], 3) if r and f32 else None})
-    return {"rows": rows, "bundle": str(run.bundle),
-            "bundle_bytes": run.bundle.stat().st_size if run.bundle.is_file() else None,
-            "samples": checked.reference.samples, "cpu": checked.cpu.get("model"),
-            "int8_path": checked.cpu.get("int8_path")}
+    return RunSummary(rows=rows, samples=checked.reference.samples, cpu=checked.cpu, bundle=str(run.bundle),
+                      bundle_bytes=run.bundle.stat().st_size if run.bundle.is_file() else None)

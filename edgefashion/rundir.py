@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .cpu import CpuInfo
 from .errors import InputError
 from .files import read_json, sha256_file, write_json
 
@@ -252,7 +253,7 @@ class VerifyReport(Manifest):
     WHAT: ClassVar[str] = "verify report (edgefashion verify RUN)"
     reference: Reference
     gates: dict[str, float]
-    cpu: dict[str, Any]
+    cpu: CpuInfo
     models: list[ModelResult]
     passed: bool
     seconds: float
@@ -287,11 +288,32 @@ class BenchResult:
 
 
 @dataclass
+class Environment:
+    """Where bench numbers came from. Anything unreadable is None."""
+
+    machine: str
+    cpu_model: str | None
+    cpu: CpuInfo
+    cores: int | None
+    os: str
+    python: str
+    versions: dict[str, str | None]
+    cpu_governor: str | None
+    cpu_freq_mhz: int | None
+    board_model: str | None
+    soc_temp_c: float | None
+    throttled: str | None
+    load_average: list[float] | None
+    emulated: str | None
+    timestamp: str
+
+
+@dataclass
 class BenchReport(Manifest):
     """bench.json: where it ran and, per model x threads x batch, the latency figures."""
 
     WHAT: ClassVar[str] = "bench report (edgefashion bench)"
-    environment: dict[str, Any]
+    environment: Environment
     warnings: list[str]
     settings: dict[str, Any]
     results: list[BenchResult]
@@ -307,13 +329,24 @@ class StageState:
 
 
 @dataclass
+class RunSummary:
+    """The table `edgefashion run` ends with, and where its numbers came from."""
+
+    rows: list[dict[str, Any]]
+    samples: int
+    cpu: CpuInfo
+    bundle: str
+    bundle_bytes: int | None
+
+
+@dataclass
 class PipelineState(Manifest):
     """RUN/pipeline.json: which stages of `edgefashion run` finished, with which settings."""
 
     WHAT: ClassVar[str] = "pipeline state (edgefashion run)"
     settings: dict[str, Any]
     stages: dict[str, StageState] = field(default_factory=dict)
-    summary: dict[str, Any] | None = None
+    summary: RunSummary | None = None
     schema_version: int = SCHEMA_VERSION
 
 

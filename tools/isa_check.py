@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def probe(run_dir: Path, count: int, out: Path) -> None:
         arrays[fmt] = model.run(model.prepare(test.images))
         arrays[f"probs_{fmt}"] = model.dequantize(arrays[fmt])
     np.savez(out, **arrays)
-    print(json.dumps(cpu.describe()))
+    print(json.dumps(asdict(cpu.describe())))
 
 
 # --- the check: runs here -----------------------------------------------------------------

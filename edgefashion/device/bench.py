@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..files import write_text
 from ..options import int_list, positive_int, setting
 from ..report import plot_latency
-from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Run
+from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Environment, Run
 from .locate import is_model_file, models_at
 from .runtime import Model
 
@@ -98,40 +98,35 @@ def _throttled() -> str | None:
         return None
 
 
-def environment() -> dict:
+def environment() -> Environment:
     """Where the numbers came from. Anything unreadable is None, never an error."""
     freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     temp = _read("/sys/class/thermal/thermal_zone0/temp")
-    return {
-        "machine": platform.machine(),
-        "cpu_model": cpu.model_name(),
-        "cpu": cpu.describe(),
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": package_versions(("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "edgefashion")),
-        "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "cpu_freq_mhz": round(int(freq) / 1000) if freq and freq.isdigit() else None,
-        "board_model": _read("/proc/device-tree/model"),
-        "soc_temp_c": round(int(temp) / 1000, 1) if temp and temp.lstrip("-").isdigit() else None,
-        "throttled": _throttled(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "emulated": os.environ.get("EDGEFASHION_EMULATED") or None,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return Environment(
+        machine=platform.machine(), cpu_model=cpu.model_name(), cpu=cpu.describe(), cores=os.cpu_count(),
+        os=platform.platform(), python=platform.python_version(),
+        versions=package_versions(("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "edgefashion")),
+        cpu_governor=_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        cpu_freq_mhz=round(int(freq) / 1000) if freq and freq.isdigit() else None,
+        board_model=_read("/proc/device-tree/model"),
+        soc_temp_c=round(int(temp) / 1000, 1) if temp and temp.lstrip("-").isdigit() else None,
+        throttled=_throttled(),
+        load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        emulated=os.environ.get("EDGEFASHION_EMULATED") or None,
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
-def environment_warnings(env: dict) -> list[str]:
+def environment_warnings(env: Environment) -> list[str]:
     notes = []
-    if env["cpu_governor"] and env["cpu_governor"] != "performance":
-        notes.append(f"CPU governor is '{env['cpu_governor']}', not 'performance': latencies may vary "
+    if env.cpu_governor and env.cpu_governor != "performance":
+        notes.append(f"CPU governor is '{env.cpu_governor}', not 'performance': latencies may vary "
                      f"(sudo cpupower frequency-set -g performance)")
-    if env["emulated"]:
-        notes.append(f"running under emulation ({env['emulated']}): these latencies are NOT device numbers")
-    if not env["cpu"]["int8_fast_path"]:
-        notes.append(cpu.NO_FAST_INT8.format(path=env["cpu"]["int8_path"]))
-    if env["throttled"] not in (None, "0x0"):
-        notes.append(f"the SoC reports throttling ({env['throttled']}): results are not representative")
+    if env.emulated:
+        notes.append(f"running under emulation ({env.emulated}): these latencies are NOT device numbers")
+    if not env.cpu.int8_fast_path:
+        notes.append(cpu.NO_FAST_INT8.format(path=env.cpu.int8_path))
+    if env.throttled not in (None, "0x0"):
+        notes.append(f"the SoC reports throttling ({env.throttled}): results are not representative")
     return notes
 
 

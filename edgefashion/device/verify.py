@@ -202,8 +202,8 @@ def render_markdown(report: VerifyReport, layers: LayerErrors | None) -> str:
            f"Reference: **{ref.format}**, accuracy {ref.accuracy:.4f} on {ref.samples} images "
            f"from `{ref.source}`. Gates: accuracy drop <= {gates['max_drop_pp']:g} pp, "
            f"top-1 agreement >= {gates['min_agreement']:.0%}. "
-           f"Overall: **{'PASS' if report.passed else 'FAIL'}**. CPU: {report.cpu['model']}, int8 path "
-           f"{report.cpu['int8_path']}.\n\n",
+           f"Overall: **{'PASS' if report.passed else 'FAIL'}**. CPU: {report.cpu.model}, int8 path "
+           f"{report.cpu.int8_path}.\n\n",
            markdown_table(summary_rows(report)),
            "\n## Per-class accuracy drop (pp)\n\n"]
     per_class = [{"class": label, **{r.format: r.per_class_drop_pp[label] for r in report.models}}

@@ -124,7 +124,7 @@ def _summary(config, train_set, test_set, keeper, fit_seconds, interrupted) -> T
         best_epoch=keeper.best_epoch, val_accuracy=keeper.best_value,
         epochs_finished=len(keeper.history["loss"]), interrupted=interrupted,
         fit_seconds=round(fit_seconds, 1), versions=versions(),
-        platform={"machine": platform.machine(), "system": platform.platform(), "cpu": cpu.describe()})
+        platform={"machine": platform.machine(), "system": platform.platform(), "cpu": asdict(cpu.describe())})
 
 
 class BestKeeper:

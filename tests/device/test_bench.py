@@ -1,5 +1,6 @@
 import importlib.util
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -39,13 +40,13 @@ def test_unreadable_environment_is_null(monkeypatch):
     monkeypatch.setattr(bench, "_read", lambda path: None)
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
     env = bench.environment()
-    assert env["cpu_governor"] is None and env["board_model"] is None and env["soc_temp_c"] is None
-    assert env["throttled"] is None and env["cpu_freq_mhz"] is None
+    assert env.cpu_governor is None and env.board_model is None and env.soc_temp_c is None
+    assert env.throttled is None and env.cpu_freq_mhz is None
     # whether int8 has a fast path is this CPU's own answer; pin it so the test holds on every CPU
-    fast = {**env, "cpu": {**env["cpu"], "int8_fast_path": True}}
-    slow = {**env, "cpu": {**env["cpu"], "int8_fast_path": False, "int8_path": "x86 SSE"}}
+    fast = replace(env, cpu=replace(env.cpu, int8_fast_path=True))
+    slow = replace(env, cpu=replace(env.cpu, int8_fast_path=False, int8_path="x86 SSE"))
     assert bench.environment_warnings(fast) == []
-    assert bench.environment_warnings({**fast, "cpu_governor": "powersave"})[0].startswith("CPU governor")
+    assert bench.environment_warnings(replace(fast, cpu_governor="powersave"))[0].startswith("CPU governor")
     assert bench.environment_warnings(slow) == [
         "this CPU has no int8 dot-product instructions (x86 SSE): int8 models may be little or no faster than "
         "float here, and at larger batches even slower"]

@@ -17,9 +17,9 @@ def test_int8_paths():
 
 def test_this_machine_is_described():
     described = cpu.describe()
-    assert described["machine"] == platform.machine() and described["int8_path"]
+    assert described.machine == platform.machine() and described.int8_path
     if platform.machine() == "x86_64":
-        assert set(described["features"]) == set(cpu.X86)
+        assert set(described.features) == set(cpu.X86)
 
 
 def test_proc_cpuinfo_is_ignored_where_it_disagrees_with_cpuid(monkeypatch):
