@@ -486,6 +486,9 @@ class Run:
     def read_calibration(self):
         """The calibration indices export saved, checked against indices_sha256 in export.json."""
         recorded = self.read_export().calibration
+        if not self.calibration.is_file():
+            raise InputError(f"{self.calibration}: calibration indices not found (exported by an older edgefashion?); "
+                             f"run `edgefashion export {self.root}` again")
         try:
             with np.load(self.calibration) as saved:
                 indices = saved["indices"]
