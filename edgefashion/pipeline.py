@@ -56,11 +56,7 @@ def run(config: RunConfig) -> PipelineState:
     paths = Run(config.out)
     state = PipelineState(settings=config.settings())
     if paths.pipeline.is_file() and not config.restart:
-        before = PipelineState.read(paths.pipeline)
-        if before.settings == state.settings:
-            state = before
-        else:
-            step("settings changed since the last run: starting over")
+        state.stages = _still_valid(PipelineState.read(paths.pipeline), state.settings)
     for name in STAGES:
         if name in state.stages and state.stages[name].status == "done":
             step(f"{name}: done before, skipped (--restart to redo)")
@@ -78,6 +74,19 @@ def run(config: RunConfig) -> PipelineState:
     state.summary = summarize(paths)
     state.write(paths.pipeline)
     return state
+
+
+def _still_valid(before: PipelineState, settings: dict) -> dict[str, StageState]:
+    """The finished stages up to the first whose settings changed: that one and all after it rerun."""
+    kept = {}
+    for name in STAGES:
+        if before.settings.get(name) != settings[name]:
+            if name in before.stages:
+                step(f"{name} settings changed since the last run: redoing {name} and what follows")
+            break
+        if name in before.stages:
+            kept[name] = before.stages[name]
+    return kept
 
 
 def _train(config: RunConfig) -> None:

@@ -18,6 +18,12 @@ def test_run_end_to_end_then_resume(tmp_path):
     second = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, *LOOSE_GATES, check=0)
     assert "train: done before, skipped" in second.stderr and "-- stage bench" in second.stderr
     assert "-- stage train" not in second.stderr and (run / "model.keras").stat().st_mtime_ns == model_mtime
+    # a changed setting redoes its own stage and those after it, not the ones before
+    third = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, *LOOSE_GATES,
+                "--golden", 20, check=0)
+    assert "bundle settings changed" in third.stderr and "-- stage bundle" in third.stderr
+    assert "-- stage train" not in third.stderr and "-- stage bench" not in third.stderr
+    assert json.loads((run / "pipeline.json").read_text())["settings"]["bundle"]["golden_count"] == 20
 
 
 def test_run_stops_at_the_failing_stage(tmp_path):
