@@ -459,9 +459,6 @@ class Run:
     def confusion(self, fmt: str) -> Path:
         return self.root / f"confusion_{fmt}.png"
 
-    def has_export(self) -> bool:
-        return self.export_manifest.is_file()
-
     def read_export(self) -> ExportReport:
         return ExportReport.read(self.export_manifest)
 

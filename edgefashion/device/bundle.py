@@ -17,7 +17,7 @@ import numpy as np
 from .. import IMAGE_SHAPE
 from ..errors import InputError
 from ..files import read_json, sha256_file
-from ..rundir import FLOAT_OF, BundleManifest, ManifestError, ModelSpec
+from ..rundir import FLOAT_OF, BundleManifest, ModelSpec
 from .runtime import Model
 
 MANIFEST = "manifest.json"
@@ -115,7 +115,7 @@ def check_listing(manifest: BundleManifest) -> list[str]:
         problems.append(f"golden vectors {manifest.golden.file!r} are not a file listed in the bundle")
     if not manifest.models:
         problems.append("the bundle holds no models")
-    return problems
+    return [f"{MANIFEST}: {problem}" for problem in problems]
 
 
 # --- self-test (device) --------------------------------------------------------------------

@@ -7,7 +7,6 @@ per run directory at a time (a lock).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import time
@@ -145,7 +144,7 @@ def _build(config: ExportConfig, model, out: Path) -> ExportReport:
 
 
 def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, reference: np.ndarray,
-                     gates: Gates) -> dict:
+                     gates: Gates) -> Artifact:
     """Run the exported bytes through the edge runtime beside Keras; write only if they pass."""
     exported = Model(content, name=dest.name)
     probs = exported.predict_proba(calib)
