@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import LABELS
 from .files import sha256_bytes, write_text
-from .rundir import ExportDir
+from .rundir import Artifact, ExportDir
 
 
 def c_array_source(content: bytes, name: str = "g_model_int8") -> tuple[str, str]:
@@ -23,14 +23,14 @@ def c_array_source(content: bytes, name: str = "g_model_int8") -> tuple[str, str
     return header, source
 
 
-def write_c_array(content: bytes, out: ExportDir) -> list[dict]:
+def write_c_array(content: bytes, out: ExportDir) -> list[Artifact]:
     """Write the header and source into an export folder; their export.json entries."""
     header, source = c_array_source(content)
     entries = []
     for path, text in ((out.c_header, header), (out.c_source, source)):
         write_text(path, text)
         blob = text.encode()
-        entries.append({"file": path.name, "format": "c-array", "bytes": len(blob), "sha256": sha256_bytes(blob)})
+        entries.append(Artifact(file=path.name, format="c-array", bytes=len(blob), sha256=sha256_bytes(blob)))
     return entries
 
 

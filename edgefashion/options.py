@@ -10,10 +10,9 @@ from pathlib import Path
 
 
 def setting(default=None, help: str = "", *, flag: str | None = None, type=None, choices=None,
-            metavar: str | None = None, show_default: bool = True):
+            metavar: str | None = None):
     """A dataclass field that is also a command-line option."""
-    metadata = {"help": help, "flag": flag, "type": type, "choices": choices, "metavar": metavar,
-                "show_default": show_default}
+    metadata = {"help": help, "flag": flag, "type": type, "choices": choices, "metavar": metavar}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -32,7 +31,7 @@ def add_options(parser: argparse.ArgumentParser, cls, skip=()) -> None:
     for f in option_fields(cls, skip):
         meta, default = f.metadata, default_of(f)
         flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        shown = f" (default {_show(default)})" if meta["show_default"] and default is not None else ""
+        shown = f" (default {_show(default)})" if default is not None else ""
         kwargs = {"dest": f.name, "default": default, "help": meta["help"] + shown}
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", **kwargs)

@@ -82,7 +82,7 @@ class Gates:
     def failures(self, fmt: str, result: dict) -> list[str]:
         """Why a model fails (each reason names the figure and the limit), or [] when it passes."""
         reasons = []
-        if fmt.endswith("f32") and "max_abs_diff" in result and result["max_abs_diff"] > self.float_tolerance:
+        if fmt.endswith("f32") and result["max_abs_diff"] > self.float_tolerance:
             reasons.append(f"max |p - p_float| {result['max_abs_diff']:.2e} > --float-tolerance "
                            f"{self.float_tolerance:g}")
         if fmt.endswith("int8"):

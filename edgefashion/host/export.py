@@ -133,7 +133,7 @@ def _build(config: ExportConfig, model, out: Path) -> ExportReport:
         np.savez_compressed(tmp, indices=indices)
     if "tflite-int8" in config.formats:
         int8 = staged.model("tflite-int8")
-        artifacts.extend(Artifact(**entry) for entry in write_c_array(int8.read_bytes(), staged))
+        artifacts.extend(write_c_array(int8.read_bytes(), staged))
         step("per-layer int8 error (QuantizationDebugger)")
         layer_errors(tf, tflite_converter(tf, model, calib), calib, int8.name, config.verbose).write(staged.layer_errors)
     manifest = ExportReport(source=str(Run(config.run).model), artifacts=artifacts, calibration=calib_info,
