@@ -1,4 +1,4 @@
-"""edgefashion command line: train, export, verify, bench, bundle, selftest, predict, run.
+"""edgefashion command line: train, export, verify, bench, bundle, selftest, predict, run, keygen.
 
 Options come from each stage's config dataclass (edgefashion.options), so defaults live in one place.
 Errors are one line on stderr: exit 2 for bad input, 1 for a failed check. TensorFlow is imported
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -16,14 +19,16 @@ from pathlib import Path
 
 from . import __version__, cpu
 from .device.bench import BenchConfig, bench, table_rows
-from .device.bundle import selftest
+from .console import printable
+from .device import trust
+from .device.bundle import Limits, selftest
 from .device.predict import predict
 from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify
 from .errors import CheckFailed, InputError
 from .host.bundle import BundleConfig, make_bundle
 from .host.export import ExportConfig, export
 from .host.train import TrainConfig, train
-from .options import add_options, from_args, positive_int
+from .options import add_options, from_args, positive_int, thread_count
 from .pipeline import RunConfig, keras_reference, run
 from .report import table
 from .rundir import FORMATS, Run
@@ -114,11 +119,12 @@ def add_bench(sub) -> None:
     add_options(p, BenchConfig)
     p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
     p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
+    add_trust_options(p)
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    report, written = bench(from_args(BenchConfig, args, paths=args.paths, out=args.out))
+    report, written = bench(from_args(BenchConfig, args, paths=args.paths, out=args.out, trust=trust_from(args)))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -161,13 +167,18 @@ def add_selftest(sub) -> None:
                                    "the host's, and repeat the int8-vs-float cross-check. Exit 0 only if "
                                    "every check passes.")
     p.add_argument("bundle", type=Path, help="bundle .tar.gz made by `edgefashion bundle`")
-    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON (with this CPU's int8 path)")
+    add_trust_options(p)
+    add_options(p, Limits)
     p.set_defaults(func=cmd_selftest)
 
 
 def cmd_selftest(args) -> int:
-    checks = selftest(args.bundle, threads=args.threads, report=(lambda line: None) if args.json else print)
+    if not args.bundle.is_file():
+        raise InputError(f"{args.bundle}: bundle not found")
+    checks = selftest(args.bundle, threads=args.threads, report=(lambda line: None) if args.json else print,
+                      trust=trust_from(args), limits=from_args(Limits, args))
     failed = [c for c in checks if not c.passed]
     if args.json:
         print(json.dumps({"passed": not failed, "cpu": asdict(cpu.describe()),
@@ -186,14 +197,15 @@ def add_predict(sub) -> None:
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CSV, .npy, or image files")
     p.add_argument("--format", default="tflite-int8", choices=FORMATS,
                    help="which model of a bundle or run to use (default tflite-int8)")
-    p.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
     p.add_argument("--limit", type=positive_int, default=20, help="rows shown in the table (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_trust_options(p)
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args) -> int:
-    result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads)
+    result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads, trust=trust_from(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -205,6 +217,36 @@ def cmd_predict(args) -> int:
     if result.get("accuracy") is not None:
         summary += f", accuracy {result['accuracy']:.4f}"
     print(summary)
+    return 0
+
+
+def add_trust_options(p) -> None:
+    p.add_argument("--trust", type=Path, action="append", default=[], metavar="PUBKEY",
+                   help=f"accept only bundles signed by this Ed25519 public key (repeatable); the .pub files in "
+                        f"{trust.trusted_dir()} are trusted too")
+    p.add_argument("--pin", metavar="SHA256", help="accept only the bundle file with this sha256")
+
+
+def trust_from(args) -> trust.Trust:
+    return trust.Trust.load(args.trust, args.pin)
+
+
+def add_keygen(sub) -> None:
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair to sign bundles with (workstation)",
+                       description="Write KEY (private, PEM, mode 0600; keep it on the workstation) and KEY.pub "
+                                   "(public, one OpenSSH line). Sign with `bundle --sign KEY`; on a device, "
+                                   f"copy KEY.pub into {trust.trusted_dir()}/ (or pass --trust KEY.pub) and it "
+                                   "refuses every bundle not signed by KEY.")
+    p.add_argument("key", type=Path, metavar="KEY", help="private key file to write, e.g. keys/edgefashion.key")
+    p.add_argument("--comment", default=f"edgefashion@{platform.node() or 'host'}",
+                   help="label stored in the public key (default: edgefashion@HOSTNAME)")
+    p.set_defaults(func=cmd_keygen)
+
+
+def cmd_keygen(args) -> int:
+    private, public, name = trust.generate_key(args.key, printable(args.comment))
+    print(f"key {name}: private {private} (keep it secret), public {public} -> copy it to "
+          f"{trust.trusted_dir()}/ on each device")
     return 0
 
 
@@ -257,7 +299,7 @@ def cmd_run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgefashion",
         description="Train a Fashion-MNIST CNN on a workstation, quantize it to int8 TFLite and ONNX, "
                     "and run, verify and benchmark it on Raspberry Pi-class CPUs.")
@@ -269,24 +311,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selftest, add_predict, add_run]
+COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selftest, add_predict, add_run,
+            add_keygen]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag answered in one line (no usage block) and exit 2."""
+
+    def error(self, message):
+        self.exit(2, printable(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C, so temporary folders are removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
 
 
 def main(argv=None) -> int:
+    previous = {signum: signal.signal(signum, _terminate) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except CheckFailed as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
+        print(printable(f"FAILED: {exc}"), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except BrokenPipeError:
         return 0
     except OSError as exc:  # unwritable output folder, full disk, ...
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(printable(f"error: {where}{exc.strerror or exc}"), file=sys.stderr)
         return 2
+    except RecursionError:
+        print("error: input nested too deeply to read (recursion limit)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; try a smaller input or batch", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of ours: still one line; EDGEFASHION_DEBUG=1 shows where
+        if os.environ.get("EDGEFASHION_DEBUG"):
+            raise
+        print(printable(f"error: unexpected {type(exc).__name__}: {str(exc)[:200]} (a bug in edgefashion; "
+                        f"EDGEFASHION_DEBUG=1 shows the traceback)"), file=sys.stderr)
+        return 70

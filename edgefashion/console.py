@@ -72,3 +72,10 @@ def _fds_silenced(fds=(1, 2)):
             os.dup2(copy, fd)
             os.close(copy)
         os.close(devnull)
+
+
+def printable(text) -> str:
+    """`text` with control and bidi-override characters escaped (\\x1b, \\u202e, ...), so a crafted
+    file or member name cannot rewrite the terminal. Newlines are escaped too: one value, one line."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in str(text))

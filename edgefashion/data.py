@@ -5,18 +5,21 @@ The device side uses this module too, so it never imports TensorFlow.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import math
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import NUM_CLASSES
+from .console import printable
 from .errors import InputError
 from .files import write_bytes
 
@@ -73,20 +76,23 @@ def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
 
 def read_csv(path, require_labels: bool = True) -> Dataset:
     """Read the seed's CSV: a header row, then `label,pixel1..pixel784` (label optional
-    when `require_labels` is False). Every problem is an InputError naming file and line."""
+    when `require_labels` is False). The label column is found by its name, wherever it is.
+    Cells are ASCII digits. Every problem is an InputError naming file and line."""
     path = Path(path)
     raw = _read_file(path)
-    text = raw.replace(b"\r\n", b"\n")
+    text = raw.removeprefix(codecs.BOM_UTF8).replace(b"\r\n", b"\n")
     header, _, body = text.partition(b"\n")
-    ncols = _check_header(path, header, require_labels)
+    label_col, pixel_cols = _columns(path, header, require_labels)
+    ncols = len(pixel_cols) + (label_col is not None)
     body = body.rstrip(b"\n")
     if not body.strip():
         raise InputError(f"{path}: line 2: no data rows after the header")
     values = _parse_fast(body, ncols)
     if values is None:  # something unusual: find and name the first bad line
-        values = _parse_slow(path, body, ncols)
-    labels, pixels = (values[:, 0], values[:, 1:]) if ncols == PIXELS + 1 else (None, values)
-    _check_ranges(path, labels, pixels)
+        values = _parse_slow(path, body, ncols, label_col)
+    labels = None if label_col is None else values[:, label_col]
+    pixels = values[:, pixel_cols]
+    _check_ranges(path, labels, pixels, label_col, pixel_cols)
     images = pixels.astype(np.uint8).reshape(-1, IMG_ROWS, IMG_COLS)
     return Dataset(images, None if labels is None else labels.astype(np.uint8),
                    str(path), hashlib.sha256(raw).hexdigest())
@@ -104,9 +110,11 @@ def _read_file(path: Path) -> bytes:
 
 
 _NUMBER = re.compile(rb"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+_PIXEL_NAME = re.compile(r"^pixel(\d+)$")
 
 
-def _check_header(path: Path, header: bytes, require_labels: bool) -> int:
+def _columns(path: Path, header: bytes, require_labels: bool) -> tuple[int | None, list[int]]:
+    """(label column or None, pixel columns in pixel order) from the header's names."""
     cells = header.split(b",")
     if all(_NUMBER.match(c) for c in cells):
         raise InputError(f"{path}: line 1: no header row (found numbers), expected column names "
@@ -116,11 +124,30 @@ def _check_header(path: Path, header: bytes, require_labels: bool) -> int:
         want = " or ".join(str(a) for a in allowed)
         raise InputError(f"{path}: line 1: header has {len(cells)} columns, expected {want} "
                          f"(label then {PIXELS} pixels)")
-    return len(cells)
+    names = [c.decode("utf-8", "replace").strip().strip('"').strip().lower() for c in cells]
+    labels = [i for i, name in enumerate(names) if name == "label"]
+    if len(labels) > 1 or (labels and len(cells) == PIXELS):
+        raise InputError(f"{path}: line 1: {len(labels)} column(s) named 'label' among {len(cells)}, "
+                         f"expected one label and {PIXELS} pixel columns")
+    if len(cells) == PIXELS + 1 and not labels:
+        raise InputError(f"{path}: line 1: header has {len(cells)} columns but none is named 'label'; "
+                         f"expected label,pixel1,...,pixel{PIXELS}")
+    label_col = labels[0] if labels else None
+    pixel_cols = [i for i in range(len(cells)) if i != label_col]
+    numbers = [_PIXEL_NAME.match(names[i]) for i in pixel_cols]
+    if all(numbers):  # pixel1..pixel784 (or pixel0..pixel783), in any order: put them in order
+        index = [int(m.group(1)) for m in numbers]
+        if sorted(index) not in (list(range(1, PIXELS + 1)), list(range(PIXELS))):
+            raise InputError(f"{path}: line 1: pixel columns are not pixel1..pixel{PIXELS} "
+                             f"(duplicates or gaps)")
+        pixel_cols = [c for _, c in sorted(zip(index, pixel_cols))]
+    return label_col, pixel_cols
 
 
 def _parse_fast(body: bytes, ncols: int) -> np.ndarray | None:
-    """One C-level parse of every cell; None if anything looks off (slow path explains)."""
+    """One C-level parse when every cell is 1-3 ASCII digits; None otherwise (slow path explains)."""
+    if body.translate(None, b"0123456789, \n") or re.search(rb"\d{4}", body):
+        return None
     nrows = body.count(b"\n") + 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -133,45 +160,46 @@ def _parse_fast(body: bytes, ncols: int) -> np.ndarray | None:
     return values.reshape(nrows, ncols)
 
 
-def _parse_slow(path: Path, body: bytes, ncols: int) -> np.ndarray:
-    labelled = ncols == PIXELS + 1
+def _parse_slow(path: Path, body: bytes, ncols: int, label_col: int | None) -> np.ndarray:
     rows = []
     for lineno, line in enumerate(body.split(b"\n"), start=2):
         cells = line.split(b",")
         if len(cells) != ncols:
             raise InputError(f"{path}: line {lineno}: {len(cells)} columns, expected {ncols}")
-        rows.append([_parse_cell(path, lineno, col, cell, 9 if labelled and col == 1 else 255)
+        rows.append([_parse_cell(path, lineno, col, cell, col - 1 == label_col)
                      for col, cell in enumerate(cells, start=1)])
     return np.asarray(rows, dtype=np.int32)
 
 
-def _parse_cell(path: Path, lineno: int, col: int, cell: bytes, hi: int) -> int:
+_CELL = re.compile(rb"^[ \t]*(\d+)(?:\.0*)?[ \t]*$")  # bytes: \d is ASCII 0-9 only
+
+
+def _parse_cell(path: Path, lineno: int, col: int, cell: bytes, is_label: bool) -> int:
     where = f"{path}: line {lineno}, column {col}"
-    text = cell.decode("utf-8", "replace").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: {text!r} is not a number") from None
-    if math.isnan(value):
-        raise InputError(f"{where}: NaN, expected an integer 0-{hi}")
-    if not (0 <= value <= hi) or value != int(value):
-        kind = "label" if hi == 9 else "pixel"
-        raise InputError(f"{where}: {kind} {text} is outside 0-{hi} or not an integer")
-    return int(value)
+    kind, hi = ("label", 9) if is_label else ("pixel", 255)
+    match = _CELL.match(cell)
+    if match is None:
+        shown = printable(cell.decode("utf-8", "replace").strip()[:20])
+        raise InputError(f"{where}: {kind} {shown!r} is not an integer 0-{hi} in ASCII digits")
+    digits = match.group(1)
+    if int(digits) > hi:
+        shown = digits.decode() if len(digits) <= 20 else f"of {len(digits)} digits"
+        raise InputError(f"{where}: {kind} {shown} is outside 0-{hi}")
+    return int(digits)
 
 
-def _check_ranges(path: Path, labels, pixels: np.ndarray) -> None:
+def _check_ranges(path: Path, labels, pixels: np.ndarray, label_col, pixel_cols) -> None:
     if labels is not None:
         bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
         if bad.size:
             row = int(bad[0])
-            raise InputError(f"{path}: line {row + 2}, column 1: label {int(labels[row])} is outside 0-9")
+            raise InputError(f"{path}: line {row + 2}, column {label_col + 1}: label {int(labels[row])} "
+                             f"is outside 0-9")
     bad_rows = np.flatnonzero(((pixels < 0) | (pixels > 255)).any(axis=1))
     if bad_rows.size:
         row = int(bad_rows[0])
         col = int(np.flatnonzero((pixels[row] < 0) | (pixels[row] > 255))[0])
-        offset = 2 if labels is not None else 1
-        raise InputError(f"{path}: line {row + 2}, column {col + offset}: pixel {int(pixels[row, col])} "
+        raise InputError(f"{path}: line {row + 2}, column {pixel_cols[col] + 1}: pixel {int(pixels[row, col])} "
                          f"is outside 0-255")
 
 
@@ -191,15 +219,15 @@ def write_csv(dataset: Dataset, path) -> Path:
 
 # --- IDX ---------------------------------------------------------------------------------
 
+MAX_IDX_BYTES = 256 * 2**20  # Fashion-MNIST's largest file is 47 MB; refuse gzip bombs early
+
+
 def read_idx(path) -> np.ndarray:
     """Read one IDX file (optionally .gz) of unsigned bytes."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a valid gzip file ({exc})") from None
+    data = _gunzip(path) if path.suffix == ".gz" else path.read_bytes()
     if len(data) < 4 or data[0:2] != b"\x00\x00" or data[2] != 0x08:
         raise InputError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
@@ -207,10 +235,25 @@ def read_idx(path) -> np.ndarray:
     if len(data) < header:
         raise InputError(f"{path}: truncated IDX header")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)  # Python integers: a crafted header cannot overflow
     if len(data) - header != expected:
         raise InputError(f"{path}: IDX body has {len(data) - header} bytes, expected {expected} for shape {dims}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _gunzip(path: Path) -> bytes:
+    """Decompress at most MAX_IDX_BYTES; a corrupt or oversized stream is one error naming the file."""
+    inflater = zlib.decompressobj(wbits=31)  # gzip framing
+    try:
+        data = inflater.decompress(path.read_bytes(), MAX_IDX_BYTES + 1)
+    except zlib.error as exc:
+        raise InputError(f"{path}: not a valid gzip file ({exc})") from None
+    if len(data) > MAX_IDX_BYTES:
+        raise InputError(f"{path}: decompresses to more than {MAX_IDX_BYTES // 2**20} MB, "
+                         f"more than any Fashion-MNIST file")
+    if not inflater.eof:
+        raise InputError(f"{path}: not a valid gzip file (truncated)")
+    return data
 
 
 def read_idx_split(directory, split: str) -> Dataset:

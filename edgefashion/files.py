@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,18 +19,62 @@ from .errors import InputError
 def atomic_path(dest: str | os.PathLike, suffix: str = ".part"):
     """Yield a temporary path beside `dest`; move it over `dest` only if the block succeeds.
 
-    `suffix` lets writers that insist on an extension (Keras wants .keras) use it."""
+    `suffix` lets writers that insist on an extension (Keras wants .keras) use it. The temporary
+    name carries our pid, so `remove_leftovers` can tell a killed writer's file from a live one's.
+    A write error without a file name (a full disk) is raised again naming `dest`."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=dest.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+TEMP_MARK = "tmp-pid"  # .NAME.tmp-pid1234-XXXX.part: a half-written NAME of process 1234
+_LEFTOVER = re.compile(rf"^\..+\.{TEMP_MARK}(\d+)-")
+
+
+def remove_leftovers(folder) -> list[Path]:
+    """Delete half-written files (and staging folders) that a killed process left in `folder`:
+    those whose pid is no longer running. Returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _LEFTOVER.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def staging_dir(dest) -> Path:
+    """A fresh folder beside `dest` to build a set of files in (replace_dir puts it in place)."""
+    dest = Path(dest)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{TEMP_MARK}{os.getpid()}-", dir=dest.parent))
 
 
 def _umask() -> int:
@@ -124,3 +169,18 @@ def run_lock(run: Path, what: str):
             yield
         finally:
             handle.truncate(0)
+
+
+def check_output(out, suffix: str, inputs=()) -> None:
+    """Refuse an output path that is not a `suffix` file, or that is one of the inputs
+    (`bench --out model.tflite` must not overwrite the model)."""
+    out = Path(out)
+    if not out.name.lower().endswith(suffix):
+        raise InputError(f"{out}: expected a {suffix} file to write")
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory, expected a {suffix} file to write")
+    target = out.resolve()
+    for source in map(Path, inputs):
+        if source.exists() and (source.resolve() == target or target.is_relative_to(source.resolve())
+                                and source.is_file()):
+            raise InputError(f"{out}: is an input of this command; refusing to overwrite it")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 from dataclasses import MISSING, field
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def add_options(parser: argparse.ArgumentParser, cls, skip=()) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", **kwargs)
             continue
-        kwargs["type"] = meta["type"] or (type(default) if default is not None else str)
+        kwargs["type"] = meta["type"] or DEFAULT_TYPES.get(type(default), str)
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
         kwargs["metavar"] = meta["metavar"] or flag.lstrip("-").replace("-", "_").upper()
@@ -92,10 +94,70 @@ def name_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def fraction(text: str) -> float:
-    """0.98 or 98 (a percentage) -> 0.98."""
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative, expected 0 or more")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A number; NaN and infinity are refused (a NaN gate would pass everything)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    return value / 100 if 1 < value <= 100 else value
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative, expected 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def fraction(text: str) -> float:
+    """0.98 or 98 (a percentage) -> 0.98."""
+    value = finite_float(text)
+    value = value / 100 if 1 < value <= 100 else value
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction (0-1) or a percentage (0-100)")
+    return value
+
+
+MAX_THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    return MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+def thread_count(text: str) -> int:
+    """Interpreter threads: 1 to 4 per CPU. LiteRT crashes at 32,768; ONNX Runtime hangs far below."""
+    value = positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(f"{value} threads, expected 1-{max_threads()} "
+                                         f"({MAX_THREADS_PER_CPU} per CPU on this machine)")
+    return value
+
+
+def thread_list(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4], each a valid thread count."""
+    return [thread_count(part) for part in text.split(",") if part.strip()] or [thread_count(text)]
+
+
+# Types for settings declared without one: numbers are finite, integers not negative (seeds, counts).
+DEFAULT_TYPES = {float: finite_float, int: non_negative_int, Path: Path}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ import numpy as np
 
 from .cpu import CpuInfo
 from .errors import InputError
-from .files import read_json, sha256_file, write_json
+from .console import printable
+from .files import read_json, remove_leftovers, sha256_file, write_json
 
 SCHEMA_VERSION = 1
 FORMATS = ("tflite-int8", "tflite-f32", "onnx-f32", "onnx-int8")
@@ -361,7 +363,6 @@ class ModelSpec:
     file: str
     input: TensorInfo
     output: TensorInfo
-    golden_tolerance: float
 
 
 @dataclass
@@ -501,3 +502,15 @@ class Run:
             return None
         test = TrainReport.read(self.config).test
         return Path(test.source) if test and Path(test.source).exists() else None
+
+    def remove_leftovers(self) -> list[Path]:
+        """Half-written files and staging folders a killed train/export/verify/bundle left behind."""
+        return remove_leftovers(self.root) + remove_leftovers(self.export_dir)
+
+
+def report_leftovers(run: Run) -> None:
+    """Remove a killed run's leftovers, and say so on stderr."""
+    removed = run.remove_leftovers()
+    if removed:
+        names = ", ".join(printable(p.name) for p in removed[:5]) + (" ..." if len(removed) > 5 else "")
+        print(f"note: removed {len(removed)} leftover(s) of an interrupted run: {names}", file=sys.stderr)

@@ -26,11 +26,12 @@ import numpy as np
 from .. import cpu, data, package_versions
 from ..console import Progress
 from ..errors import InputError
-from ..files import write_text
-from ..options import int_list, positive_int, setting
+from ..files import check_output, write_text
+from ..options import int_list, non_negative_float, positive_int, setting, thread_list
 from ..report import plot_latency
 from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Environment, Run
 from .locate import is_model_file, models_at
+from .trust import Trust
 from .runtime import Model
 
 SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
@@ -40,11 +41,13 @@ SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
 class BenchConfig:
     paths: list
     batches: list = setting([1], "batch sizes, comma-separated", flag="--batch", type=int_list)
-    threads: list = setting([1], "thread counts, comma-separated", type=int_list)
+    threads: list = setting([1], "thread counts, comma-separated", type=thread_list)
     warmup: int = setting(20, "untimed runs first")
     runs: int = setting(200, "timed runs, at least", type=positive_int)
-    min_time: float = setting(1.0, "keep timing for at least this many seconds per configuration")
+    min_time: float = setting(1.0, "keep timing for at least this many seconds per configuration",
+                              type=non_negative_float)
     out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
+    trust: Trust | None = None  # which bundles to accept (default: this device's trusted keys)
 
     def validate(self) -> None:
         for name in ("batches", "threads"):
@@ -56,12 +59,14 @@ class BenchConfig:
                              f"expected runs >= 1, warmup >= 0, min_time >= 0")
         if not self.paths:
             raise InputError("no model, run directory or bundle given")
+        if self.out is not None:
+            check_output(self.out, ".json", self.paths)
 
 
 # --- what to benchmark ------------------------------------------------------------------
 
 @contextlib.contextmanager
-def resolve_models(paths):
+def resolve_models(paths, trust: Trust | None = None):
     """Yield the model paths named by model files, run directories and bundles."""
     with contextlib.ExitStack() as stack:
         found = []
@@ -69,7 +74,7 @@ def resolve_models(paths):
             if is_model_file(path):
                 found.append(path)
                 continue
-            models = models_at(path, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            models = models_at(path, Path(stack.enter_context(tempfile.TemporaryDirectory())), trust)
             if models is not None:
                 found.extend(models.values())
             elif path.exists():
@@ -212,7 +217,7 @@ def bench(config: BenchConfig) -> tuple[BenchReport, Path]:
     config.validate()
     env = environment()
     results = []
-    with resolve_models(config.paths) as models:
+    with resolve_models(config.paths, config.trust) as models:
         with Progress(len(models) * len(config.threads), "bench") as progress:
             for path in models:
                 for threads in config.threads:

@@ -1,121 +1,202 @@
 """Opening a device bundle safely, and the on-device self-test (host/bundle.py makes bundles).
 
 A bundle is a flat .tar.gz. manifest.json lists every other file with its sha256 and size; nothing
-else may be in the archive, and nothing in it may be a link, a device, absolute or leave the folder.
+else may be in the archive (but manifest.sig, its signature: device/trust.py), and nothing in it may
+be a link, a folder, a device, absolute or leave the folder. The manifest describes; it never sets
+how strict the device is: golden tolerances and floors are the device's own (Limits).
 """
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .. import IMAGE_SHAPE
+from .. import IMAGE_SHAPE, NUM_CLASSES
+from ..console import printable
 from ..errors import InputError
-from ..files import read_json, sha256_file
-from ..rundir import FLOAT_OF, BundleManifest, ModelSpec
+from ..files import read_json
+from ..options import fraction, non_negative_float, non_negative_int, setting
+from ..rundir import FLOAT_OF, FORMATS, BundleManifest
 from .runtime import Model
+from .trust import SIGNATURE, Provenance, Trust
+from .trust import check as trust_check
 
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
-FLOAT_TOLERANCE = 1e-4
 # int8 TFLite goldens come from the reference kernels: bit-identical on every CPU. The fast kernels
 # (XNNPACK on x86, NEON on Arm) round intermediate values differently, and one step early on can
 # grow to several in the output (measured: 7 of 2,000 values, up to 7 steps, x86 vs aarch64).
 REFERENCE_KERNELS = ("tflite-int8",)
-FAST_MIN_MATCH = 0.99  # fast kernels: share of values within one step, and of identical top-1
-MAX_BUNDLE_BYTES = 512 * 2**20  # refuse anything that unpacks bigger: no tar bombs on a small board
+# Budgets, checked before the bytes are read: no tar or zip bomb exhausts a small board.
+MAX_MEMBERS = 32              # a bundle has 7-9 files
+MAX_MEMBER_BYTES = 256 * 2**20
+MAX_BUNDLE_BYTES = 512 * 2**20
+MAX_MANIFEST_BYTES = 2**20
+MAX_GOLDEN_BYTES = 64 * 2**20  # uncompressed arrays in golden.npz (200 images take 0.2 MB)
 INPUT_SPEC = {"shape": [-1, *IMAGE_SHAPE], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
               "preprocessing": "28x28 grayscale, light object on black, scaled by 1/255 (Fashion-MNIST)"}
 
 
 # --- opening a bundle (device) -------------------------------------------------------------
 
-def open_bundle(path, dest: Path) -> tuple[Path, dict]:
-    """Extract `path` safely into `dest` and check every file against the manifest.
-    Returns (folder, manifest); raises InputError naming the file and the problem."""
+def open_bundle(path, dest: Path, trust: Trust | None = None) -> tuple[Path, BundleManifest, Provenance]:
+    """Extract `path` safely into `dest`, check every file against the manifest and the manifest
+    against `trust` (default: the keys in this device's config folder).
+    Returns (folder, manifest, provenance); raises InputError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: bundle not found")
+    trust = Trust.load() if trust is None else trust
+    hashes = _extract(path, dest)
+    if MANIFEST not in hashes:
+        raise InputError(f"{path}: has no {MANIFEST}")
+    if hashes[MANIFEST][1] > MAX_MANIFEST_BYTES:
+        raise InputError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+    manifest_bytes = (dest / MANIFEST).read_bytes()
+    provenance = trust_check(path, dest, manifest_bytes, trust)
+    manifest = BundleManifest.from_json(read_json(dest / MANIFEST, MANIFEST), f"{path}: {MANIFEST}")
+    problems = check_files(hashes, manifest) + check_listing(manifest)
+    if problems:
+        raise InputError(f"{path}: " + _first(problems))
+    return dest, manifest, provenance
+
+
+def _first(problems: list[str], shown: int = 3) -> str:
+    """A few problems on one line: a crafted bundle with 200,000 members must not print them all."""
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
+def _extract(path: Path, dest: Path) -> dict[str, tuple[str, int]]:
+    """Stream every member into `dest`, hashing as it goes: {name: (sha256, bytes)}."""
+    hashes, total = {}, 0
     try:
         with tarfile.open(path, "r:gz") as tar:
-            members = tar.getmembers()
-            _check_members(path, members)
-            for member in members:
-                if member.isfile():
-                    _extract_file(tar, member, dest)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {exc})") from None
-    manifest_path = dest / MANIFEST
-    if not manifest_path.is_file():
-        raise InputError(f"{path}: has no {MANIFEST}")
-    manifest = BundleManifest.from_json(read_json(manifest_path, MANIFEST), f"{path}: {MANIFEST}")
-    problems = check_files(dest, manifest) + check_listing(manifest)
-    if problems:
-        raise InputError(f"{path}: " + "; ".join(problems))
-    return dest, manifest
+            for count, member in enumerate(tar, start=1):
+                _check_member(path, member, count)
+                total += member.size
+                if total > MAX_BUNDLE_BYTES:
+                    raise InputError(f"{path}: unpacks to more than {MAX_BUNDLE_BYTES // 2**20} MB")
+                if member.name in hashes:
+                    raise InputError(f"{path}: member {printable(member.name)!r} appears twice")
+                hashes[member.name] = _extract_file(path, tar, member, dest)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {printable(exc)})") from None
+    except OSError as exc:
+        if exc.filename is not None:  # writing failed: a full or read-only $TMPDIR, not a bad bundle
+            raise InputError(f"cannot extract {path} into {dest}: {exc.strerror}") from None
+        raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {printable(exc)})") from None
+    return hashes
 
 
-def _check_members(path: Path, members: list) -> None:
-    total = 0
-    for m in members:
-        name = PurePosixPath(m.name)
-        if name.is_absolute() or m.name.startswith(("/", "\\")):
-            raise InputError(f"{path}: member {m.name!r} has an absolute path")
-        if ".." in name.parts:
-            raise InputError(f"{path}: member {m.name!r} leaves the bundle folder ('..')")
-        if m.issym() or m.islnk():
-            raise InputError(f"{path}: member {m.name!r} is a link to {m.linkname!r}; links are not allowed")
-        if not (m.isfile() or m.isdir()):
-            raise InputError(f"{path}: member {m.name!r} is a device or special file")
-        total += m.size
-    if total > MAX_BUNDLE_BYTES:
-        raise InputError(f"{path}: unpacks to {total} bytes, more than the {MAX_BUNDLE_BYTES} allowed")
+def _check_member(path: Path, m: tarfile.TarInfo, count: int) -> None:
+    name = printable(m.name)
+    if count > MAX_MEMBERS:
+        raise InputError(f"{path}: more than {MAX_MEMBERS} members; a bundle has a handful of files")
+    if m.name.startswith(("/", "\\")) or PurePosixPath(m.name).is_absolute():
+        raise InputError(f"{path}: member {name!r} has an absolute path")
+    if ".." in PurePosixPath(m.name).parts:
+        raise InputError(f"{path}: member {name!r} leaves the bundle folder ('..')")
+    if m.issym() or m.islnk():
+        raise InputError(f"{path}: member {name!r} is a link to {printable(m.linkname)!r}; links are not allowed")
+    if not m.isfile():
+        raise InputError(f"{path}: member {name!r} is a folder, device or special file; a bundle holds files only")
+    if "/" in m.name or m.name in ("", ".") or m.name.startswith("."):
+        raise InputError(f"{path}: member {name!r} is not a plain file name; a bundle is flat")
+    if m.size > MAX_MEMBER_BYTES:
+        raise InputError(f"{path}: member {name!r} is {m.size} bytes, more than {MAX_MEMBER_BYTES // 2**20} MB")
 
 
-def _extract_file(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
-    """Copy one regular file's bytes; names were checked, so it stays inside `dest`."""
-    target = dest / PurePosixPath(member.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _extract_file(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> tuple[str, int]:
+    """Copy one regular file's bytes in blocks, hashing them; names were checked, so it stays in `dest`."""
+    digest, size = hashlib.sha256(), 0
     source = tar.extractfile(member)
-    target.write_bytes(source.read())
+    target = dest / member.name
+    with open(target, "xb") as out:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            try:
+                out.write(block)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(target)) from None
+    return digest.hexdigest(), size
 
 
-def check_files(folder: Path, manifest: BundleManifest) -> list[str]:
+def check_files(hashes: dict[str, tuple[str, int]], manifest: BundleManifest) -> list[str]:
     """Every listed file present with its sha256 and size, and nothing unlisted."""
     problems = []
     listed = manifest.files
     if not listed:
         return [f"{MANIFEST} lists no files"]
     for name, expected in listed.items():
-        file = folder / name
-        if PurePosixPath(name).name != name:
-            problems.append(f"{name!r}: not a plain file name")
-        elif not file.is_file():
-            problems.append(f"{name}: missing")
-        elif file.stat().st_size != expected.bytes:
-            problems.append(f"{name}: {file.stat().st_size} bytes, expected {expected.bytes} (truncated?)")
-        elif sha256_file(file) != expected.sha256:
-            problems.append(f"{name}: sha256 mismatch (modified)")
-    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
-    problems.extend(f"{name}: not listed in the manifest" for name in sorted(present - set(listed) - {MANIFEST}))
+        shown = printable(name)
+        if PurePosixPath(name).name != name or name in (MANIFEST, SIGNATURE):
+            problems.append(f"{shown!r}: not a plain file name")
+        elif name not in hashes:
+            problems.append(f"{shown}: missing")
+        elif hashes[name][1] != expected.bytes:
+            problems.append(f"{shown}: {hashes[name][1]} bytes, expected {expected.bytes} (truncated?)")
+        elif hashes[name][0] != expected.sha256:
+            problems.append(f"{shown}: sha256 mismatch (modified)")
+    extra = sorted(set(hashes) - set(listed) - {MANIFEST, SIGNATURE})
+    problems.extend(f"{printable(name)}: not listed in the manifest" for name in extra)
     return problems
 
 
 def check_listing(manifest: BundleManifest) -> list[str]:
     """Models and golden vectors are files the manifest lists (and so hashes), and there are models."""
-    problems = [f"model {fmt} -> {name!r} is not a file listed in the bundle"
+    problems = [f"model {printable(fmt)} -> {printable(name)!r} is not a file listed in the bundle"
                 for fmt, name in manifest.models.items() if name not in manifest.files]
-    problems += [f"model {fmt} has no model_specs entry" for fmt in manifest.models if fmt not in manifest.model_specs]
+    problems += [f"model {printable(fmt)} is not one of {', '.join(FORMATS)}"
+                 for fmt in manifest.models if fmt not in FORMATS]
     if manifest.golden.file not in manifest.files:
-        problems.append(f"golden vectors {manifest.golden.file!r} are not a file listed in the bundle")
+        problems.append(f"golden vectors {printable(manifest.golden.file)!r} are not a file listed in the bundle")
     if not manifest.models:
         problems.append("the bundle holds no models")
     return [f"{MANIFEST}: {problem}" for problem in problems]
+
+
+def load_golden(path: Path, manifest: BundleManifest) -> dict[str, np.ndarray]:
+    """The golden arrays, checked before use: sizes from the zip directory before anything is
+    inflated, then names, shapes and dtypes. No pickles."""
+    where = f"{GOLDEN} in the bundle"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+        if inflated > MAX_GOLDEN_BYTES:
+            raise InputError(f"{where}: unpacks to {inflated} bytes, more than {MAX_GOLDEN_BYTES // 2**20} MB")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"{where}: not a readable .npz of plain arrays ({printable(str(exc)[:100])})") from None
+    needed = {"images": (np.uint8, IMAGE_SHAPE[:2]), "labels": (None, ())}
+    for fmt in manifest.models:
+        needed[f"raw_{fmt}"] = (None, (NUM_CLASSES,))
+        if fmt in REFERENCE_KERNELS:
+            needed[f"fast_{fmt}"] = (None, (NUM_CLASSES,))
+    count = len(arrays["images"]) if "images" in arrays and arrays["images"].ndim else 0
+    for name, (dtype, shape) in needed.items():
+        array = arrays.get(name)
+        if array is None:
+            raise InputError(f"{where}: has no array {name!r}")
+        if array.shape != (count, *shape) or count == 0 or (dtype and array.dtype != dtype) \
+                or array.dtype.kind not in "uif":
+            raise InputError(f"{where}: {name} is {array.dtype} {array.shape}, expected {count or 'N'} "
+                             f"rows of shape {shape} (N >= 1)")
+    labels = arrays["labels"]
+    if labels.dtype.kind not in "ui" or labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise InputError(f"{where}: labels must be integers 0-{NUM_CLASSES - 1}")
+    return arrays
 
 
 # --- self-test (device) --------------------------------------------------------------------
@@ -131,10 +212,35 @@ class Check:
         return {"name": self.name, "passed": self.passed, "detail": self.detail, "figures": self.figures}
 
     def line(self) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.detail}"
+        return printable(f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.detail}")
 
 
-def selftest(bundle, threads: int = 1, report=print) -> list[Check]:
+@dataclass(frozen=True)
+class Limits:
+    """How strict this device is with a bundle. Defaults in code, settable by flag; the bundle's
+    manifest cannot loosen them."""
+
+    reference_steps: int = setting(0, "largest difference of int8 TFLite (reference kernels) from the golden "
+                                      "outputs, in quantization steps: they are bit-identical on every CPU",
+                                   type=non_negative_int, metavar="STEPS")
+    onnx_int8_steps: int = setting(1, "largest difference of int8 ONNX from the golden outputs, in steps of "
+                                      "1/255 (measured: 0 on x86 with and without VNNI and on aarch64)",
+                                   type=non_negative_int, metavar="STEPS")
+    float_tolerance: float = setting(1e-4, "largest |p - p_golden| of a float model", type=non_negative_float,
+                                     metavar="P")
+    fast_min_match: float = setting(0.99, "int8 TFLite on the fast kernels: smallest share of values within "
+                                          "one step of the golden outputs, and of identical top-1",
+                                    type=fraction, metavar="FRACTION")
+    min_agreement: float = setting(0.98, "smallest top-1 agreement of an int8 model with its float model on "
+                                         "the golden images (one image of slack for small sets)",
+                                   type=fraction, metavar="FRACTION")
+    min_accuracy: float = setting(0.5, "smallest accuracy of every model on the golden images (0.1 is "
+                                       "chance; the seed CNN scores about 0.9)", type=fraction,
+                                  metavar="FRACTION")
+
+
+def selftest(bundle, threads: int = 1, report=print, trust: Trust | None = None,
+             limits: Limits = Limits()) -> list[Check]:
     """Every check of a bundle on this device; `report` gets each one as it finishes."""
     checks: list[Check] = []
 
@@ -142,46 +248,54 @@ def selftest(bundle, threads: int = 1, report=print) -> list[Check]:
         checks.append(check)
         report(check.line())
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(prefix="edgefashion-selftest-") as scratch:
         try:
-            folder, manifest = open_bundle(bundle, Path(scratch))
+            folder, manifest, provenance = open_bundle(bundle, Path(scratch), trust)
+            golden = load_golden(folder / manifest.golden.file, manifest)
         except InputError as exc:
             record(Check("bundle", False, str(exc)))
             return checks
-        record(Check("bundle", True, f"safe to extract; {len(manifest.files)} files match their sha256"))
-        golden = np.load(folder / manifest.golden.file)
+        record(Check("bundle", True, f"safe to extract; {len(manifest.files)} files match their sha256; "
+                                     f"{len(golden['labels'])} golden images"))
+        record(Check("origin", True, provenance.line() + (f"; warning: {provenance.warning}"
+                                                          if provenance.warning else ""),
+                     {"sha256": provenance.digest, "signer": provenance.signer, "verified": provenance.verified}))
         outputs = {}
         for fmt, name in manifest.models.items():
-            outputs[fmt] = _check_model(fmt, folder / name, manifest.model_specs[fmt], golden, threads, record)
-        _cross_check(manifest, golden, outputs, record)
+            outputs[fmt] = _check_model(fmt, folder / name, golden, threads, limits, record)
+        _cross_check(manifest, golden, outputs, limits, record)
     return checks
 
 
-def _check_model(fmt: str, path: Path, spec: ModelSpec, golden, threads: int, record) -> np.ndarray | None:
+def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, record) -> np.ndarray | None:
     """Load one model, compare it with the host's golden outputs; return its probabilities."""
+    name = printable(path.name)
     try:
         model = Model(path, threads=threads)
+        if model.format != fmt:
+            raise InputError(f"{name}: is a {model.format} model, listed as {printable(fmt)}")
+        raw = model.run(model.prepare(golden["images"]))
+        if fmt in REFERENCE_KERNELS:
+            reference = Model(path, threads=threads, kernels="reference")
+            exact = _diff(reference.run(reference.prepare(golden["images"])), golden[f"raw_{fmt}"])
     except InputError as exc:
-        record(Check(f"load {path.name}", False, str(exc)))
+        record(Check(f"load {name}", False, str(exc)))
         return None
-    record(Check(f"load {path.name}", True, f"{model.format} on {model.backend}"))
-    raw = model.run(model.prepare(golden["images"]))
-    tolerance = spec.golden_tolerance
+    record(Check(f"load {name}", True, f"{model.format} on {model.backend}"))
     if fmt in REFERENCE_KERNELS:
-        reference = Model(path, threads=threads, kernels="reference")
-        exact = _diff(reference.run(reference.prepare(golden["images"])), golden[f"raw_{fmt}"])
-        record(Check(f"golden {path.name} (reference kernels)", exact["max"] <= tolerance,
-                     f"max {exact['max']:.3g} quantization steps (tolerance {tolerance:g}), "
+        record(Check(f"golden {name} (reference kernels)", exact["max"] <= limits.reference_steps,
+                     f"max {exact['max']:.3g} quantization steps (limit {limits.reference_steps}), "
                      f"{exact['differ']} of {exact['values']} values differ", exact))
         fast = _diff(raw, golden[f"fast_{fmt}"])
-        passed = fast["within_one"] >= FAST_MIN_MATCH and fast["same_top1"] >= FAST_MIN_MATCH
-        record(Check(f"golden {path.name} (fast kernels)", passed,
-                     f"{fast['within_one']:.2%} of values within one step (>= {FAST_MIN_MATCH:.0%}), "
+        passed = fast["within_one"] >= limits.fast_min_match and fast["same_top1"] >= limits.fast_min_match
+        record(Check(f"golden {name} (fast kernels)", passed,
+                     f"{fast['within_one']:.2%} of values within one step (>= {limits.fast_min_match:.0%}), "
                      f"max {fast['max']:.3g} steps, same top-1 on {fast['same_top1']:.1%} of images", fast))
     else:
+        tolerance = limits.onnx_int8_steps / 255 * 1.001 if fmt == "onnx-int8" else limits.float_tolerance
         result = _diff(raw, golden[f"raw_{fmt}"])
-        record(Check(f"golden {path.name}", result["max"] <= tolerance,
-                     f"max |diff| {result['max']:.3g} (tolerance {tolerance:.3g}), "
+        record(Check(f"golden {name}", result["max"] <= tolerance,
+                     f"max |diff| {result['max']:.3g} (limit {tolerance:.3g}), "
                      f"{result['differ']} of {result['values']} values differ", {**result, "tolerance": tolerance}))
     return model.dequantize(raw)
 
@@ -205,19 +319,27 @@ def agreements(golden, probabilities: dict) -> dict:
     return out
 
 
-def _cross_check(manifest: BundleManifest, golden, outputs: dict, record) -> None:
-    """The host's int8-vs-float cross-check, repeated here: it must come out the same
-    (one golden image of slack for the one-step int8 differences between CPUs)."""
-    host = manifest.golden.host_cross_check
-    slack = 1 / len(golden["labels"])
+def _cross_check(manifest: BundleManifest, golden, outputs: dict, limits: Limits, record) -> None:
+    """The int8-vs-float cross-check on the golden images, against this device's floors, and the
+    same figures the host recorded (one golden image of slack for one-step int8 differences)."""
+    labels = golden["labels"]
+    slack = 1 / len(labels)
+    accuracy = {fmt: float((p.argmax(1) == labels).mean()) for fmt, p in outputs.items() if p is not None}
+    if accuracy:
+        low = [fmt for fmt, value in accuracy.items() if value + slack < limits.min_accuracy]
+        record(Check("accuracy", not low, ", ".join(f"{fmt} {value:.3f}" for fmt, value in accuracy.items())
+                     + f" on {len(labels)} golden images; this device's floor {limits.min_accuracy:.2f}"
+                     + (f": {', '.join(low)} below it" if low else ""),
+                     {"accuracy": accuracy, "floor": limits.min_accuracy}))
     device = agreements(golden, {k: v for k, v in outputs.items() if v is not None})
     for family, here in device.items():
-        there = host.get(family)
-        if there is None:
-            continue
-        passed = here["agreement"] >= there.agreement - slack - 1e-9 and \
+        there = manifest.golden.host_cross_check.get(family)
+        floor_ok = here["agreement"] + slack >= limits.min_agreement - 1e-9
+        same_as_host = there is not None and here["agreement"] >= there.agreement - slack - 1e-9 and \
             abs(here["int8_accuracy"] - there.int8_accuracy) <= slack + 1e-9
-        record(Check(f"int8 vs float {family}", passed,
-                     f"top-1 agreement {here['agreement']:.1%} (host {there.agreement:.1%}), int8 accuracy "
-                     f"{here['int8_accuracy']:.3f} (host {there.int8_accuracy:.3f}), float "
-                     f"{here['f32_accuracy']:.3f} on {len(golden['labels'])} golden images"))
+        host = (f" (host {there.agreement:.1%})" if there else " (the host recorded none)")
+        record(Check(f"int8 vs float {family}", floor_ok and same_as_host,
+                     f"top-1 agreement {here['agreement']:.1%}{host}, floor {limits.min_agreement:.0%}; int8 accuracy "
+                     f"{here['int8_accuracy']:.3f}" + (f" (host {there.int8_accuracy:.3f})" if there else "")
+                     + f", float {here['f32_accuracy']:.3f} on {len(labels)} golden images",
+                     {**here, "floor": limits.min_agreement}))

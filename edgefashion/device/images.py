@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +29,17 @@ def load_inputs(paths) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     return np.stack([load_image(p) for p in paths]), None, [p.name for p in paths]
 
 
+MAX_NPY_BYTES = 1 << 30  # 1 GB of images is ~1.3 M Fashion-MNIST images: more is a mistake or an attack
+MAX_IMAGE_PIXELS = 50_000_000  # a 50 Mpx photo is plenty; Pillow's own limit is 178 Mpx
+
+
 def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    _check_npy_header(path)
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy file ({exc})") from None
     if array.ndim == 2 and array.shape[1] == data.PIXELS:
         array = array.reshape(-1, 28, 28)
@@ -49,6 +56,25 @@ def _load_npy(path: Path) -> np.ndarray:
     raise InputError(f"{path}: dtype {array.dtype}, expected uint8 pixels 0-255 or floats in [0, 1]")
 
 
+def _check_npy_header(path: Path) -> None:
+    """Read only the header: the array it announces must fit the file and the budget."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"npy format version {version}")
+            shape, _, dtype = read_header(f, max_header_size=10_000)
+            body = path.stat().st_size - f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable .npy file ({str(exc)[:120]})") from None
+    announced = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject or announced > MAX_NPY_BYTES or announced > body:
+        raise InputError(f"{path}: header announces {shape} {dtype} ({announced} bytes), but the file holds "
+                         f"{body} bytes (limit {MAX_NPY_BYTES // 2**20} MB)")
+
+
 def load_image(path: Path) -> np.ndarray:
     """Any photo -> 28x28 uint8 as Fashion-MNIST: grayscale, light object on black, centred."""
     try:
@@ -58,10 +84,16 @@ def load_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # an error, not a 2-line warning
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{path}: {img.width}x{img.height} pixels, more than the "
+                                 f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx allowed; scale it down first")
             gray = ImageOps.exif_transpose(img).convert("L")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from None
+    except InputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
     pixels = np.asarray(gray)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if border.mean() > 127:  # dark object on a light background: Fashion-MNIST is the negative

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..rundir import Run
+from ..console import printable
 from .bundle import open_bundle
+from .trust import Trust
 
 BUNDLE_SUFFIXES = (".tar.gz", ".tgz")
 MODEL_SUFFIXES = (".tflite", ".onnx")
 
 
-def models_at(path: Path, scratch: Path) -> dict[str, Path] | None:
-    """{format: path} for a run directory (or its export/) or a bundle, which is checked and
-    extracted into `scratch`; None when `path` is neither."""
+def models_at(path: Path, scratch: Path, trust: Trust | None = None) -> dict[str, Path] | None:
+    """{format: path} for a run directory (or its export/) or a bundle, which is checked against
+    `trust` and extracted into `scratch`; None when `path` is neither. A bundle's origin is
+    reported on stderr."""
     path = Path(path)
     if path.is_dir():
         return Run.at(path).exported_models()
-    if path.is_file() and path.name.endswith(BUNDLE_SUFFIXES):
-        folder, manifest = open_bundle(path, scratch)
+    if is_bundle(path):
+        folder, manifest, provenance = open_bundle(path, scratch, trust)
+        print(printable(f"bundle {path.name}: {provenance.line()}"), file=sys.stderr)
+        if provenance.warning:
+            print(printable(f"warning: {provenance.warning}"), file=sys.stderr)
         return {fmt: folder / name for fmt, name in manifest.models.items()}
     return None
 
 
+def is_bundle(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(BUNDLE_SUFFIXES)
+
+
 def is_model_file(path: Path) -> bool:
-    return path.is_file() and path.suffix in MODEL_SUFFIXES
+    return path.is_file() and path.suffix.lower() in MODEL_SUFFIXES

@@ -10,14 +10,15 @@ from ..errors import InputError
 from .images import load_inputs
 from .locate import models_at
 from .runtime import Model
+from .trust import Trust
 
 
-def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1) -> dict:
+def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: Trust | None = None) -> dict:
     """{"model": info, "predictions": [{input, label, probability[, truth]}], "accuracy": float|None}"""
     images, labels, names = load_inputs(inputs)
     source = Path(source)
-    with tempfile.TemporaryDirectory() as scratch:
-        model = Model(_model_path(source, fmt, Path(scratch)), threads=threads)
+    with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
+        model = Model(_model_path(source, fmt, Path(scratch), trust), threads=threads)
         result = model.predict(images)
     rows = []
     for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):
@@ -29,8 +30,8 @@ def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1) -> dict:
     return {"model": {"source": str(source), **model.info()}, "predictions": rows, "accuracy": accuracy}
 
 
-def _model_path(source: Path, fmt: str, scratch: Path) -> Path:
-    models = models_at(source, scratch)
+def _model_path(source: Path, fmt: str, scratch: Path, trust: Trust | None) -> Path:
+    models = models_at(source, scratch, trust)
     if models is None:
         if not source.exists():
             raise InputError(f"{source}: not found")

@@ -7,6 +7,7 @@ only TFLite interpreter left.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from .. import IMAGE_SHAPE, LABELS, NUM_CLASSES
 from ..console import quiet
 from ..errors import InputError, MissingDependency
+from ..options import max_threads
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
@@ -57,8 +59,8 @@ class Model:
 
     def __init__(self, source: str | Path | bytes, threads: int = 1, backend: str | None = None,
                  name: str | None = None, kernels: str = "default"):
-        if not isinstance(threads, int) or threads < 1:
-            raise InputError(f"threads={threads!r}, expected a positive integer")
+        if not isinstance(threads, int) or not 1 <= threads <= max_threads():
+            raise InputError(f"threads={threads!r}, expected 1-{max_threads()} (4 per CPU)")
         if kernels not in ("default", "reference"):
             raise InputError(f"kernels={kernels!r}, expected 'default' or 'reference'")
         content, self.name = _read_model(source, name)
@@ -88,6 +90,7 @@ class Model:
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """float32 (N, 10) probabilities; large inputs run in batches of `batch_size`."""
         x = _as_batch(images)
+        batch_size = min(batch_size, self._runner.max_batch)
         if len(x) > batch_size:
             return np.concatenate([self.predict_proba(x[i:i + batch_size], batch_size)
                                    for i in range(0, len(x), batch_size)])
@@ -234,13 +237,15 @@ class _TFLiteRunner:
         if kernels == "reference":
             resolvers = sys.modules[interpreter_class.__module__].OpResolverType
             options["experimental_op_resolver_type"] = resolvers.BUILTIN_REF
-        try:
+        self.name = name
+        try:  # ValueError covers UnicodeDecodeError from tensor names
             with quiet(fds=(2,)):  # LiteRT prints an INFO line for its XNNPACK delegate
                 self.interpreter = interpreter_class(model_content=content, num_threads=threads, **options)
+                self.max_batch = _batch_budget(name, self.interpreter.get_tensor_details())
                 self.interpreter.allocate_tensors()
+            inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{name}: not a valid TFLite model ({_first_line(exc)})") from None
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
         self.input, self.output = _tflite_spec(inputs[0]), _tflite_spec(outputs[0])
@@ -248,13 +253,29 @@ class _TFLiteRunner:
         self._batch = int(inputs[0]["shape"][0])
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if len(x) != self._batch:  # resize once per new batch size, not per call
-            self.interpreter.resize_tensor_input(self._in, [len(x), *IMAGE_SHAPE])
-            self.interpreter.allocate_tensors()
-            self._batch = len(x)
-        self.interpreter.set_tensor(self._in, x)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._out)
+        try:  # a model can load and still fail when it runs (XNNPACK, null tensor data, ...)
+            if len(x) != self._batch:  # resize once per new batch size, not per call
+                self.interpreter.resize_tensor_input(self._in, [len(x), *IMAGE_SHAPE])
+                self.interpreter.allocate_tensors()
+                self._batch = len(x)
+            self.interpreter.set_tensor(self._in, x)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._out)
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"{self.name}: the model failed to run ({_first_line(exc)})") from None
+
+
+MAX_TENSOR_BYTES = 256 * 2**20  # per batch: a Pi Zero 2 W has 512 MB in all
+
+
+def _batch_budget(name: str, tensors: list[dict]) -> int:
+    """The largest batch whose tensors fit MAX_TENSOR_BYTES, from the shapes at batch 1 (an upper
+    bound: weights are counted per image too). A model that does not fit one image is refused."""
+    per_image = sum(math.prod(int(d) for d in t["shape"]) * np.dtype(t["dtype"]).itemsize for t in tensors)
+    if per_image > MAX_TENSOR_BYTES:
+        raise InputError(f"{name}: its tensors need {per_image / 2**20:.0f} MB for one image, more than the "
+                         f"{MAX_TENSOR_BYTES // 2**20} MB allowed (not a small image classifier)")
+    return max(1, MAX_TENSOR_BYTES // max(per_image, 1))
 
 
 def _tflite_spec(detail: dict) -> TensorSpec:
@@ -288,11 +309,62 @@ class _OnnxRunner:
             raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
         self.input, self.output = _onnx_spec(inputs[0]), _onnx_spec(outputs[0])
         self._in_name, self._out_names = inputs[0].name, [outputs[0].name]
+        self.name = name
         # QDQ models keep float inputs; their QuantizeLinear nodes mark them as int8.
-        self.quantized = b"QuantizeLinear" in content
+        self.quantized = bool(onnx_op_types(content) & {"QuantizeLinear", "QLinearConv", "QLinearMatMul"})
+        self.max_batch = ONNX_MAX_BATCH
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(self._out_names, {self._in_name: x})[0]
+        try:
+            return self.session.run(self._out_names, {self._in_name: x})[0]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InputError(f"{self.name}: the model failed to run ({_first_line(exc)})") from None
+
+
+ONNX_MAX_BATCH = 256  # ONNX Runtime does not show intermediate shapes before running: a fixed cap
+
+
+def onnx_op_types(content: bytes) -> set[str]:
+    """The op types of an ONNX model's main graph, read from the protobuf itself (ModelProto.graph = 7,
+    GraphProto.node = 1, NodeProto.op_type = 4), so a doc string that mentions an op does not count."""
+    ops = set()
+    for _, graph in _fields(content, 7):
+        for _, node in _fields(graph, 1):
+            ops.update(op.decode("utf-8", "replace") for _, op in _fields(node, 4))
+    return ops
+
+
+def _fields(buffer: bytes, wanted: int):
+    """(number, bytes) of the length-delimited fields numbered `wanted` in one protobuf message."""
+    pos, end = 0, len(buffer)
+    while pos < end:
+        key, pos = _varint(buffer, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buffer, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            size, pos = _varint(buffer, pos)
+            if number == wanted:
+                yield number, buffer[pos:pos + size]
+            pos += size
+        else:  # groups (3, 4) are not used by ONNX: stop rather than guess
+            return
+
+
+def _varint(buffer: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(buffer):
+        byte = buffer[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return value, len(buffer)
 
 
 def _onnx_spec(arg) -> TensorSpec:

@@ -17,7 +17,7 @@ from .. import LABELS, NUM_CLASSES, cpu, data
 from ..console import Progress, step
 from ..errors import InputError
 from ..files import write_text
-from ..options import fraction, positive_int, setting
+from ..options import fraction, setting, thread_count
 from ..report import markdown_table, plot_confusion
 from ..rundir import LayerErrors, ModelResult, Reference, Run, VerifyReport
 from .runtime import Model
@@ -117,7 +117,7 @@ class VerifyConfig:
     reference: str = setting("auto", "float reference: Keras where TensorFlow is installed (auto), or "
                                      "model_f32.tflite", choices=REFERENCES)
     batch_size: int = 500
-    threads: int = setting(1, "interpreter threads", type=positive_int)
+    threads: int = setting(1, "interpreter threads", type=thread_count)
     verbose: bool = False
 
     def validate(self) -> None:

@@ -15,11 +15,12 @@ import numpy as np
 
 from .. import LABELS, __version__
 from ..errors import InputError
-from ..files import atomic_path, sha256_bytes
+from ..files import atomic_path, check_output, sha256_bytes
 from ..options import positive_int, setting
-from ..rundir import (Artifact, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec, Run,
-                      TensorInfo, VerifyReport)
-from ..device.bundle import FLOAT_TOLERANCE, GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS, agreements
+from ..rundir import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec,
+                      Run, TensorInfo, VerifyReport)
+from ..device.bundle import GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS, agreements
+from ..device.trust import SIGNATURE, sign
 from ..device.runtime import Model
 from ..device.verify import load_test_set
 
@@ -30,6 +31,9 @@ class BundleConfig:
     out: Path
     golden_count: int = setting(200, "golden test images, with this machine's outputs for the device to match",
                                 flag="--golden", type=positive_int)
+    sign: Path | None = setting(None, "Ed25519 private key (from `edgefashion keygen`) to sign the manifest "
+                                      "with; devices that trust its .pub refuse bundles not signed by it",
+                                type=Path, metavar="KEY")
 
 
 def make_bundle(config: BundleConfig) -> BundleManifest:
@@ -37,7 +41,11 @@ def make_bundle(config: BundleConfig) -> BundleManifest:
     run, out, golden_count = Run(config.run), Path(config.out), config.golden_count
     if golden_count < 1:
         raise InputError(f"--golden {golden_count}, expected a positive integer")
+    check_output(out, ".tar.gz", [run.root])
+    if config.sign is not None and not config.sign.is_file():
+        raise InputError(f"{config.sign}: signing key not found (make one with `edgefashion keygen`)")
     models = run.exported_models()
+    _refuse_links(run, models.values())
     export = run.read_export()
     test = load_test_set(run, None)
     seed = 0
@@ -54,12 +62,13 @@ def make_bundle(config: BundleConfig) -> BundleManifest:
             golden[f"fast_{fmt}"] = fast
         else:
             golden[f"raw_{fmt}"] = fast
-        specs[fmt] = _model_spec(fmt, model, export.models()[fmt])
+        specs[fmt] = _model_spec(model, export.models()[fmt])
     files = {path.name: path.read_bytes() for path in models.values()}
     files["labels.json"] = json.dumps(list(LABELS), indent=2).encode()
     files[GOLDEN] = _npz_bytes(golden)
-    for summary in (run.verify, run.bench):
-        if summary.is_file():
+    for summary, kind in ((run.verify, VerifyReport), (run.bench, BenchReport)):
+        if summary.is_file():  # checked as the manifest it claims to be: a bundle ships no stray file
+            kind.read(summary)
             files[f"host_{summary.name}"] = summary.read_bytes()
     cross_check = {family: CrossCheck(**figures) for family, figures in agreements(golden, fast_probs).items()}
     manifest = BundleManifest(
@@ -72,20 +81,22 @@ def make_bundle(config: BundleConfig) -> BundleManifest:
         host_accuracy=_host_accuracies(run),
         versions={"edgefashion": __version__, **export.versions})
     files[MANIFEST] = json.dumps(manifest.to_json(), indent=2).encode()
+    if config.sign is not None:
+        files[SIGNATURE] = sign(config.sign, files[MANIFEST])
     _write_tar(out, files)
     return manifest
 
 
-def _model_spec(fmt: str, model: Model, entry: Artifact) -> ModelSpec:
+def _refuse_links(run: Run, models) -> None:
+    """Everything packed is a regular file inside the run: a link could ship any file of this machine."""
+    for path in [*models, run.export_manifest, run.verify, run.bench]:
+        if path.is_symlink():
+            raise InputError(f"{path}: is a symbolic link; a bundle packs only the run's own files")
+
+
+def _model_spec(model: Model, entry: Artifact) -> ModelSpec:
     output = entry.output or TensorInfo(**model.output.as_dict())
-    if fmt == "tflite-int8":   # raw int8 outputs: one quantization step is one integer
-        tolerance = 1.0
-    elif fmt.endswith("int8"):  # float outputs on an int8 grid: one step of that grid
-        tolerance = (output.scale or 1 / 255) * 1.001
-    else:
-        tolerance = FLOAT_TOLERANCE
-    return ModelSpec(file=entry.file, input=TensorInfo(**model.input.as_dict()), output=output,
-                     golden_tolerance=tolerance)
+    return ModelSpec(file=entry.file, input=TensorInfo(**model.input.as_dict()), output=output)
 
 
 def _host_accuracies(run: Run) -> HostAccuracy | None:

@@ -20,17 +20,16 @@ from ..console import step
 from ..device.runtime import Model
 from ..device.verify import Gates, gate_failure
 from ..errors import CheckFailed, InputError, MissingDependency
-from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, write_bytes
+from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, staging_dir, write_bytes
 from ..firmware import write_c_array
 from ..options import name_list, positive_int, setting
-from ..rundir import (FORMATS, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport,
+from ..rundir import (FORMATS, report_leftovers, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport,
                       indices_sha256)
 from . import import_tf, quiet, versions
 from .layer_errors import layer_errors
 from .model import load_model
 
 ONNX_OPSET = 17
-STAGING = ".export-new-"
 
 
 @dataclass(frozen=True)
@@ -100,12 +99,14 @@ def export(config: ExportConfig) -> ExportReport:
         raise InputError(f"{run.root}: run directory not found (run `edgefashion train --out {run.root}` first)")
     with run_lock(run.root, "export"):
         restore_dir(run.export_dir)
-        for stale in run.root.glob(f"{STAGING}*"):  # left by an export that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        report_leftovers(run)  # half-written files and staging folders of a killed run
         model = load_model(run.model, config.verbose)
-        with tempfile.TemporaryDirectory(prefix=STAGING, dir=run.root, ignore_cleanup_errors=True) as staging:
-            manifest = _build(config, model, Path(staging))
-            replace_dir(Path(staging), run.export_dir)
+        staging = staging_dir(run.export_dir)
+        try:
+            manifest = _build(config, model, staging)
+            replace_dir(staging, run.export_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
@@ -250,7 +251,7 @@ def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings 
         raise InputError(f"{f32_path}: needed to make the int8 ONNX model")
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     # Scratch files live in a temporary folder; the caller puts the result in place.
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=f32_path.parent) as scratch:  # inside the staging folder
         pre, quantized = Path(scratch) / "pre.onnx", Path(scratch) / "int8.onnx"
         quant_pre_process(str(f32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(quantized), CalibrationReader(calib),

@@ -15,7 +15,7 @@ from ..console import step
 from ..errors import InputError
 from ..files import atomic_path, write_json
 from ..report import plot_history
-from ..options import positive_int, setting
+from ..options import positive_float, positive_int, setting
 from ..rundir import DatasetInfo, Run, TrainReport
 from . import import_tf, versions
 from .model import build_model, make_optimizer
@@ -32,7 +32,8 @@ class TrainConfig:
     batch_size: int = setting(100, "mini-batch size (the seed's)", type=positive_int)
     validation_split: float = setting(0.2, "share of the training rows held out for validation (the seed's)")
     optimizer: str = setting("adam", "adam (the seed's) or mini-batch SGD with momentum", choices=("adam", "sgd"))
-    learning_rate: float | None = setting(None, "learning rate (default: adam 0.001, sgd 0.01)", type=float)
+    learning_rate: float | None = setting(None, "learning rate (default: adam 0.001, sgd 0.01)",
+                                          type=positive_float)
     momentum: float = setting(0.9, "SGD momentum")
     seed: int = setting(0, "random seed. The same seed, data, settings and package versions give the same "
                            "weights on the same CPU family; another CPU (AVX-512 vs AVX2, x86 vs Arm) rounds "

@@ -58,13 +58,17 @@ GOOD = ",".join(["3"] + ["0"] * 784)
 
 @pytest.mark.parametrize("body, expected", [
     (GOOD + "\n" + ",".join(["3"] + ["0"] * 783) + "\n", "line 3: 784 columns, expected 785"),
-    (GOOD + "\n" + ",".join(["3", "x"] + ["0"] * 783) + "\n", "line 3, column 2: 'x' is not a number"),
+    (GOOD + "\n" + ",".join(["3", "x"] + ["0"] * 783) + "\n", "line 3, column 2: pixel 'x' is not an integer 0-255"),
     (",".join(["12"] + ["0"] * 784) + "\n", "line 2, column 1: label 12 is outside 0-9"),
     (",".join(["1", "256"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 256 is outside 0-255"),
-    (",".join(["1", "-1"] + ["0"] * 783) + "\n", "line 2, column 2: pixel -1 is outside 0-255"),
-    (",".join(["1", "nan"] + ["0"] * 783) + "\n", "line 2, column 2: NaN"),
-    (",".join(["1", "2.5"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 2.5 is outside 0-255 or not an integer"),
-    (",".join(["1", ""] + ["0"] * 783) + "\n", "line 2, column 2: '' is not a number"),
+    (",".join(["1", "-1"] + ["0"] * 783) + "\n", "line 2, column 2: pixel '-1' is not an integer"),
+    (",".join(["1", "nan"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 'nan' is not an integer"),
+    (",".join(["1", "2.5"] + ["0"] * 783) + "\n", "line 2, column 2: pixel '2.5' is not an integer"),
+    (",".join(["1", ""] + ["0"] * 783) + "\n", "line 2, column 2: pixel '' is not an integer"),
+    # values that other parsers would wrap or read loosely
+    (",".join(["1", "4294967301"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 4294967301 is outside 0-255"),
+    (",".join(["1", "2_5_5"] + ["0"] * 783) + "\n", "line 2, column 2: pixel '2_5_5' is not an integer"),
+    (",".join(["\u0663", "0"] + ["0"] * 783) + "\n", "line 2, column 1: label '\u0663' is not an integer 0-9"),
 ])
 def test_csv_bad_rows_name_line_and_problem(tmp_path, body, expected):
     assert expected in _bad(tmp_path, HEADER + "\n" + body)
@@ -146,3 +150,26 @@ def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DOWNLOAD_URL", "http://127.0.0.1:9/")  # nothing listens on the discard port
     with pytest.raises(InputError, match="download of http://127.0.0.1:9/train-images-idx3-ubyte.gz failed"):
         data.download(tmp_path)
+
+
+def test_csv_label_column_is_found_by_name(tmp_path):
+    """A header `pixel1..pixel784,label` must not train on label = pixel1."""
+    rows = sample_rows(3)
+    header = ",".join([f"pixel{i}" for i in range(1, 785)] + ["label"])
+    body = "\n".join(",".join(map(str, row[1:] + row[:1])) for row in rows)
+    (tmp_path / "swapped.csv").write_text(header + "\n" + body + "\n")
+    dataset = data.read_csv(tmp_path / "swapped.csv")
+    assert dataset.labels.tolist() == [row[0] for row in rows]
+    assert dataset.images.reshape(3, -1).tolist() == [row[1:] for row in rows]
+
+
+def test_csv_header_without_label_or_with_a_bom(tmp_path):
+    header = ",".join([f"col{i}" for i in range(785)])
+    (tmp_path / "nolabel.csv").write_text(header + "\n" + GOOD + "\n")
+    assert "none is named 'label'" in _bad(tmp_path, header + "\n" + GOOD + "\n")
+    # a UTF-8 BOM in front of a headerless file: the first row is data, not a header
+    (tmp_path / "bad.csv").write_bytes(b"\xef\xbb\xbf" + (GOOD + "\n" + GOOD + "\n").encode())
+    with pytest.raises(InputError, match="no header row"):
+        data.read_csv(tmp_path / "bad.csv")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (HEADER + "\n" + GOOD + "\n").encode())
+    assert data.read_csv(tmp_path / "bom.csv").labels.tolist() == [3]
