@@ -40,12 +40,12 @@ def trusted_dir() -> Path:
 
 def _crypto():
     try:
-        from cryptography.exceptions import InvalidSignature
+        from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
         raise MissingDependency("cryptography (for signed bundles)", "edge") from None
-    return ed25519, serialization, InvalidSignature
+    return ed25519, serialization, InvalidSignature, UnsupportedAlgorithm
 
 
 def fingerprint(raw_public_key: bytes) -> str:
@@ -55,7 +55,7 @@ def fingerprint(raw_public_key: bytes) -> str:
 
 def read_public_keys(path: Path) -> dict[str, bytes]:
     """{fingerprint: raw key} from an OpenSSH-style .pub file (one key a line) or a PEM public key."""
-    ed25519, serialization, _ = _crypto()
+    ed25519, serialization, _, unsupported = _crypto()
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: public key not found")
@@ -67,8 +67,8 @@ def read_public_keys(path: Path) -> dict[str, bytes]:
         try:
             key = (serialization.load_pem_public_key(block) if block.startswith(b"-----")
                    else serialization.load_ssh_public_key(block.strip()))
-        except (ValueError, TypeError, IndexError) as exc:
-            raise InputError(f"{path}: not an Ed25519 public key ({str(exc)[:80]})") from None
+        except (ValueError, TypeError, IndexError, unsupported) as exc:
+            raise InputError(f"{path}: not an Ed25519 public key ({printable(str(exc)[:80])})") from None
         if not isinstance(key, ed25519.Ed25519PublicKey):
             raise InputError(f"{path}: a {type(key).__name__}, expected an Ed25519 public key")
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -141,7 +141,7 @@ def check(bundle: Path, folder: Path, manifest_bytes: bytes, trust: Trust) -> Pr
     if signer not in trust.keys:
         raise InputError(f"{bundle}: signed by key {signer}, which this device does not trust "
                          f"(trusted: {', '.join(trust.keys)})")
-    ed25519, _, invalid = _crypto()
+    ed25519, _, invalid, _ = _crypto()
     try:
         ed25519.Ed25519PublicKey.from_public_bytes(trust.keys[signer]).verify(blob, manifest_bytes)
     except invalid:
@@ -170,7 +170,7 @@ def _read_signature(path: Path) -> tuple[str, bytes] | None:
 
 def generate_key(private_path: Path, comment: str) -> tuple[Path, Path, str]:
     """Write an Ed25519 key pair: PRIVATE (PEM, mode 0600) and PRIVATE.pub (OpenSSH line)."""
-    ed25519, serialization, _ = _crypto()
+    ed25519, serialization, _, unsupported = _crypto()
     private_path = Path(private_path)
     public_path = private_path.with_name(private_path.name.removesuffix(".key") + KEY_SUFFIX)
     for path in (private_path, public_path):
@@ -192,14 +192,14 @@ def generate_key(private_path: Path, comment: str) -> tuple[Path, Path, str]:
 
 def sign(private_path: Path, manifest_bytes: bytes) -> bytes:
     """The manifest.sig record for `manifest_bytes`, signed with the PEM key at `private_path`."""
-    ed25519, serialization, _ = _crypto()
+    ed25519, serialization, _, unsupported = _crypto()
     private_path = Path(private_path)
     if not private_path.is_file():
         raise InputError(f"{private_path}: signing key not found (make one with `edgefashion keygen`)")
     try:
         key = serialization.load_pem_private_key(private_path.read_bytes()[:65536], password=None)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"{private_path}: not an unencrypted PEM private key ({str(exc)[:80]})") from None
+    except (ValueError, TypeError, unsupported) as exc:
+        raise InputError(f"{private_path}: not an unencrypted PEM private key ({printable(str(exc)[:80])})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError(f"{private_path}: a {type(key).__name__}, expected an Ed25519 private key")
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
