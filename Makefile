@@ -67,7 +67,7 @@ firmware: setup
 
 # The device side on an emulated arm64 Debian (minutes; needs root). Not part of `make test`.
 arm64-check: setup
-	bash tools/arm64_check.sh $(RUN)/edgefashion-bundle.tar.gz
+	bash tools/arm64_check.sh $(RUN)/edgefashion-bundle.tar.gz $(KEY)
 
 # Regenerate tests/fixtures/ (the device tier's tiny run, bundle and test images).
 fixtures: data

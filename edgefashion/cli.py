@@ -315,6 +315,9 @@ COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selfte
             add_keygen]
 
 
+MESSAGE_LIMIT = 2000  # characters of one error line
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with a bad flag answered in one line (no usage block) and exit 2."""
 
@@ -344,10 +347,10 @@ def _main(argv) -> int:
     try:
         return args.func(args)
     except InputError as exc:
-        print(printable(f"error: {exc}"), file=sys.stderr)
+        print(printable(f"error: {exc}", MESSAGE_LIMIT), file=sys.stderr)
         return exc.exit_code
     except CheckFailed as exc:
-        print(printable(f"FAILED: {exc}"), file=sys.stderr)
+        print(printable(f"FAILED: {exc}", MESSAGE_LIMIT), file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)

@@ -74,8 +74,12 @@ def _fds_silenced(fds=(1, 2)):
         os.close(devnull)
 
 
-def printable(text) -> str:
+def printable(text, limit: int | None = None) -> str:
     """`text` with control and bidi-override characters escaped (\\x1b, \\u202e, ...), so a crafted
-    file or member name cannot rewrite the terminal. Newlines are escaped too: one value, one line."""
-    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-                   for ch in str(text))
+    file or member name cannot rewrite the terminal. Newlines are escaped too: one value, one line.
+    With `limit`, a longer result is cut in the middle."""
+    out = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                  for ch in str(text))
+    if limit and len(out) > limit:
+        out = f"{out[:limit // 2]}...({len(out) - limit} more)...{out[-(limit // 2):]}"
+    return out

@@ -2,7 +2,10 @@
 # The device side on a real ARM64 instruction stream, without a board: an arm64 Debian bookworm root
 # under qemu user emulation, the `edge` extra from aarch64 wheels, then selftest / predict / bench.
 #
-#   usage: tools/arm64_check.sh BUNDLE.tar.gz        (make arm64-check; needs root)
+#   usage: tools/arm64_check.sh BUNDLE.tar.gz [KEY.pub]   (make arm64-check [KEY=...]; needs root)
+#
+# With KEY.pub (the bundle signed by its private key), selftest runs with --trust KEY.pub, and a copy
+# whose manifest was changed after signing must be refused.
 #
 # The root and the wheels are cached under .cache/arm64 (EDGEFASHION_ARM64_CACHE) and reused.
 # Exit 0 only when selftest passes inside the emulated machine.
@@ -10,6 +13,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:-}
+PUBKEY=${2:-}
 CACHE=${EDGEFASHION_ARM64_CACHE:-$ROOT/.cache/arm64}
 CHROOT=$CACHE/bookworm-arm64
 WHEELS=$CACHE/wheels
@@ -61,7 +65,7 @@ say "aarch64 wheels into $WHEELS"
 mkdir -p "$WHEELS"
 pins=$("$HOST_PY" - <<'PY'
 import importlib.metadata as md
-print(" ".join(f"{d}=={md.version(d)}" for d in ("numpy", "ai-edge-litert", "onnxruntime", "pillow")))
+print(" ".join(f"{d}=={md.version(d)}" for d in ("numpy", "ai-edge-litert", "onnxruntime", "pillow", "cryptography")))
 PY
 )
 # shellcheck disable=SC2086
@@ -75,6 +79,21 @@ rm -f "$WHEELS"/edgefashion-*.whl
 mkdir -p "$CHROOT/opt/ef"
 rm -rf "$CHROOT/opt/ef/wheels" && cp -r "$WHEELS" "$CHROOT/opt/ef/wheels"
 cp "$BUNDLE" "$CHROOT/opt/ef/bundle.tar.gz"
+rm -f "$CHROOT/opt/ef/trusted.pub" "$CHROOT/opt/ef/tampered.tar.gz"
+if [ -n "$PUBKEY" ]; then
+  [ -f "$PUBKEY" ] || die "$PUBKEY: public key not found"
+  cp "$PUBKEY" "$CHROOT/opt/ef/trusted.pub"
+  # the same bundle with one changed byte in its (signed) manifest: the hashes still agree, the signature not
+  "$HOST_PY" - "$BUNDLE" "$CHROOT/opt/ef/tampered.tar.gz" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1]) as tar:
+    files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+files["manifest.json"] = files["manifest.json"].replace(b'"count": ', b'"count": 1', 1)
+with tarfile.open(sys.argv[2], "w:gz") as tar:
+    for name, blob in files.items():
+        info = tarfile.TarInfo(name); info.size = len(blob); tar.addfile(info, io.BytesIO(blob))
+PY
+fi
 "$HOST_PY" - "$CHROOT/opt/ef/sample.csv" <<'PY'
 import sys
 from edgefashion import data
@@ -91,13 +110,21 @@ set -u
 cd /opt/ef
 echo "== inside: uname -m = $(uname -m), $(python3 --version), $(. /etc/os-release; echo "$PRETTY_NAME")"
 [ -x venv/bin/python ] || python3 -m venv venv
-venv/bin/pip install -q --no-index --find-links wheels 'edgefashion[edge]' || exit 3
+# this wheel first, so its extra's requirements (not those of an older install) are the ones resolved
 venv/bin/pip install -q --no-index --find-links wheels --force-reinstall --no-deps edgefashion || exit 3
-echo "== installed: $(venv/bin/pip list --format=freeze 2>/dev/null | grep -iE '^(edgefashion|numpy|ai-edge-litert|onnxruntime|pillow)=' | tr '\n' ' ')"
+venv/bin/pip install -q --no-index --find-links wheels 'edgefashion[edge]' || exit 3
+echo "== installed: $(venv/bin/pip list --format=freeze 2>/dev/null | grep -iE '^(edgefashion|numpy|ai-edge-litert|onnxruntime|pillow|cryptography)=' | tr '\n' ' ')"
 venv/bin/python -c "import tensorflow" 2>/dev/null && echo "tensorflow present (unexpected)" || echo "== tensorflow: not installed (as on a device)"
 echo "== (\"Error in cpuinfo\" lines below are expected: /sys is left unmounted under emulation)"
-echo "== edgefashion selftest"
-venv/bin/edgefashion selftest bundle.tar.gz; rc=$?
+if [ -f trusted.pub ]; then
+  echo "== edgefashion selftest --trust trusted.pub"
+  venv/bin/edgefashion selftest bundle.tar.gz --trust trusted.pub; rc=$?
+  echo "== edgefashion selftest --trust trusted.pub, manifest changed after signing (must be refused)"
+  venv/bin/edgefashion selftest tampered.tar.gz --trust trusted.pub && { echo "tampered bundle passed"; rc=4; }
+else
+  echo "== edgefashion selftest"
+  venv/bin/edgefashion selftest bundle.tar.gz; rc=$?
+fi
 echo "== edgefashion predict (8 test images)"
 venv/bin/edgefashion predict bundle.tar.gz sample.csv --limit 8
 echo "== edgefashion bench (emulated: proves it runs, the latencies are not device numbers)"

@@ -39,6 +39,7 @@ MAX_MEMBERS = 32              # a bundle has 7-9 files
 MAX_MEMBER_BYTES = 256 * 2**20
 MAX_BUNDLE_BYTES = 512 * 2**20
 MAX_MANIFEST_BYTES = 2**20
+NAME_LIMIT = 120  # longest name shown in a message (a crafted one can be megabytes)
 MAX_GOLDEN_BYTES = 64 * 2**20  # uncompressed arrays in golden.npz (200 images take 0.2 MB)
 INPUT_SPEC = {"shape": [-1, *IMAGE_SHAPE], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
               "preprocessing": "28x28 grayscale, light object on black, scaled by 1/255 (Fashion-MNIST)"}
@@ -85,7 +86,7 @@ def _extract(path: Path, dest: Path) -> dict[str, tuple[str, int]]:
                 if total > MAX_BUNDLE_BYTES:
                     raise InputError(f"{path}: unpacks to more than {MAX_BUNDLE_BYTES // 2**20} MB")
                 if member.name in hashes:
-                    raise InputError(f"{path}: member {printable(member.name)!r} appears twice")
+                    raise InputError(f"{path}: member {printable(member.name, NAME_LIMIT)!r} appears twice")
                 hashes[member.name] = _extract_file(path, tar, member, dest)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {printable(exc)})") from None
@@ -97,7 +98,7 @@ def _extract(path: Path, dest: Path) -> dict[str, tuple[str, int]]:
 
 
 def _check_member(path: Path, m: tarfile.TarInfo, count: int) -> None:
-    name = printable(m.name)
+    name = printable(m.name, NAME_LIMIT)
     if count > MAX_MEMBERS:
         raise InputError(f"{path}: more than {MAX_MEMBERS} members; a bundle has a handful of files")
     if m.name.startswith(("/", "\\")) or PurePosixPath(m.name).is_absolute():
@@ -105,7 +106,8 @@ def _check_member(path: Path, m: tarfile.TarInfo, count: int) -> None:
     if ".." in PurePosixPath(m.name).parts:
         raise InputError(f"{path}: member {name!r} leaves the bundle folder ('..')")
     if m.issym() or m.islnk():
-        raise InputError(f"{path}: member {name!r} is a link to {printable(m.linkname)!r}; links are not allowed")
+        raise InputError(f"{path}: member {name!r} is a link to {printable(m.linkname, NAME_LIMIT)!r}; "
+                         f"links are not allowed")
     if not m.isfile():
         raise InputError(f"{path}: member {name!r} is a folder, device or special file; a bundle holds files only")
     if "/" in m.name or m.name in ("", ".") or m.name.startswith("."):
@@ -137,7 +139,7 @@ def check_files(hashes: dict[str, tuple[str, int]], manifest: BundleManifest) ->
     if not listed:
         return [f"{MANIFEST} lists no files"]
     for name, expected in listed.items():
-        shown = printable(name)
+        shown = printable(name, NAME_LIMIT)
         if PurePosixPath(name).name != name or name in (MANIFEST, SIGNATURE):
             problems.append(f"{shown!r}: not a plain file name")
         elif name not in hashes:
@@ -147,7 +149,7 @@ def check_files(hashes: dict[str, tuple[str, int]], manifest: BundleManifest) ->
         elif hashes[name][0] != expected.sha256:
             problems.append(f"{shown}: sha256 mismatch (modified)")
     extra = sorted(set(hashes) - set(listed) - {MANIFEST, SIGNATURE})
-    problems.extend(f"{printable(name)}: not listed in the manifest" for name in extra)
+    problems.extend(f"{printable(name, NAME_LIMIT)}: not listed in the manifest" for name in extra)
     return problems
 
 

@@ -92,7 +92,8 @@ def load_image(path: Path) -> np.ndarray:
             gray = ImageOps.exif_transpose(img).convert("L")
     except InputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
     pixels = np.asarray(gray)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])

@@ -21,6 +21,9 @@ from . import import_tf, versions
 from .model import build_model, make_optimizer
 
 
+MIN_ROWS = 10
+
+
 @dataclass
 class TrainConfig:
     out: Path
@@ -51,8 +54,8 @@ class TrainConfig:
             raise InputError(f"--validation-split {self.validation_split}, expected a value between 0 and 1")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise InputError(f"--learning-rate {self.learning_rate}, expected a positive number")
-        if self.limit is not None and self.limit < 10:
-            raise InputError(f"--limit {self.limit}, expected at least 10 rows")
+        if self.limit is not None and self.limit < MIN_ROWS:
+            raise InputError(f"--limit {self.limit}, expected at least {MIN_ROWS} rows")
 
 
 def load_test_set(config: TrainConfig) -> data.Dataset | None:
@@ -75,6 +78,9 @@ def train(config: TrainConfig) -> dict:
         raise InputError(f"{train_set.source}: training data needs a label column")
     if config.limit:
         train_set = train_set.subset(slice(0, config.limit))
+    if len(train_set) < MIN_ROWS:
+        raise InputError(f"{train_set.source}: {len(train_set)} labelled row(s), training needs at least {MIN_ROWS} "
+                         f"(validation takes {config.validation_split:.0%} of them)")
     test_set = load_test_set(config)
     tf = import_tf(config.verbose)
     from tensorflow import keras

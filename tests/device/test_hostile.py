@@ -105,7 +105,8 @@ def bundle_cases(d: Path, keys: Path) -> list:
     wrong = {**g, "labels": (g["labels"] + 1) % 10}
     add("tampered", "every answer wrong, manifest rebuilt", consistent(
         d / "wrong.tar.gz", replace={"golden.npz": npz(**wrong)},
-        change=lambda m: [v.update(int8_accuracy=0.0, f32_accuracy=0.0) for v in m["golden"]["host_cross_check"].values()]),
+        change=lambda m: [v.update(int8_accuracy=0.0, f32_accuracy=0.0)
+                          for v in m["golden"]["host_cross_check"].values()]),
         1, "below it")
     # the manifest cannot loosen the device's tolerances
     noisy = {**g, "raw_tflite-f32": g["raw_tflite-f32"][::-1]}
@@ -189,18 +190,20 @@ def bundle_cases(d: Path, keys: Path) -> list:
     # signatures
     key, pub = keys / "ws.key", keys / "ws.pub"
     signed = consistent(d / "signed.tar.gz", sign_with=key)
-    cases.append(("signature", "signed, another key trusted", ["selftest", str(signed), "--trust", str(keys / "other.pub")],
-                  1, "does not trust"))
+    cases.append(("signature", "signed, another key trusted",
+                  ["selftest", str(signed), "--trust", str(keys / "other.pub")], 1, "does not trust"))
     cases.append(("signature", "unsigned, key trusted", ["selftest", str(BUNDLE), "--trust", str(pub)], 1, "not signed"))
     cases.append(("signature", "unsigned, key trusted [predict]",
                   ["predict", str(BUNDLE), str(d / "one.npy"), "--trust", str(pub)], 2, "not signed"))
     after = members(signed)
     after["manifest.json"] = after["manifest.json"].replace(b'"count": 40', b'"count": 41')
     cases.append(("signature", "manifest changed after signing",
-                  ["selftest", str(pack(d / "resigned.tar.gz", after)), "--trust", str(pub)], 1, "changed after signing"))
+                  ["selftest", str(pack(d / "resigned.tar.gz", after)), "--trust", str(pub)], 1,
+                  "changed after signing"))
     forged = {**members(signed), trust.SIGNATURE: b'{"algorithm": "ed25519", "key": 5}'}
     cases.append(("signature", "garbage signature record",
-                  ["selftest", str(pack(d / "forged.tar.gz", forged)), "--trust", str(pub)], 1, "not a signature record"))
+                  ["selftest", str(pack(d / "forged.tar.gz", forged)), "--trust", str(pub)], 1,
+                  "not a signature record"))
     cases.append(("signature", "pin mismatch", ["selftest", str(BUNDLE), "--pin", "0" * 64], 1, "not the pinned"))
     cases.append(("signature", "pin not hex", ["predict", str(BUNDLE), str(d / "one.npy"), "--pin", "xyz"], 2,
                   "64 hex digits"))
@@ -447,7 +450,8 @@ def test_sigterm_removes_the_extracted_bundle(tmp_path):
 
 def test_leftovers_of_a_killed_run_are_removed(fixture_run, capsys):
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    stale = [fixture_run / f".model.keras.tmp-pid{dead}-x1.keras", fixture_run / "export" / f".export.json.tmp-pid{dead}-y.part"]
+    stale = [fixture_run / f".model.keras.tmp-pid{dead}-x1.keras",
+             fixture_run / "export" / f".export.json.tmp-pid{dead}-y.part"]
     for path in stale:
         path.write_text("half")
     staging = fixture_run / f".export.tmp-pid{dead}-z"

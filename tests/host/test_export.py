@@ -122,7 +122,7 @@ def test_export_is_all_or_nothing_and_one_at_a_time(tiny_run, tmp_path):
                              *map(str, LOOSE_GATES)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not any(
-            p.is_file() for p in run.glob(".export-new-*/model_*")):
+            p.is_file() for p in run.glob(".export.tmp-pid*/model_*")):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1]
     third = cli("export", run)  # while the second one holds the lock
@@ -131,11 +131,12 @@ def test_export_is_all_or_nothing_and_one_at_a_time(tiny_run, tmp_path):
     proc.wait()
     assert _hashes(run / "export") == before
     # the next export cleans up after the killed one and replaces the set whole
-    cli("export", run, "--formats", "tflite-int8", "--calibration", 100, *LOOSE_GATES, check=0)
+    done = cli("export", run, "--formats", "tflite-int8", "--calibration", 100, *LOOSE_GATES, check=0)
+    assert "removed 1 leftover(s) of an interrupted run: .export.tmp-pid" in done.stderr
     assert sorted(p.name for p in (run / "export").iterdir()) == [
         "calibration.npz", "export.json", "layer_errors.json", "model_int8.tflite", "model_int8_data.cc",
         "model_int8_data.h"]
-    assert not list(run.glob(".export-*"))
+    assert not list(run.glob(".export.tmp-pid*"))
 
 
 def test_a_changed_model_file_is_refused(tiny_run, tmp_path):
