@@ -116,7 +116,9 @@ class Manifest:
         try:
             return _load(obj, cls, "")
         except ManifestError as exc:
-            raise ManifestError(f"{source}: {cls.WHAT}: field {str(exc).lstrip('.')}") from None
+            problem = str(exc).lstrip(".")
+            where = "the whole file" if problem.startswith(" is ") else "field "
+            raise ManifestError(f"{source}: {cls.WHAT}: {where}{problem}") from None
 
     @classmethod
     def read(cls, path):

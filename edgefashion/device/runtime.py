@@ -244,6 +244,8 @@ class _TFLiteRunner:
                 self.max_batch = _batch_budget(name, self.interpreter.get_tensor_details())
                 self.interpreter.allocate_tensors()
             inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        except InputError:
+            raise
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{name}: not a valid TFLite model ({_first_line(exc)})") from None
         if len(inputs) != 1 or len(outputs) != 1:

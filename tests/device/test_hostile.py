@@ -228,6 +228,9 @@ def model_cases(d: Path) -> list:
         for pos in rng.integers(0, len(blob), 8):
             blob[pos] = int(rng.integers(0, 256))
         variants[f"mutant{i}.tflite"] = bytes(blob)
+    # 1.9 KB that tiles the image to 5600 x 5600 x 4 floats (made with tf.tile; tools/hostile_tile.py)
+    cases.append(("models", "Tile op needing 479 MB per image",
+                  ["predict", str(FIXTURES / "tile-479mb.tflite"), str(d / "one.npy")], 2, "for one image"))
     for name, blob in variants.items():
         (d / name).write_bytes(blob)
         code = None if name.startswith("mutant") else 2  # a mutant may still load and run: 0 or 2
