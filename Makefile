@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test test-device test-device-isa test-host setup data qemu isa-check arm64-check firmware fixtures clean
+.PHONY: demo test test-device test-device-isa test-host setup data qemu isa-check arm64-check armhf-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
@@ -67,7 +67,11 @@ firmware: setup
 
 # The device side on an emulated arm64 Debian (minutes; needs root). Not part of `make test`.
 arm64-check: setup
-	bash tools/arm64_check.sh $(RUN)/edgefashion-bundle.tar.gz $(KEY)
+	bash tools/board_check.sh arm64 $(RUN)/edgefashion-bundle.tar.gz $(KEY)
+
+# 32-bit Raspberry Pi OS: an emulated armhf Debian with Debian's numpy and no interpreter at all.
+armhf-check: setup
+	bash tools/board_check.sh armhf $(RUN)/edgefashion-bundle.tar.gz $(KEY)
 
 # Regenerate tests/fixtures/ (the device tier's tiny run, bundle and test images).
 fixtures: data

@@ -23,6 +23,7 @@ from .console import printable
 from .device import trust
 from .device.bundle import Limits, selftest
 from .device.predict import predict
+from .device.runtime import BACKENDS
 from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify
 from .errors import CheckFailed, InputError
 from .host.bundle import BundleConfig, make_bundle
@@ -168,6 +169,7 @@ def add_selftest(sub) -> None:
                                    "every check passes.")
     p.add_argument("bundle", type=Path, help="bundle .tar.gz made by `edgefashion bundle`")
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
+    add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print the checks as JSON (with this CPU's int8 path)")
     add_trust_options(p)
     add_options(p, Limits)
@@ -178,13 +180,15 @@ def cmd_selftest(args) -> int:
     if not args.bundle.is_file():
         raise InputError(f"{args.bundle}: bundle not found")
     checks = selftest(args.bundle, threads=args.threads, report=(lambda line: None) if args.json else print,
-                      trust=trust_from(args), limits=from_args(Limits, args))
+                      trust=trust_from(args), limits=from_args(Limits, args), backend=args.backend)
     failed = [c for c in checks if not c.passed]
     if args.json:
         print(json.dumps({"passed": not failed, "cpu": asdict(cpu.describe()),
                           "checks": [c.as_dict() for c in checks]}, indent=2))
     else:
-        print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+        skipped = sum(c.skipped for c in checks)
+        print(f"{len(checks) - len(failed) - skipped} passed, {len(failed)} failed"
+              + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
 
@@ -198,6 +202,7 @@ def add_predict(sub) -> None:
     p.add_argument("--format", default="tflite-int8", choices=FORMATS,
                    help="which model of a bundle or run to use (default tflite-int8)")
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
+    add_backend_option(p)
     p.add_argument("--limit", type=positive_int, default=20, help="rows shown in the table (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_trust_options(p)
@@ -205,7 +210,8 @@ def add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads, trust=trust_from(args))
+    result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads, trust=trust_from(args),
+                     backend=args.backend)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -218,6 +224,13 @@ def cmd_predict(args) -> int:
         summary += f", accuracy {result['accuracy']:.4f}"
     print(summary)
     return 0
+
+
+def add_backend_option(p) -> None:
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), ai_edge_litert, "
+                        "tflite_runtime, numpy (int8 bit-exact with TFLite's reference kernels, needs only "
+                        "numpy) or tensorflow (default auto)")
 
 
 def add_trust_options(p) -> None:
@@ -261,8 +274,8 @@ def add_run(sub) -> None:
     add_options(p, TrainConfig)
     add_options(p, ExportConfig, skip=("seed", "data"))
     add_options(p, Gates)
-    add_options(p, VerifyConfig, skip=("data", "threads"))
-    add_options(p, BenchConfig)
+    add_options(p, VerifyConfig, skip=("data", "threads", "backend"))
+    add_options(p, BenchConfig, skip=("backend",))
     add_options(p, BundleConfig)
     p.add_argument("--restart", action="store_true", help="ignore finished stages and start over")
     p.set_defaults(func=cmd_run)

@@ -18,3 +18,8 @@ class MissingDependency(InputError):
 
     def __init__(self, module: str, extra: str):
         super().__init__(f"{module} is not installed; install it with: pip install 'edgefashion[{extra}]'")
+
+
+class Unsupported(InputError):
+    """A model the chosen backend cannot run (a float model on the numpy backend): selftest
+    reports it as skipped, not failed."""

@@ -25,14 +25,14 @@ import numpy as np
 
 from .. import cpu, data, package_versions
 from ..console import Progress
-from ..errors import InputError
+from ..errors import InputError, MissingDependency, Unsupported
 from ..files import check_output, write_text
 from ..options import int_list, non_negative_float, positive_int, setting, thread_list
 from ..report import plot_latency
 from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Environment, Run
 from .locate import is_model_file, models_at
 from .trust import Trust
-from .runtime import Model
+from .runtime import BACKENDS, Model
 
 SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
 
@@ -46,6 +46,9 @@ class BenchConfig:
     runs: int = setting(200, "timed runs, at least", type=positive_int)
     min_time: float = setting(1.0, "keep timing for at least this many seconds per configuration",
                               type=non_negative_float)
+    backend: str = setting("auto", "TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), "
+                                   "ai_edge_litert, tflite_runtime, numpy (int8 bit-exact with TFLite's "
+                                   "reference kernels, numpy only) or tensorflow", choices=BACKENDS)
     out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
     trust: Trust | None = None  # which bundles to accept (default: this device's trusted keys)
 
@@ -147,10 +150,11 @@ def bench_images(count: int) -> np.ndarray:
     return np.resize(images, (count, 28, 28))  # repeats when count > available
 
 
-def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float) -> list[dict]:
+def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float,
+            backend: str = "auto") -> list[dict]:
     """Load one model with `threads` threads and time it at every batch size. Runs in the worker."""
     started = time.perf_counter()
-    model = Model(path, threads=threads)
+    model = Model(path, threads=threads, backend=backend)
     init_ms = (time.perf_counter() - started) * 1e3
     results, images = [], bench_images(max(batches))
     for batch in batches:
@@ -203,27 +207,34 @@ def peak_rss_mb() -> float:
 
 def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
     job = {"path": str(path), "threads": threads, "batches": config.batches, "warmup": config.warmup,
-           "runs": config.runs, "min_time": config.min_time}
+           "runs": config.runs, "min_time": config.min_time, "backend": config.backend}
     done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         message = (done.stderr.strip().splitlines() or [f"worker exited {done.returncode}"])[-1]
         raise InputError(message.removeprefix("error: "))
-    return json.loads(done.stdout)
+    return json.loads(done.stdout)  # a list of results, or {"skipped": why}
 
 
 def bench(config: BenchConfig) -> tuple[BenchReport, Path]:
     """Benchmark every model x thread count x batch size; write bench.json/.csv/.png."""
     config.validate()
     env = environment()
-    results = []
+    results, skipped = [], []
     with resolve_models(config.paths, config.trust) as models:
         with Progress(len(models) * len(config.threads), "bench") as progress:
             for path in models:
                 for threads in config.threads:
-                    results.extend(BenchResult(**r) for r in _run_worker(path, threads, config))
+                    measured = _run_worker(path, threads, config)
+                    if isinstance(measured, dict):
+                        skipped.append(f"skipped {path.name}: {measured['skipped']}")
+                    else:
+                        results.extend(BenchResult(**r) for r in measured)
                     progress.update()
-    report = BenchReport(environment=env, warnings=environment_warnings(env) + _spread_warnings(results),
+    if not results:
+        raise InputError("nothing to benchmark: " + "; ".join(skipped))
+    skipped = list(dict.fromkeys(skipped))
+    report = BenchReport(environment=env, warnings=skipped + environment_warnings(env) + _spread_warnings(results),
                          settings={"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
                                    "batches": config.batches, "threads": config.threads},
                          results=results, comparison=comparison(results))
@@ -293,7 +304,10 @@ def _worker(argv: list[str]) -> int:
     job = json.loads(argv[0])
     try:
         results = measure(Path(job["path"]), job["threads"], job["batches"], job["warmup"], job["runs"],
-                          job["min_time"])
+                          job["min_time"], job.get("backend", "auto"))
+    except (Unsupported, MissingDependency) as exc:  # no interpreter here for this model
+        print(json.dumps({"skipped": str(exc)}))
+        return 0
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import IMAGE_SHAPE, NUM_CLASSES
 from ..console import printable
-from ..errors import InputError
+from ..errors import InputError, MissingDependency, Unsupported
 from ..files import read_json
 from ..options import fraction, non_negative_float, non_negative_int, setting
 from ..rundir import FLOAT_OF, FORMATS, BundleManifest
@@ -209,12 +209,15 @@ class Check:
     passed: bool
     detail: str
     figures: dict = field(default_factory=dict)  # the numbers behind `detail`, for --json
+    skipped: bool = False  # a model this device cannot run (no interpreter for it): not a failure
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail, "figures": self.figures}
+        return {"name": self.name, "passed": self.passed, "skipped": self.skipped, "detail": self.detail,
+                "figures": self.figures}
 
     def line(self) -> str:
-        return printable(f"{'PASS' if self.passed else 'FAIL'}  {self.name}: {self.detail}")
+        status = "SKIP" if self.skipped else "PASS" if self.passed else "FAIL"
+        return printable(f"{status}  {self.name}: {self.detail}")
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class Limits:
 
 
 def selftest(bundle, threads: int = 1, report=print, trust: Trust | None = None,
-             limits: Limits = Limits()) -> list[Check]:
+             limits: Limits = Limits(), backend: str = "auto") -> list[Check]:
     """Every check of a bundle on this device; `report` gets each one as it finishes."""
     checks: list[Check] = []
 
@@ -264,27 +267,39 @@ def selftest(bundle, threads: int = 1, report=print, trust: Trust | None = None,
                      {"sha256": provenance.digest, "signer": provenance.signer, "verified": provenance.verified}))
         outputs = {}
         for fmt, name in manifest.models.items():
-            outputs[fmt] = _check_model(fmt, folder / name, golden, threads, limits, record)
+            outputs[fmt] = _check_model(fmt, folder / name, golden, threads, limits, backend, record)
+        if all(value is None for value in outputs.values()) and not any(c.passed is False for c in checks):
+            record(Check("models", False, "no model of the bundle could run on this device"))
         _cross_check(manifest, golden, outputs, limits, record)
     return checks
 
 
-def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, record) -> np.ndarray | None:
+def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, backend: str,
+                 record) -> np.ndarray | None:
     """Load one model, compare it with the host's golden outputs; return its probabilities."""
     name = printable(path.name)
     try:
-        model = Model(path, threads=threads)
+        model = Model(path, threads=threads, backend=backend)
         if model.format != fmt:
             raise InputError(f"{name}: is a {model.format} model, listed as {printable(fmt)}")
         raw = model.run(model.prepare(golden["images"]))
-        if fmt in REFERENCE_KERNELS:
-            reference = Model(path, threads=threads, kernels="reference")
-            exact = _diff(reference.run(reference.prepare(golden["images"])), golden[f"raw_{fmt}"])
+        if fmt in REFERENCE_KERNELS and model.backend != "numpy":
+            reference = Model(path, threads=threads, backend=backend, kernels="reference")
+            raw_reference = reference.run(reference.prepare(golden["images"]))
+    except (MissingDependency, Unsupported) as exc:
+        record(Check(f"load {name}", True, f"skipped: {exc}", skipped=True))
+        return None
     except InputError as exc:
         record(Check(f"load {name}", False, str(exc)))
         return None
     record(Check(f"load {name}", True, f"{model.format} on {model.backend}"))
-    if fmt in REFERENCE_KERNELS:
+    if fmt in REFERENCE_KERNELS and model.backend == "numpy":  # the reference arithmetic itself
+        exact = _diff(raw, golden[f"raw_{fmt}"])
+        record(Check(f"golden {name} (numpy backend, reference arithmetic)", exact["max"] <= limits.reference_steps,
+                     f"max {exact['max']:.3g} quantization steps (limit {limits.reference_steps}), "
+                     f"{exact['differ']} of {exact['values']} values differ", exact))
+    elif fmt in REFERENCE_KERNELS:
+        exact = _diff(raw_reference, golden[f"raw_{fmt}"])
         record(Check(f"golden {name} (reference kernels)", exact["max"] <= limits.reference_steps,
                      f"max {exact['max']:.3g} quantization steps (limit {limits.reference_steps}), "
                      f"{exact['differ']} of {exact['values']} values differ", exact))

@@ -13,12 +13,13 @@ from .runtime import Model
 from .trust import Trust
 
 
-def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: Trust | None = None) -> dict:
+def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: Trust | None = None,
+            backend: str = "auto") -> dict:
     """{"model": info, "predictions": [{input, label, probability[, truth]}], "accuracy": float|None}"""
     images, labels, names = load_inputs(inputs)
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
-        model = Model(_model_path(source, fmt, Path(scratch), trust), threads=threads)
+        model = Model(_model_path(source, fmt, Path(scratch), trust), threads=threads, backend=backend)
         result = model.predict(images)
     rows = []
     for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):

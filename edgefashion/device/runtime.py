@@ -1,8 +1,9 @@
 """One model class for every exported model: .tflite or .onnx, float or int8. numpy + one interpreter.
 
-TFLite models run on ai_edge_litert (LiteRT), else tflite_runtime, else tf.lite when TensorFlow
-happens to be installed; ONNX models on onnxruntime. TensorFlow is never imported unless it is the
-only TFLite interpreter left.
+TFLite models run on ai_edge_litert (LiteRT), else tflite_runtime, else edgefashion's own numpy
+backend (int8 models, bit-exact with TFLite's reference kernels; device/numpy_interpreter.py), the
+one choice where no interpreter wheel exists (32-bit Raspberry Pi OS). tf.lite runs them only when
+asked for (backend="tensorflow"). ONNX models run on onnxruntime.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import numpy as np
 
 from .. import IMAGE_SHAPE, LABELS, NUM_CLASSES
 from ..console import quiet
-from ..errors import InputError, MissingDependency
+from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
-TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy", "tensorflow")
+AUTO_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy")  # tried in this order
+BACKENDS = ("auto", *TFLITE_BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ class Model:
     one image (28, 28[, 1]) or a batch (N, 28, 28[, 1]).
 
     `kernels="reference"` runs TFLite's reference kernels: slow, but bit-identical on every CPU,
-    which the bundle's golden check relies on. The default is the fast kernels (XNNPACK etc.)."""
+    which the bundle's golden check relies on. The default is the fast kernels (XNNPACK etc.).
+    `backend` picks the TFLite interpreter (None or "auto": the first installed of AUTO_BACKENDS);
+    "numpy" is reference-exact whatever `kernels` says."""
 
     def __init__(self, source: str | Path | bytes, threads: int = 1, backend: str | None = None,
                  name: str | None = None, kernels: str = "default"):
@@ -66,8 +71,15 @@ class Model:
         content, self.name = _read_model(source, name)
         self.threads = threads
         self.size_bytes = len(content)
+        backend = None if backend == "auto" else backend
+        if backend not in (None, *TFLITE_BACKENDS):
+            raise InputError(f"backend {backend!r}, expected one of {', '.join(BACKENDS)}")
         if content[4:8] == TFLITE_MAGIC:
-            self._runner = _TFLiteRunner(content, threads, backend, self.name, kernels)
+            backend = backend or _first_installed()
+            runner = _NumpyRunner if backend == "numpy" else _TFLiteRunner
+            self._runner = runner(content, threads, backend, self.name, kernels)
+        elif backend == "numpy":
+            raise Unsupported(f"{self.name}: the numpy backend runs .tflite int8 models, not ONNX")
         else:
             self._runner = _OnnxRunner(content, threads, self.name)
         self.backend = self._runner.backend
@@ -196,18 +208,24 @@ def _as_batch(images) -> np.ndarray:
 
 # --- TFLite ---------------------------------------------------------------------------------
 
-def tflite_interpreter_class(backend: str | None = None):
-    """(Interpreter class, backend name): LiteRT, then tflite_runtime, then tf.lite."""
-    order = [backend] if backend else list(TFLITE_BACKENDS)
-    problems = []
-    for name in order:
-        if name not in TFLITE_BACKENDS:
-            raise InputError(f"backend {name!r}, expected one of {', '.join(TFLITE_BACKENDS)}")
+def tflite_interpreter_class(backend: str):
+    """(Interpreter class, backend name) of one compiled interpreter."""
+    try:
+        return _import_interpreter(backend), backend
+    except ImportError as exc:
+        raise MissingDependency(f"the {backend} TFLite interpreter ({exc})", "edge") from None
+
+
+def _first_installed() -> str:
+    """The first of AUTO_BACKENDS that imports; numpy always does."""
+    for name in AUTO_BACKENDS[:-1]:
         try:
-            return _import_interpreter(name), name
-        except ImportError as exc:
-            problems.append(str(exc))
-    raise MissingDependency("a TFLite interpreter (" + "; ".join(problems) + ")", "edge")
+            _import_interpreter(name)
+            return name
+        except ImportError:
+            continue
+    return "numpy"
+
 
 
 def _import_interpreter(name: str):
@@ -227,11 +245,42 @@ def _import_interpreter(name: str):
     return tf.lite.Interpreter
 
 
+class _NumpyRunner:
+    """edgefashion's numpy interpreter: full-integer int8 models, TFLite reference arithmetic."""
+
+    kind = "tflite"
+    backend = "numpy"
+
+    def __init__(self, content: bytes, threads: int, backend: str, name: str, kernels: str):
+        from .numpy_interpreter import NumpyInterpreter
+
+        self.name = name
+        self.interpreter = NumpyInterpreter(content, name)
+        self.quantized = self.interpreter.input.dtype is np.int8
+        self.input, self.output = (_numpy_spec(t) for t in (self.interpreter.input, self.interpreter.output))
+        self.max_batch = 256
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self.interpreter.run(x)
+        except InputError:
+            raise
+        except Exception as exc:  # a malformed graph that compiled: shapes that do not fit, ...
+            raise InputError(f"{self.name}: the model failed to run ({type(exc).__name__}: "
+                             f"{_first_line(exc)})") from None
+
+
+def _numpy_spec(t) -> TensorSpec:
+    quantized = t.scale is not None and t.dtype is np.int8
+    return TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape), float(t.scale[0]) if quantized else None,
+                      int(t.zero_point[0]) if quantized else None)
+
+
 class _TFLiteRunner:
     kind = "tflite"
     quantized = False
 
-    def __init__(self, content: bytes, threads: int, backend: str | None, name: str, kernels: str):
+    def __init__(self, content: bytes, threads: int, backend: str, name: str, kernels: str):
         interpreter_class, self.backend = tflite_interpreter_class(backend)
         options = {}
         if kernels == "reference":

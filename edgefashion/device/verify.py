@@ -6,6 +6,7 @@ The reference is the Keras model when the host hands its outputs in, else model_
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,12 +16,12 @@ import numpy as np
 
 from .. import LABELS, NUM_CLASSES, cpu, data
 from ..console import Progress, step
-from ..errors import InputError
+from ..errors import InputError, Unsupported
 from ..files import write_text
 from ..options import fraction, setting, thread_count
 from ..report import markdown_table, plot_confusion
 from ..rundir import LayerErrors, ModelResult, Reference, Run, VerifyReport
-from .runtime import Model
+from .runtime import BACKENDS, Model
 
 # --- metrics ------------------------------------------------------------------------------
 
@@ -118,6 +119,9 @@ class VerifyConfig:
                                      "model_f32.tflite", choices=REFERENCES)
     batch_size: int = 500
     threads: int = setting(1, "interpreter threads", type=thread_count)
+    backend: str = setting("auto", "TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), "
+                                   "ai_edge_litert, tflite_runtime, numpy (int8 bit-exact with TFLite's "
+                                   "reference kernels, numpy only) or tensorflow", choices=BACKENDS)
     verbose: bool = False
 
     def validate(self) -> None:
@@ -149,7 +153,12 @@ def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyR
     results = []
     with Progress(len(models), "verify") as progress:
         for fmt, path in models.items():
-            model = Model(path, threads=config.threads)
+            try:
+                model = Model(path, threads=config.threads, backend=config.backend)
+            except Unsupported as exc:
+                print(f"warning: skipped {fmt}: {exc}", file=sys.stderr)
+                progress.update()
+                continue
             t0 = time.monotonic()
             probs = model.predict_proba(test.images, batch_size=config.batch_size)
             figures = compare(probs, reference, test.labels)
@@ -182,7 +191,7 @@ def _reference(config: VerifyConfig, run: Run, models: dict, test: data.Dataset,
         raise InputError(f"{run.root}: no Keras model (or no TensorFlow) and no model_f32.tflite to use as the "
                          f"reference")
     step("reference: model_f32.tflite")
-    return "tflite-f32", Model(models["tflite-f32"], threads=config.threads).predict_proba(
+    return "tflite-f32", Model(models["tflite-f32"], threads=config.threads, backend=config.backend).predict_proba(
         test.images, batch_size=config.batch_size)
 
 

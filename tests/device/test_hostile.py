@@ -234,7 +234,9 @@ def model_cases(d: Path) -> list:
     for name, blob in variants.items():
         (d / name).write_bytes(blob)
         code = None if name.startswith("mutant") else 2  # a mutant may still load and run: 0 or 2
-        cases.append(("models", name, ["predict", str(d / name), str(d / "one.npy")], code, None))
+        for backend in ("auto", "numpy"):  # LiteRT's flatbuffer reader, and edgefashion's own
+            cases.append(("models", f"{name} [{backend}]",
+                          ["predict", str(d / name), str(d / "one.npy"), "--backend", backend], code, None))
     return cases
 
 
@@ -367,7 +369,7 @@ def corpus(tmp_path_factory):
     return d, cases
 
 
-INFO_LINES = ("bundle ", "warning: ", "note: ", "bench: ")
+INFO_LINES = ("bundle ", "warning: ", "note: ", "bench: ", "qemu-")  # qemu-: emulator notes under make test-device-isa
 
 
 def run_case(argv, workdir: Path, capfd) -> tuple[int, str, str]:

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""The numpy backend against LiteRT: exactness on the whole test set, and latency.
+
+1. Differing int8 output values, numpy backend vs LiteRT's reference kernels (BUILTIN_REF), on the
+   10,000 Fashion-MNIST test images, for the seed CNN and the ops model (tests/fixtures/ops).
+2. Per-image latency at batch 1 and 64, one thread: numpy backend, LiteRT fast kernels (XNNPACK),
+   LiteRT reference kernels. Medians of at least --min-time seconds each, after warm-up.
+
+  python benchmarks/numpy_backend.py [--seed-model runs/demo/export/model_int8.tflite] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgefashion import cpu, data  # noqa: E402
+from edgefashion.device.runtime import Model  # noqa: E402
+from edgefashion.report import table  # noqa: E402
+
+
+def differing(path: Path, images: np.ndarray) -> dict:
+    ours, reference = Model(path, backend="numpy"), Model(path, kernels="reference")
+    a = np.concatenate([ours.run(ours.prepare(images[i:i + 500])) for i in range(0, len(images), 500)])
+    b = np.concatenate([reference.run(reference.prepare(images[i:i + 500])) for i in range(0, len(images), 500)])
+    delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return {"model": path.name, "images": len(images), "values": int(delta.size),
+            "differing": int((delta > 0).sum()), "max_diff": float(delta.max())}
+
+
+def per_image_us(model: Model, images: np.ndarray, batch: int, min_time: float) -> float:
+    x = model.prepare(images[:batch])
+    for _ in range(3):
+        model.run(x)
+    times, deadline = [], time.perf_counter() + min_time
+    while time.perf_counter() < deadline or len(times) < 10:
+        t0 = time.perf_counter()
+        model.run(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e6 / batch
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed-model", type=Path, default=ROOT / "firmware_assets" / "model_int8.tflite")
+    parser.add_argument("--min-time", type=float, default=2.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    test = data.load(None, "test")
+    ops = ROOT / "tests" / "fixtures" / "ops"
+    exact = [differing(p, test.images) for p in (args.seed_model, ops / "model_ops_int8.tflite",
+                                                 ops / "model_ops_int8_float_io.tflite")]
+    print(f"numpy backend vs LiteRT reference kernels, {len(test)} test images:")
+    print(table(exact))
+    rows = []
+    for label, model in (("numpy backend", Model(args.seed_model, backend="numpy")),
+                         ("LiteRT fast kernels", Model(args.seed_model)),
+                         ("LiteRT reference kernels", Model(args.seed_model, kernels="reference"))):
+        row = {"runtime": label}
+        for batch in (1, 64):
+            row[f"batch {batch} us/image"] = round(per_image_us(model, test.images, batch, args.min_time), 1)
+        rows.append(row)
+    info = cpu.describe()
+    print(f"\nlatency of {args.seed_model.name}, 1 thread, median per image ({info.model}, int8 path {info.int8_path}):")
+    print(table(rows))
+    numpy_row, fast, reference = rows
+    print(f"numpy vs reference at batch 1: {reference['batch 1 us/image'] / numpy_row['batch 1 us/image']:.2f}x faster; "
+          f"numpy vs fast at batch 64: {numpy_row['batch 64 us/image'] / fast['batch 64 us/image']:.2f}x slower")
+    if args.json:
+        args.json.write_text(json.dumps({"exact": exact, "latency": rows, "cpu": info.model}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

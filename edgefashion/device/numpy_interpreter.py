@@ -1,0 +1,394 @@
+"""Run a full-integer int8 .tflite model with numpy alone, value for value as TFLite's reference
+kernels do. For boards with no LiteRT or ONNX Runtime wheel (32-bit Raspberry Pi OS, riscv64, a
+brand-new Python): numpy is all it needs. Float models run too, in float32 (close to, not bitwise
+equal with, other interpreters: sums are added in another order), so the int8-vs-float
+cross-check works there as well.
+
+Each operator is compiled once into a function with its multipliers, shifts, activation range and
+weight matrix ready; `run` then applies them in graph order. An operator or option outside the
+supported set is refused when the model loads, naming it: never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError, Unsupported
+from . import numpy_kernels as k
+from .tflite_file import Graph, Operator, Tensor, read
+
+SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "MEAN",
+             "SOFTMAX", "RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "QUANTIZE", "DEQUANTIZE")
+
+
+class NumpyInterpreter:
+    """interpreter-like: `input`/`output` tensors of the graph, and run(x) -> output array."""
+
+    def __init__(self, content: bytes, name: str):
+        self.name = name
+        self.graph = read(content, name)
+        if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
+            raise InputError(f"{name}: {len(self.graph.inputs)} inputs and {len(self.graph.outputs)} outputs, "
+                             f"expected 1 and 1")
+        self.input = self.graph.tensors[self.graph.inputs[0]]
+        self.output = self.graph.tensors[self.graph.outputs[0]]
+        if not ((self.input.dtype is np.int8 and self.input.scale is not None) or self.input.dtype is np.float32):
+            raise Unsupported(f"{name}: the numpy backend runs int8 and float32 models; this one takes "
+                              f"{np.dtype(self.input.dtype).name} input")
+        self.steps = [(op, self._compile(op)) for op in self.graph.operators]
+
+    def _compile(self, op: Operator):
+        if op.op not in SUPPORTED:
+            raise InputError(f"{self.name}: operator {op.op} is not supported by the numpy backend "
+                             f"(supported: {', '.join(SUPPORTED)})")
+        tensors = [self.graph.tensors[i] if i >= 0 else None for i in op.inputs]
+        out = self.graph.tensors[op.outputs[0]]
+        try:
+            floating = tensors[0].dtype is np.float32 and op.op in FLOAT_BUILDERS
+            return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, op.options)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise InputError(f"{self.name}: {op.op}: {exc}") from None
+            raise InputError(f"{self.name}: {op.op} with inputs {op.inputs} is malformed or unsupported "
+                             f"({type(exc).__name__})") from None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        values = {self.graph.inputs[0]: x}
+        with np.errstate(all="ignore"):  # a malformed model may overflow; it must not print warnings
+            return self._run(values)
+
+    def _run(self, values: dict) -> np.ndarray:
+        for op, step in self.steps:
+            args = [values.get(i) if self.graph.tensors[i].data is None else self.graph.tensors[i].data
+                    for i in op.inputs if i >= 0]
+            values[op.outputs[0]] = step(*args)
+        return values[self.graph.outputs[0]]
+
+
+# --- operator builders: (input tensors, output tensor, options) -> function of input arrays ----
+
+def _int8(t: Tensor, what: str) -> None:
+    if t.dtype is not np.int8 or t.scale is None:
+        raise InputError(f"{what} {t.name!r} is {np.dtype(t.dtype).name} without int8 quantization; "
+                         f"the numpy backend runs full-integer int8 models")
+
+
+def _zp(t: Tensor) -> int:
+    return int(t.zero_point[0])
+
+
+def _per_channel(x_t: Tensor, w_t: Tensor, out_t: Tensor, channels: int):
+    """Multipliers and shifts per output channel: input * filter scale / output scale, in double."""
+    scales = np.broadcast_to(w_t.scale.astype(np.float64), (channels,))
+    pairs = [k.quantize_multiplier(float(x_t.scale[0]) * s / float(out_t.scale[0])) for s in scales]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def _bias(b_t: Tensor | None, channels: int) -> np.ndarray:
+    if b_t is None:
+        return np.zeros(channels, np.int64)
+    return b_t.data.astype(np.int64).reshape(channels)
+
+
+def conv_2d(tensors, out_t, o):
+    x_t, w_t, b_t = (tensors + [None])[:3]
+    for t, what in ((x_t, "input"), (w_t, "filter"), (out_t, "output")):
+        _int8(t, what)
+    cout, kh, kw, cin = w_t.shape
+    if np.any(w_t.zero_point != 0):
+        raise InputError("filter zero points must be 0 (symmetric int8 weights)")
+    zp_in, zp_out = _zp(x_t), _zp(out_t)
+    act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
+    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout))
+    matmul = k.IntMatmul(w_t.data.reshape(cout, -1).T)  # rows in (kh, kw, cin) order
+
+    def run(x, *_):
+        win = k.windows(x.astype(np.float32) - zp_in, kh, kw, o["stride_h"], o["stride_w"],
+                        o["dilation_h_factor"], o["dilation_w_factor"], o["padding"])
+        n, oh, ow = win.shape[:3]
+        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * cin)
+        return requantize(matmul(cols)).reshape(n, oh, ow, cout)
+    return run
+
+
+def depthwise_conv_2d(tensors, out_t, o):
+    x_t, w_t, b_t = (tensors + [None])[:3]
+    for t, what in ((x_t, "input"), (w_t, "filter"), (out_t, "output")):
+        _int8(t, what)
+    _, kh, kw, cout = w_t.shape
+    mult = o["depth_multiplier"] or cout // x_t.shape[3]
+    zp_in, zp_out = _zp(x_t), _zp(out_t)
+    act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
+    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout))
+    weights = w_t.data[0].astype(np.float32)  # (kh, kw, cout): a few products a sum, exact in float32
+
+    def run(x, *_):
+        win = k.windows(x.astype(np.float32) - zp_in, kh, kw, o["stride_h"], o["stride_w"],
+                        o["dilation_h_factor"], o["dilation_w_factor"], o["padding"])
+        if mult > 1:
+            win = np.repeat(win, mult, axis=3)
+        return requantize(np.einsum("nhwckl,klc->nhwc", win, weights))
+    return run
+
+
+def fully_connected(tensors, out_t, o):
+    x_t, w_t, b_t = (tensors + [None])[:3]
+    for t, what in ((x_t, "input"), (w_t, "weights"), (out_t, "output")):
+        _int8(t, what)
+    if o["weights_format"] != 0:
+        raise InputError("shuffled weights are not supported")
+    cout, depth = w_t.shape
+    if np.any(w_t.zero_point != 0):
+        raise InputError("weight zero points must be 0 (symmetric int8 weights)")
+    # GetQuantizedConvolutionMultipler: the scale product is a float32 product, per channel or not
+    scales = np.float32(x_t.scale[0]) * np.broadcast_to(w_t.scale.astype(np.float32), (cout,))
+    pairs = [k.quantize_multiplier(float(s) / float(out_t.scale[0])) for s in scales]
+    multipliers, shifts = np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+    zp_in, zp_out = _zp(x_t), _zp(out_t)
+    act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
+    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=True, bias=_bias(b_t, cout))
+    matmul = k.IntMatmul(w_t.data.T)
+
+    def run(x, *_):
+        rows = x.reshape(-1, depth).astype(np.float32) - zp_in
+        out = requantize(matmul(rows))
+        return out.reshape(*x.shape[:-1], cout) if o["keep_num_dims"] else out
+    return run
+
+
+def _pool(tensors, out_t, o, reduce):
+    x_t = tensors[0]
+    _int8(x_t, "input")
+    _int8(out_t, "output")
+    act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), _zp(out_t))
+    size = (o["filter_height"], o["filter_width"], o["stride_h"], o["stride_w"], 1, 1, o["padding"])
+
+    def run(x, *_):
+        return np.clip(reduce(x, size), act[0], act[1]).astype(np.int8)
+    return run
+
+
+def max_pool_2d(tensors, out_t, o):
+    def reduce(x, size):  # padding cells never win: pad with the smallest int
+        return k.windows(x.astype(np.int32), *size, fill=np.iinfo(np.int32).min).max(axis=(4, 5))
+    return _pool(tensors, out_t, o, reduce)
+
+
+def average_pool_2d(tensors, out_t, o):
+    if tensors[0].scale[0] != out_t.scale[0] or _zp(tensors[0]) != _zp(out_t):
+        raise InputError("input and output quantization must match")
+
+    def reduce(x, size):  # only cells inside the image count; round half away from zero
+        total = k.windows(x.astype(np.int64), *size).sum(axis=(4, 5))
+        count = k.windows(np.ones((1, *x.shape[1:3], 1), np.int64), *size).sum(axis=(4, 5))
+        return np.where(total > 0, (total + count // 2) // count, -((-total + count // 2) // count))
+    return _pool(tensors, out_t, o, reduce)
+
+
+def add(tensors, out_t, o):
+    a_t, b_t = tensors
+    for t, what in ((a_t, "input"), (b_t, "input"), (out_t, "output")):
+        _int8(t, what)
+    left_shift = 20
+    twice_max = float(2 * max(np.float32(a_t.scale[0]), np.float32(b_t.scale[0])))
+    m_a = k.quantize_multiplier(float(a_t.scale[0]) / twice_max)
+    m_b = k.quantize_multiplier(float(b_t.scale[0]) / twice_max)
+    m_out = k.quantize_multiplier(twice_max / float(np.float32((1 << left_shift) * np.float32(out_t.scale[0]))))
+    za, zb, zo = _zp(a_t), _zp(b_t), _zp(out_t)
+    act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zo)
+
+    def run(a, b):
+        sa = k.multiply((a.astype(np.int64) - za) << left_shift, *m_a)
+        sb = k.multiply((b.astype(np.int64) - zb) << left_shift, *m_b)
+        return np.clip(k.multiply(sa + sb, *m_out) + zo, act[0], act[1]).astype(np.int8)
+    return run
+
+
+def mean(tensors, out_t, o):
+    x_t, axes_t = tensors
+    _int8(x_t, "input")
+    _int8(out_t, "output")
+    axes = tuple(sorted({int(a) % len(x_t.shape) for a in np.atleast_1d(axes_t.data)}))
+    multiplier, shift = k.quantize_multiplier(float(x_t.scale[0]) / float(out_t.scale[0]))
+    zp_in, zp_out = _zp(x_t), _zp(out_t)
+
+    def run(x, *_):  # reference_ops::QuantizedMeanOrSum: the 1/count folded into the multiplier
+        count = int(np.prod([x.shape[a] for a in axes]))
+        bits = min(count.bit_length() - 1, 32, 31 + shift)
+        total = x.astype(np.int64).sum(axis=axes, keepdims=bool(o["keep_dims"])) - zp_in * count
+        out = k.multiply(total, (multiplier << bits) // count, shift - bits) + zp_out
+        return np.clip(out, -128, 127).astype(np.int8)
+    return run
+
+
+def softmax(tensors, out_t, o):
+    x_t = tensors[0]
+    _int8(x_t, "input")
+    _int8(out_t, "output")
+    if _zp(out_t) != -128 or abs(float(out_t.scale[0]) - 1 / 256) > 0.001 / 256:
+        raise InputError("int8 softmax output must have scale 1/256 and zero point -128")
+    return k.SoftmaxInt8(float(o["beta"]), float(x_t.scale[0]))
+
+
+def reshape(tensors, out_t, o):
+    static = o.get("new_shape")
+
+    def run(x, shape=None):
+        new = [int(v) for v in (shape if shape is not None else static or out_t.shape)]
+        if -1 not in new and len(new) == len(out_t.shape) and new[0] == out_t.shape[0] != len(x):
+            new[0] = -1  # a shape recorded for batch 1
+        return x.reshape(new)
+    return run
+
+
+def shape(tensors, out_t, o):
+    return lambda x: np.array(x.shape, np.int32)
+
+
+def strided_slice(tensors, out_t, o):
+    if o["ellipsis_mask"] or o["new_axis_mask"] or o["offset"]:
+        raise InputError("ellipsis, new-axis and offset masks are not supported")
+
+    def run(x, begin, end, strides):
+        index = []
+        for axis in range(len(begin)):
+            lo = None if o["begin_mask"] >> axis & 1 else int(begin[axis])
+            hi = None if o["end_mask"] >> axis & 1 else int(end[axis])
+            if o["shrink_axis_mask"] >> axis & 1:
+                index.append(lo or 0)
+            else:
+                index.append(slice(lo, hi, int(strides[axis])))
+        return np.asarray(x[tuple(index)])
+    return run
+
+
+def pack(tensors, out_t, o):
+    return lambda *xs: np.stack(xs, axis=o["axis"])
+
+
+def quantize(tensors, out_t, o):
+    x_t = tensors[0]
+    _int8(out_t, "output")
+    scale, zp = np.float32(out_t.scale[0]), _zp(out_t)
+    if x_t.dtype is np.float32:  # reference_ops::AffineQuantize: round(x / scale) + zero point
+        return lambda x: np.clip(_round_away(x.astype(np.float32) / scale) + zp, -128, 127).astype(np.int8)
+    _int8(x_t, "input")  # int8 -> int8 requantization
+    multiplier, shift = k.quantize_multiplier(float(x_t.scale[0]) / float(out_t.scale[0]))
+    zp_in = _zp(x_t)
+    return lambda x: np.clip(k.multiply(x.astype(np.int64) - zp_in, multiplier, shift) + zp, -128, 127).astype(
+        np.int8)
+
+
+def dequantize(tensors, out_t, o):
+    x_t = tensors[0]
+    _int8(x_t, "input")
+    scale, zp = float(x_t.scale[0]), _zp(x_t)
+    return lambda x: (scale * (x.astype(np.float64) - zp)).astype(np.float32)
+
+
+def _round_away(x: np.ndarray) -> np.ndarray:
+    return (np.sign(x) * np.floor(np.abs(x.astype(np.float64)) + 0.5)).astype(np.int64)
+
+
+BUILDERS = {"CONV_2D": conv_2d, "DEPTHWISE_CONV_2D": depthwise_conv_2d, "FULLY_CONNECTED": fully_connected,
+            "AVERAGE_POOL_2D": average_pool_2d, "MAX_POOL_2D": max_pool_2d, "ADD": add, "MEAN": mean,
+            "SOFTMAX": softmax, "RESHAPE": reshape, "SHAPE": shape, "STRIDED_SLICE": strided_slice,
+            "PACK": pack, "QUANTIZE": quantize, "DEQUANTIZE": dequantize}
+
+
+# --- float32 models --------------------------------------------------------------------------
+
+def _float_act(fused: int):
+    limits = {0: (None, None), 1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}
+    if fused not in limits:
+        raise InputError(f"fused activation {fused} is not supported by the numpy backend")
+    lo, hi = limits[fused]
+    return lambda y: y if lo is None and hi is None else np.clip(y, lo, hi)
+
+
+def _float_bias(b_t: Tensor | None, channels: int) -> np.ndarray:
+    return np.zeros(channels, np.float32) if b_t is None else b_t.data.astype(np.float32).reshape(channels)
+
+
+def conv_2d_f32(tensors, out_t, o):
+    _, w_t, b_t = (tensors + [None])[:3]
+    cout, kh, kw, cin = w_t.shape
+    weights, bias = w_t.data.reshape(cout, -1).T.astype(np.float32), _float_bias(b_t, cout)
+    act = _float_act(o["fused_activation_function"])
+
+    def run(x, *_):
+        win = k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
+                        o["padding"])
+        n, oh, ow = win.shape[:3]
+        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * cin)
+        return act(cols @ weights + bias).reshape(n, oh, ow, cout).astype(np.float32)
+    return run
+
+
+def depthwise_conv_2d_f32(tensors, out_t, o):
+    x_t, w_t, b_t = (tensors + [None])[:3]
+    _, kh, kw, cout = w_t.shape
+    mult = o["depth_multiplier"] or cout // x_t.shape[3]
+    weights, bias = w_t.data[0].astype(np.float32), _float_bias(b_t, cout)
+    act = _float_act(o["fused_activation_function"])
+
+    def run(x, *_):
+        win = k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
+                        o["padding"])
+        if mult > 1:
+            win = np.repeat(win, mult, axis=3)
+        return act(np.einsum("nhwckl,klc->nhwc", win, weights) + bias).astype(np.float32)
+    return run
+
+
+def fully_connected_f32(tensors, out_t, o):
+    _, w_t, b_t = (tensors + [None])[:3]
+    cout, depth = w_t.shape
+    weights, bias = w_t.data.T.astype(np.float32), _float_bias(b_t, cout)
+    act = _float_act(o["fused_activation_function"])
+
+    def run(x, *_):
+        out = act(x.reshape(-1, depth) @ weights + bias).astype(np.float32)
+        return out.reshape(*x.shape[:-1], cout) if o["keep_num_dims"] else out
+    return run
+
+
+def _pool_f32(o, reduce):
+    act = _float_act(o["fused_activation_function"])
+    size = (o["filter_height"], o["filter_width"], o["stride_h"], o["stride_w"], 1, 1, o["padding"])
+    return lambda x, *_: act(reduce(x, size)).astype(np.float32)
+
+
+def max_pool_2d_f32(tensors, out_t, o):
+    return _pool_f32(o, lambda x, size: k.windows(x, *size, fill=-np.inf).max(axis=(4, 5)))
+
+
+def average_pool_2d_f32(tensors, out_t, o):
+    def reduce(x, size):  # the mean of the cells inside the image
+        count = k.windows(np.ones((1, *x.shape[1:3], 1), np.float32), *size).sum(axis=(4, 5))
+        return k.windows(x, *size).sum(axis=(4, 5)) / count
+    return _pool_f32(o, reduce)
+
+
+def add_f32(tensors, out_t, o):
+    act = _float_act(o["fused_activation_function"])
+    return lambda a, b: act(a + b).astype(np.float32)
+
+
+def mean_f32(tensors, out_t, o):
+    axes = tuple(sorted(int(a) % len(tensors[0].shape) for a in np.atleast_1d(tensors[1].data)))
+    return lambda x, *_: x.mean(axis=axes, keepdims=bool(o["keep_dims"]), dtype=np.float32)
+
+
+def softmax_f32(tensors, out_t, o):
+    beta = np.float32(o["beta"])
+
+    def run(x):
+        e = np.exp((x - x.max(axis=-1, keepdims=True)) * beta)
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return run
+
+
+FLOAT_BUILDERS = {"CONV_2D": conv_2d_f32, "DEPTHWISE_CONV_2D": depthwise_conv_2d_f32,
+                  "FULLY_CONNECTED": fully_connected_f32, "AVERAGE_POOL_2D": average_pool_2d_f32,
+                  "MAX_POOL_2D": max_pool_2d_f32, "ADD": add_f32, "MEAN": mean_f32, "SOFTMAX": softmax_f32}

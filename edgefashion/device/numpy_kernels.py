@@ -1,0 +1,295 @@
+"""TFLite's reference integer kernels, in numpy: the same integers as LiteRT's BUILTIN_REF resolver.
+
+The arithmetic follows tensorflow/lite/kernels/internal (quantization_util, reference_integer_ops)
+and gemmlowp's fixedpoint.h: a real multiplier becomes a 31-bit fixed-point number and a shift.
+Most kernels round twice (a rounding doubling high multiply, then a rounding right shift); the
+int8 fully-connected reference kernel of LiteRT rounds once, at the final shift. Both were told
+apart by measurement against LiteRT's BUILTIN_REF kernels: the other variant differs in 8 of
+100,000 dense-layer values, or in 8,297 of 8.1 M first-convolution values.
+Sums of products are computed as float matrix products of integer values: exact while every
+partial sum stays below 2**24 (float32) or 2**53 (float64), which `exact_dtype` checks per layer;
+long float32 sums are split into chunks that each stay below 2**24 and added as int64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import InputError
+
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+FLOAT32_EXACT = 2 ** 24
+
+
+# --- fixed-point helpers (vectorized over int64 arrays holding int32 values) -----------------
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier: real = q * 2**(shift - 31), q a 31-bit integer (std::round: half away)."""
+    if real == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(real)
+    q = math.floor(fraction * (1 << 31) + 0.5)
+    if q == 1 << 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def high_mul(a, b):
+    """gemmlowp SaturatingRoundingDoublingHighMul. Its nudge (+2**30, or 1 - 2**30 for negative
+    products) and C++ truncation toward zero come to (a * b + 2**30) >> 31 for either sign. The one
+    saturating case, a == b == INT32_MIN, cannot arise here: one operand is always a positive
+    multiplier or a positive fixed-point value."""
+    return (np.asarray(a, np.int64) * b + (1 << 30)) >> 31
+
+
+def shift_round(x, exponent):
+    """gemmlowp RoundingDivideByPOT: x / 2**exponent, rounded to nearest, ties away from zero."""
+    x = np.asarray(x, np.int64)
+    mask = np.left_shift(np.int64(1), exponent) - 1
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + ((x & mask) > threshold)
+
+
+def multiply(x, multiplier, shift):
+    """MultiplyByQuantizedMultiplier, double rounding."""
+    left, right = np.maximum(shift, 0), np.maximum(-np.asarray(shift), 0)
+    return shift_round(high_mul(np.asarray(x, np.int64) << left, multiplier), right)
+
+
+def multiply_once(x, multiplier, shift):
+    """MultiplyByQuantizedMultiplier, single rounding: (x * multiplier + 2**(30 - shift)) >> (31 - shift)."""
+    total = 31 - np.asarray(shift, np.int64)
+    return (np.asarray(x, np.int64) * multiplier + np.left_shift(np.int64(1), total - 1)) >> total
+
+
+def saturating_shift(x, exponent: int):
+    """gemmlowp SaturatingRoundingMultiplyByPOT: x * 2**exponent, saturating (or rounding when < 0)."""
+    if exponent < 0:
+        return shift_round(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, x << exponent))
+
+
+def round_half_away(value: float) -> int:
+    return int(math.copysign(math.floor(abs(value) + 0.5), value))
+
+
+def activation_range(fused: int, scale: float, zero_point: int) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized for int8 outputs (the float division is float32, as in C++)."""
+    def quantize(f):
+        return zero_point + round_half_away(float(np.float32(f) / np.float32(scale)))
+    lo, hi = -128, 127
+    if fused == 0:
+        return lo, hi
+    if fused == 1:  # RELU
+        return max(lo, quantize(0.0)), hi
+    if fused == 2:  # RELU_N1_TO_1
+        return max(lo, quantize(-1.0)), min(hi, quantize(1.0))
+    if fused == 3:  # RELU6
+        return max(lo, quantize(0.0)), min(hi, quantize(6.0))
+    raise InputError(f"fused activation {fused} is not supported by the numpy backend")
+
+
+class Requantize:
+    """int32 accumulators -> int8: add the bias, multiply by the fixed-point multiplier (per channel,
+    last axis), add the zero point, clamp; exactly `multiply` (or `multiply_once`).
+
+    Fast path, for float32 accumulators (exact integers below 2**24): y = acc * real multiplier in
+    float32, rounded. That equals the exact result except within `margin` of a rounding tie: the
+    first of two roundings moves a value by at most 2**-(e+1) output steps (e the right shift), and
+    float32 adds at most |y| * 2**-23 (< 2**-13 where the result is not clamped anyway). Those few
+    values (about 0.4 % for the seed CNN) are recomputed with the exact int64 formulas."""
+
+    def __init__(self, multipliers, shifts, zero_point: int, act: tuple[int, int], once: bool = False,
+                 bias=None):
+        self.multipliers, self.shifts = np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64)
+        self.bias = None if bias is None else np.asarray(bias, np.int64)
+        self.once, self.zero_point, self.act = once, zero_point, act
+        real = self.multipliers * np.exp2(self.shifts.astype(np.float64) - 31)
+        self.real = real.astype(np.float32)
+        right = -self.shifts if not once else np.zeros_like(self.shifts) + 31
+        self.margin = (0.0 if once else np.exp2(-(right + 1.0))) + 2.0 ** -12
+        self.fast = bool(np.all(self.margin < 0.25))
+        self.threshold = (0.5 - np.broadcast_to(self.margin, self.shifts.shape)).astype(np.float32)
+        max_bias = 0 if self.bias is None else int(np.abs(self.bias).max(initial=0))
+        self.bias32 = None if self.bias is None else self.bias.astype(np.float32)
+        self.max_bias = max_bias
+
+    def exact(self, acc, channels=slice(None)) -> np.ndarray:
+        t = np.asarray(acc).astype(np.int64)
+        if self.bias is not None:
+            t = t + self.bias[channels]
+        step = multiply_once if self.once else multiply
+        return step(t, self.multipliers[channels], self.shifts[channels])
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        if acc.dtype == np.float32 and self.fast and float(np.abs(acc).max(initial=0)) + self.max_bias < FLOAT32_EXACT:
+            q = self._fast(acc)
+        else:
+            q = self.exact(acc).astype(np.float32)  # values far outside int8 clamp the same in float32
+        q += self.zero_point
+        np.minimum(q, self.act[1], out=q)
+        np.maximum(q, self.act[0], out=q)
+        return q.astype(np.int8)
+
+    def _fast(self, acc: np.ndarray) -> np.ndarray:
+        y = acc + self.bias32 if self.bias32 is not None else acc.copy()
+        y *= self.real
+        q = np.rint(y)
+        y -= q
+        np.abs(y, out=y)                                # distance to the nearest integer: 0.5 at a tie
+        near = y > self.threshold
+        if near.any():
+            rows, channels = np.nonzero(near.reshape(-1, y.shape[-1]))
+            flat = q.reshape(-1, y.shape[-1])
+            flat[rows, channels] = self.exact(acc.reshape(-1, y.shape[-1])[rows, channels], channels)
+        return q
+
+
+def requantize(acc, multipliers, shifts, zero_point: int, act: tuple[int, int], once: bool = False) -> np.ndarray:
+    return Requantize(multipliers, shifts, zero_point, act, once)(acc)
+
+
+# --- exact integer matrix products ----------------------------------------------------------
+
+def exact_dtype(terms: int, max_input: int, max_weight: int):
+    """float32 where every partial sum of `terms` products stays below 2**24, else float64."""
+    return np.float32 if terms * max_input * max_weight < FLOAT32_EXACT else np.float64
+
+
+class IntMatmul:
+    """x @ W for integer-valued x (|x| <= max_input) and integer W, exactly, as int64."""
+
+    def __init__(self, weights: np.ndarray, max_input: int = 255):
+        weights = np.asarray(weights, np.int64)
+        terms, max_weight = weights.shape[0], max(int(np.abs(weights).max(initial=0)), 1)
+        self.chunk = max(1, (FLOAT32_EXACT - 1) // (max_input * max_weight))
+        if terms <= self.chunk:
+            self.chunks = None
+            self.weights = weights.astype(np.float32)
+        else:  # split the sum: each chunk exact in float32, chunks added in int64
+            self.chunks = -(-terms // self.chunk)
+            padded = np.zeros((self.chunks * self.chunk, weights.shape[1]), np.float32)
+            padded[:terms] = weights
+            self.weights = padded.reshape(self.chunks, self.chunk, weights.shape[1])
+            self.terms = terms
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Integer-valued float32 (exact) or int64 sums."""
+        if self.chunks is None:
+            return x.astype(np.float32, copy=False) @ self.weights
+        padded = np.zeros((len(x), self.chunks * self.chunk), np.float32)
+        padded[:, :self.terms] = x
+        parts = np.matmul(padded.reshape(len(x), self.chunks, 1, self.chunk).transpose(1, 0, 2, 3)[:, :, 0, :],
+                          self.weights)  # (chunks, N, out)
+        return parts.astype(np.int64).sum(axis=0)
+
+
+# --- padding and windows --------------------------------------------------------------------
+
+def output_size(size: int, filter_size: int, stride: int, dilation: int, padding: int) -> tuple[int, int]:
+    """(output size, padding before) for TFLite's SAME (0) and VALID (1)."""
+    effective = (filter_size - 1) * dilation + 1
+    if padding == 0:
+        out = (size + stride - 1) // stride
+    elif padding == 1:
+        out = (size - effective + stride) // stride
+    else:
+        raise InputError(f"padding {padding} is not supported by the numpy backend")
+    total = max((out - 1) * stride + effective - size, 0)
+    return out, total // 2
+
+
+def windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, padding: int,
+            fill=0) -> np.ndarray:
+    """(N, OH, OW, C, KH, KW) views of x (N, H, W, C), padded with `fill` as TFLite pads."""
+    n, h, w, c = x.shape
+    oh, top = output_size(h, kh, sh, dh, padding)
+    ow, left = output_size(w, kw, sw, dw, padding)
+    need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+    bottom, right = max(need_h - h - top, 0), max(need_w - w - left, 0)
+    if top or left or bottom or right:
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    view = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+    return view[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw, :, ::dh, ::dw]
+
+
+# --- softmax (reference_ops::Softmax for int8, gemmlowp fixed point) -------------------------
+
+def _fp_mul(a, b):
+    return high_mul(a, b)
+
+
+def _exp_on_interval(a):
+    """exp(a) for a in [-1/4, 0), Q0.31 in and out."""
+    constant_term, one_third = 1895147668, 715827883
+    x = a + (1 << 28)
+    x2 = _fp_mul(x, x)
+    x3 = _fp_mul(x2, x)
+    x4 = _fp_mul(x2, x2)
+    x4_over_4 = saturating_shift(x4, -2)
+    poly = saturating_shift(_fp_mul(x4_over_4 + x3, one_third) + x2, -1)
+    return constant_term + _fp_mul(constant_term, x + poly)
+
+
+def exp_on_negative_values(a, integer_bits: int = 5):
+    """gemmlowp exp_on_negative_values for Q(integer_bits).(31 - integer_bits) input, Q0.31 output."""
+    fractional = 31 - integer_bits
+    quarter = 1 << (fractional - 2)
+    a_mod = (a & (quarter - 1)) - quarter
+    result = _exp_on_interval(saturating_shift(a_mod, integer_bits))
+    remainder = a_mod - a
+    for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                                 (2, 39332535), (3, 720401), (4, 242)):
+        if integer_bits > exponent:
+            bit = 1 << (fractional + exponent)
+            result = np.where(remainder & bit, _fp_mul(result, multiplier), result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def _one_over_one_plus_x(a):
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 in (a >= 0) and out, Newton-Raphson in Q2.29."""
+    half_denominator = (a + INT32_MAX + 1) >> 1  # RoundingHalfSum(a, 1.0) for a sum >= 0
+    x = 1515870810 + _fp_mul(half_denominator, -1010580540)
+    one_q2 = 1 << 29
+    for _ in range(3):
+        x = x + saturating_shift(_fp_mul(x, one_q2 - _fp_mul(half_denominator, x)), 2)
+    return saturating_shift(x, 1)
+
+
+def softmax_params(beta: float, input_scale: float) -> tuple[int, int, int]:
+    """(input multiplier, left shift, diff_min), as SoftmaxPrepare computes them for kReference."""
+    integer_bits = 5
+    real = min(beta * input_scale * (1 << (31 - integer_bits)), (1 << 31) - 1.0)
+    multiplier, shift = quantize_multiplier(real)
+    radius = math.floor(((1 << integer_bits) - 1) * (1 << (31 - integer_bits)) / (1 << shift))
+    return multiplier, shift, -radius
+
+
+class SoftmaxInt8:
+    """reference_ops::Softmax<int8, int8> over the last axis. exp() depends only on x - max(x), an
+    integer in [-255, 0], so its fixed-point values are computed once into a 256-entry table."""
+
+    def __init__(self, beta: float, input_scale: float):
+        multiplier, left_shift, diff_min = softmax_params(beta, input_scale)
+        diffs = np.arange(-255, 1, dtype=np.int64)
+        exps = exp_on_negative_values(high_mul(diffs << left_shift, multiplier))
+        self.exps = np.where(diffs >= diff_min, exps, 0)     # Q0.31, index diff + 255
+        self.rescaled = shift_round(self.exps, 12)           # Q12.19 terms of the sum
+        self.valid = diffs >= diff_min
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        index = x.astype(np.int64) - x.max(axis=-1, keepdims=True) + 255
+        exps = self.exps[index]
+        sum_of_exps = np.minimum(self.rescaled[index].sum(axis=-1, keepdims=True), INT32_MAX)
+        headroom = 32 - np.frexp(sum_of_exps.astype(np.float64))[1]  # count of leading zeros (uint32)
+        shifted_minus_one = ((sum_of_exps << headroom) & 0xFFFFFFFF) - (1 << 31)
+        scale = _one_over_one_plus_x(shifted_minus_one)
+        out = shift_round(high_mul(scale, exps), 12 - headroom + 31 - 8) - 128
+        return np.where(self.valid[index], np.clip(out, -128, 127), -128).astype(np.int8)

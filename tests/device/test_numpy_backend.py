@@ -1,0 +1,98 @@
+"""The numpy backend against LiteRT's reference kernels (BUILTIN_REF): the same integers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgefashion.device import numpy_kernels as k
+from edgefashion.device import runtime
+from edgefashion.device.runtime import Model
+from edgefashion.errors import InputError, Unsupported
+from helpers import FIXTURES, cli
+
+OPS = FIXTURES / "ops"  # tools/make_ops_models.py: every supported operator, SAME and VALID, strides
+INT8_MODELS = [FIXTURES / "run" / "export" / "model_int8.tflite", OPS / "model_ops_int8.tflite",
+               OPS / "model_ops_int8_float_io.tflite"]
+FLOAT_MODELS = [FIXTURES / "run" / "export" / "model_f32.tflite", OPS / "model_ops_f32.tflite"]
+
+
+@pytest.mark.parametrize("path", INT8_MODELS, ids=lambda p: p.name)
+def test_int8_outputs_equal_litert_reference_kernels(path, few_images):
+    numpy_model, reference = Model(path, backend="numpy"), Model(path, kernels="reference")
+    assert numpy_model.backend == "numpy"
+    ours = numpy_model.run(numpy_model.prepare(few_images.images))
+    theirs = reference.run(reference.prepare(few_images.images))
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    assert np.array_equal(ours, theirs), f"{int((ours != theirs).sum())} of {ours.size} values differ"
+
+
+@pytest.mark.parametrize("path", FLOAT_MODELS, ids=lambda p: p.name)
+def test_float_models_agree_closely(path, few_images):
+    ours = Model(path, backend="numpy").predict_proba(few_images.images)
+    theirs = Model(path).predict_proba(few_images.images)
+    assert np.abs(ours - theirs).max() < 1e-5 and (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+def test_fast_requantization_equals_the_integer_formula():
+    rng = np.random.default_rng(0)
+    for once in (False, True):
+        multipliers = rng.integers(2 ** 30, 2 ** 31 - 1, 16)
+        shifts = rng.integers(-14, -6, 16) if not once else rng.integers(-14, -6, 16)
+        acc = rng.integers(-2 ** 20, 2 ** 20, (4000, 16)).astype(np.float32)
+        bias = rng.integers(-5000, 5000, 16)
+        requantize = k.Requantize(multipliers, shifts, -3, (-128, 127), once=once, bias=bias)
+        exact = (k.multiply_once if once else k.multiply)(acc.astype(np.int64) + bias, multipliers, shifts) - 3
+        assert requantize.fast
+        assert np.array_equal(requantize(acc), np.clip(exact, -128, 127).astype(np.int8))
+
+
+def test_auto_picks_numpy_without_an_interpreter(monkeypatch, few_images):
+    def no_interpreter(name):
+        raise ImportError(f"No module named {name!r}")
+    monkeypatch.setattr(runtime, "_import_interpreter", no_interpreter)
+    model = Model(INT8_MODELS[0])
+    assert model.backend == "numpy" and model.format == "tflite-int8"
+    assert model.predict(few_images.images[:5]).labels
+
+
+def test_unsupported_models_and_ops_are_named():
+    with pytest.raises(Unsupported, match="runs .tflite int8 models, not ONNX"):
+        Model(FIXTURES / "run" / "export" / "model_int8.onnx", backend="numpy")
+    with pytest.raises(InputError, match="operator TILE is not supported by the numpy backend"):
+        Model(FIXTURES / "tile-479mb.tflite", backend="numpy")
+
+
+def test_malformed_flatbuffers_are_one_line_errors():
+    blob = (OPS / "model_ops_int8.tflite").read_bytes()
+    for bad in (blob[:8], blob[:len(blob) // 2], b"\x10\x00\x00\x00TFL3" + b"\xff" * 64):
+        with pytest.raises(InputError) as info:
+            Model(bad, backend="numpy", name="bad.tflite")
+        assert str(info.value).startswith("bad.tflite: ") and "\n" not in str(info.value)
+    rng = np.random.default_rng(1)
+    outcomes = {"loaded": 0, "refused": 0}
+    for i in range(300):  # random byte changes: refused or run, never another exception
+        mutant = bytearray(blob)
+        for pos in rng.integers(0, len(mutant), int(rng.integers(1, 10))):
+            mutant[pos] = int(rng.integers(0, 256))
+        try:
+            Model(bytes(mutant), backend="numpy", name=f"mutant{i}").predict(np.zeros((2, 28, 28), np.uint8))
+            outcomes["loaded"] += 1
+        except InputError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100 and outcomes["loaded"] + outcomes["refused"] == 300
+
+
+def test_cli_selftest_and_predict_on_the_numpy_backend(fixture_bundle, few_images, tmp_path):
+    lines = cli("selftest", fixture_bundle, "--backend", "numpy", check=0).stdout.splitlines()
+    assert any(line.startswith("PASS  golden model_int8.tflite (numpy backend, reference arithmetic): max 0")
+               for line in lines)
+    assert sum(line.startswith("SKIP  load model_") for line in lines) == 2  # the ONNX models
+    assert any(line.startswith("PASS  int8 vs float tflite") for line in lines)
+    assert lines[-1].endswith(" passed, 0 failed, 2 skipped")
+    np.save(tmp_path / "x.npy", few_images.images[:8])
+    result = json.loads(cli("predict", fixture_bundle, tmp_path / "x.npy", "--backend", "numpy", "--json",
+                            check=0).stdout)
+    assert result["model"]["backend"] == "numpy" and len(result["predictions"]) == 8
