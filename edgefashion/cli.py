@@ -1,4 +1,4 @@
-"""edgefashion command line: train, export, verify, bench, bundle, selftest, predict, run, keygen.
+"""edgefashion command line: train, export, verify, bench, bundle, firmware, selftest, predict, run, keygen.
 
 Options come from each stage's config dataclass (edgefashion.options), so defaults live in one place.
 Errors are one line on stderr: exit 2 for bad input, 1 for a failed check. TensorFlow is imported
@@ -28,6 +28,9 @@ from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, veri
 from .errors import CheckFailed, InputError
 from .host.bundle import BundleConfig, make_bundle
 from .host.export import ExportConfig, export
+from .host.firmware import FirmwareConfig, firmware
+from .host.firmware import summary_lines as firmware_summary
+from .host.firmware import target_rows as firmware_targets
 from .host.train import TrainConfig, train
 from .options import add_options, from_args, positive_int, thread_count
 from .pipeline import RunConfig, keras_reference, run
@@ -244,6 +247,40 @@ def trust_from(args) -> trust.Trust:
     return trust.Trust.load(args.trust, args.pin)
 
 
+def add_firmware(sub) -> None:
+    p = sub.add_parser("firmware", help="run the int8 model on TensorFlow Lite Micro; arena, ops, targets (host)",
+                       description="Run RUN/export/model_int8.tflite on the real TensorFlow Lite Micro interpreter "
+                                   "(the tflite-micro package, x86_64 only) over the test set: accuracy, outputs "
+                                   "against LiteRT's reference kernels, the tensor arena TFLM allocates, the "
+                                   "operators to register, and which microcontrollers it fits. Writes "
+                                   "RUN/firmware/firmware.json and a model_int8_data.h/.cc a firmware can use as "
+                                   "they are.")
+    p.add_argument("run", type=Path, help="run directory with export/model_int8.tflite")
+    add_options(p, FirmwareConfig)
+    p.add_argument("--json", action="store_true", help="print firmware.json instead of the summary")
+    p.set_defaults(func=cmd_firmware)
+
+
+def cmd_firmware(args) -> int:
+    config = from_args(FirmwareConfig, args, run=args.run)
+    report = firmware(config)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(firmware_summary(report)))
+        print(table(firmware_targets(report)))
+        print(report.uncounted)
+        print(f"-> {Run(args.run).firmware.folder}/ (firmware.json, model_int8_data.h, model_int8_data.cc)")
+    if report.differing_values_vs_litert_reference:
+        print(f"warning: TFLM differs from LiteRT's reference kernels in {report.differing_values_vs_litert_reference} "
+              f"values", file=sys.stderr)
+    checked = {t.name for t in config.checked()}
+    misfits = [t for t in report.targets if t.target in checked and t.verdict == "does not fit"]
+    for t in misfits:
+        print(f"FAILED: {t.target}: does not fit ({t.why})", file=sys.stderr)
+    return 1 if misfits else 0
+
+
 def add_keygen(sub) -> None:
     p = sub.add_parser("keygen", help="make an Ed25519 key pair to sign bundles with (workstation)",
                        description="Write KEY (private, PEM, mode 0600; keep it on the workstation) and KEY.pub "
@@ -264,12 +301,13 @@ def cmd_keygen(args) -> int:
 
 
 def add_run(sub) -> None:
-    p = sub.add_parser("run", help="the whole job: train -> export -> verify -> bench -> bundle",
-                       description="Train with the seed's settings, export, verify, benchmark and bundle, all "
-                                   "in one run directory. Stops at the first failing stage; run it again to "
-                                   "resume after the last finished stage (--restart to redo everything). "
+    p = sub.add_parser("run", help="the whole job: train -> export -> verify -> bench -> bundle -> firmware",
+                       description="Train with the seed's settings, export, verify, benchmark, bundle, and run "
+                                   "the int8 model on TensorFlow Lite Micro (skipped where tflite-micro is not "
+                                   "installed), all in one run directory. Stops at the first failing stage; run it "
+                                   "again to resume after the last finished stage (--restart to redo everything). "
                                    "--seed also picks the calibration images, --data also feeds calibration "
-                                   "and --test-data is also verify's test set.")
+                                   "and --test-data is also verify's and firmware's test set.")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory (default runs/latest)")
     add_options(p, TrainConfig)
     add_options(p, ExportConfig, skip=("seed", "data"))
@@ -277,6 +315,7 @@ def add_run(sub) -> None:
     add_options(p, VerifyConfig, skip=("data", "threads", "backend"))
     add_options(p, BenchConfig, skip=("backend",))
     add_options(p, BundleConfig)
+    add_options(p, FirmwareConfig, skip=("data", "target", "ram_kb", "flash_kb"))
     p.add_argument("--restart", action="store_true", help="ignore finished stages and start over")
     p.set_defaults(func=cmd_run)
 
@@ -292,6 +331,7 @@ def run_config(args) -> RunConfig:
                          verbose=args.verbose),
         bench=from_args(BenchConfig, args, paths=[args.out], out=Run(args.out).bench),
         bundle=from_args(BundleConfig, args, run=args.out, out=Run(args.out).bundle),
+        firmware=from_args(FirmwareConfig, args, run=args.out, data=args.test_data),
         restart=args.restart)
 
 
@@ -305,6 +345,8 @@ def cmd_run(args) -> int:
     print(f"accuracy on {summary.samples} test images; p50 latency at batch 1, 1 thread on {summary.cpu.model} "
           f"(int8 path: {summary.cpu.int8_path}).\n"
           f"stages: {stages}; this invocation {time.monotonic() - started:.0f} s")
+    if summary.firmware:
+        print(summary.firmware + f" (details: {Run(args.out).firmware.report})")
     if summary.bundle_bytes:
         print(f"bundle: {summary.bundle} ({summary.bundle_bytes / 1e6:.2f} MB) -> copy it to the device "
               f"and run `edgefashion selftest {Path(summary.bundle).name}`")
@@ -324,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_selftest, add_predict, add_run,
-            add_keygen]
+COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_firmware, add_selftest, add_predict,
+            add_run, add_keygen]
 
 
 MESSAGE_LIMIT = 2000  # characters of one error line

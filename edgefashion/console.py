@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 
 
@@ -72,6 +73,32 @@ def _fds_silenced(fds=(1, 2)):
             os.dup2(copy, fd)
             os.close(copy)
         os.close(devnull)
+
+
+def capture_fd(function, fd: int = 2) -> str:
+    """What `function` writes to file descriptor `fd` (native code that prints, such as TFLM's
+    print_allocations on stderr), as text."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            function()
+        finally:
+            _flush_c_stdio()  # C stdio output may sit in libc's buffer until flushed
+            os.dup2(saved, fd)
+            os.close(saved)
+        sink.seek(0)
+        return sink.read().decode("utf-8", "replace")
+
+
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 def printable(text, limit: int | None = None) -> str:

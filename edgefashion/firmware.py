@@ -1,6 +1,10 @@
-"""The int8 model as a C array for TensorFlow Lite Micro firmware (device-safe, no TensorFlow)."""
+"""The int8 model as a C array for TensorFlow Lite Micro firmware, the microcontroller targets it is
+checked against, and the firmware header (device-safe: no TensorFlow, no TFLM; host/firmware.py
+runs the model on TFLM)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from . import LABELS
 from .files import sha256_bytes, write_text
@@ -38,3 +42,136 @@ def c_array_bytes(source: str) -> bytes:
     """Parse the bytes back out of a generated .cc (tests and firmware checks use it)."""
     body = source[source.index("{") + 1:source.index("};")]
     return bytes(int(tok, 16) for tok in body.replace("\n", " ").split(",") if tok.strip())
+
+
+# --- the firmware stage: what a microcontroller needs, and where it fits ----------------------
+
+KB = 1024
+ARENA_MARGIN = 0.10  # on top of the measured arena: other TFLM versions and kernels allocate differently
+# What a firmware needs besides the model and the arena, which we do not measure: TFLM's code and the
+# application in flash; the stack, interpreter objects and I/O buffers in RAM. Typical, not exact.
+FLASH_RESERVE = 128 * KB
+RAM_RESERVE = 16 * KB
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    ram: int      # bytes of SRAM the application may use
+    flash: int    # bytes of flash for code and model
+    source: str   # where the figures come from
+
+
+TARGETS = [
+    Target("nrf52840", "Cortex-M4F, Arduino Nano 33 BLE Sense (the TFLM reference board)", 256 * KB, 1024 * KB,
+           "Nordic nRF52840 product specification: 256 KB RAM, 1 MB flash"),
+    Target("rp2040", "dual Cortex-M0+, Raspberry Pi Pico", 264 * KB, 2048 * KB,
+           "RP2040 datasheet: 264 KB SRAM; Pico board: 2 MB QSPI flash"),
+    Target("stm32f746", "Cortex-M7, STM32F746G-DISCO", 320 * KB, 1024 * KB,
+           "ST STM32F746 datasheet: 320 KB SRAM, 1 MB flash"),
+    Target("esp32-s3", "dual Xtensa LX7, ESP32-S3-WROOM-1 N8 (no PSRAM counted)", 512 * KB, 8192 * KB,
+           "Espressif ESP32-S3 datasheet: 512 KB SRAM; WROOM-1 N8 module: 8 MB flash (N8R8 adds 8 MB PSRAM)"),
+    Target("rp2350", "dual Cortex-M33, Raspberry Pi Pico 2", 520 * KB, 4096 * KB,
+           "RP2350 datasheet: 520 KB SRAM; Pico 2 board: 4 MB QSPI flash"),
+    Target("stm32h743", "Cortex-M7, STM32H743 Nucleo", 1024 * KB, 2048 * KB,
+           "ST STM32H743 datasheet: 1 MB SRAM (in several banks), 2 MB flash"),
+]
+TARGET_NAMES = tuple(t.name for t in TARGETS)
+
+
+def target_named(name: str) -> Target:
+    for target in TARGETS:
+        if target.name == name:
+            return target
+    raise ValueError(name)
+
+
+def recommended_arena(measured: int) -> int:
+    """The measured arena plus ARENA_MARGIN, rounded up to 16 bytes (TFLM aligns to 16)."""
+    return -(-int(measured * (1 + ARENA_MARGIN)) // 16) * 16
+
+
+def verdict(target: Target, model_bytes: int, arena_bytes: int) -> dict:
+    """Does the model (flash) and its arena with margin (RAM) fit, and with how much room for the rest?"""
+    ram_needed, flash_needed = recommended_arena(arena_bytes), model_bytes
+    ram_room, flash_room = target.ram - ram_needed, target.flash - flash_needed
+    if ram_room < 0 or flash_room < 0:
+        short = [f"{what} short by {-room / KB:,.0f} KB" for what, room in (("RAM", ram_room), ("flash", flash_room))
+                 if room < 0]
+        result, why = "does not fit", "; ".join(short)
+    elif ram_room < RAM_RESERVE or flash_room < FLASH_RESERVE:
+        result, why = "tight", (f"fits, but leaves {flash_room / KB:,.0f} KB flash and {ram_room / KB:,.0f} KB RAM for "
+                                f"TFLM, stack and application (typically >= {FLASH_RESERVE // KB} KB and "
+                                f"{RAM_RESERVE // KB} KB)")
+    else:
+        result, why = "fits", f"{flash_room / KB:,.0f} KB flash and {ram_room / KB:,.0f} KB RAM left"
+    return {"target": target.name, "description": target.description, "ram_bytes": target.ram,
+            "flash_bytes": target.flash, "source": target.source, "ram_needed": ram_needed,
+            "flash_needed": flash_needed, "ram_headroom": ram_room, "flash_headroom": flash_room,
+            "verdict": result, "why": why}
+
+
+# MicroMutableOpResolver's method for each builtin operator our reader names
+RESOLVER_METHODS = {
+    "ADD": "AddAdd", "AVERAGE_POOL_2D": "AddAveragePool2D", "CONCATENATION": "AddConcatenation",
+    "CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize",
+    "FULLY_CONNECTED": "AddFullyConnected", "LOGISTIC": "AddLogistic", "MAX_POOL_2D": "AddMaxPool2D",
+    "MEAN": "AddMean", "MUL": "AddMul", "PACK": "AddPack", "PAD": "AddPad", "QUANTIZE": "AddQuantize",
+    "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape", "SHAPE": "AddShape", "SOFTMAX": "AddSoftmax",
+    "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub", "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
+    "HARD_SWISH": "AddHardSwish",
+}
+
+
+def firmware_header(report) -> str:
+    """model_int8_data.h for a firmware: the array, the measured arena with its margin, the
+    quantization of input and output, the labels and exactly the operators the model needs."""
+    guard = "EDGEFASHION_MODEL_INT8_DATA_H_"
+    ops = list(report.ops)
+    missing = [op for op in ops if op not in RESOLVER_METHODS]
+    if missing:
+        raise ValueError(f"no MicroMutableOpResolver method known for {', '.join(missing)}")
+    calls = "\n".join(f"  if (static_cast<int>(resolver.{RESOLVER_METHODS[op]}()) != 0) return false;" for op in ops)
+    inp, out = report.input, report.output
+    return f"""// Generated by edgefashion firmware: the int8 Fashion-MNIST classifier for TensorFlow Lite Micro.
+// {report.model} ({report.model_bytes:,} bytes, sha256 {report.model_sha256[:16]}...), checked on
+// tflite-micro {report.tflm_version}: accuracy {report.accuracy:.4f} on {report.images:,} test images, outputs equal to
+// LiteRT's reference kernels in {report.values - report.differing_values_vs_litert_reference:,} of {report.values:,} values.
+#ifndef {guard}
+#define {guard}
+
+// The model: a 16-byte aligned flatbuffer (alignas(16) in model_int8_data.cc), kept in flash.
+extern const unsigned char g_model_int8[];
+extern const unsigned int g_model_int8_len;
+
+// Tensor arena. kTensorArenaMeasured is what TFLM's RecordingMicroAllocator allocated for this model
+// on a 64-bit host (the smallest arena that works there; 32-bit targets need a little less for
+// TFLM's own structs). kTensorArenaSize adds a {ARENA_MARGIN:.0%} margin for other TFLM versions and kernels.
+//   alignas(16) static uint8_t tensor_arena[kTensorArenaSize];
+constexpr int kTensorArenaMeasured = {report.arena_bytes};
+constexpr int kTensorArenaSize = {report.arena_recommended_bytes};
+
+// Input: int8 {list(inp.shape)} (NHWC), one 28x28 grayscale image, light object on black.
+// q = round((pixel / 255) / kInputScale) + kInputZeroPoint; with these values q = pixel - 128.
+constexpr float kInputScale = {inp.scale!r}f;
+constexpr int kInputZeroPoint = {inp.zero_point};
+// Output: int8 {list(out.shape)} softmax; probability = (q - kOutputZeroPoint) * kOutputScale.
+constexpr float kOutputScale = {out.scale!r}f;
+constexpr int kOutputZeroPoint = {out.zero_point};
+
+constexpr int kNumClasses = {len(LABELS)};
+extern const char* const g_labels[kNumClasses];  // {", ".join(LABELS)}
+
+// The operators of this model, no more: {", ".join(f"{op} x{n}" for op, n in report.ops.items())}.
+//   static tflite::MicroMutableOpResolver<kNumOps> resolver;
+//   if (!RegisterModelOps(resolver)) {{ /* an operator failed to register */ }}
+constexpr int kNumOps = {len(ops)};
+template <typename Resolver>
+inline bool RegisterModelOps(Resolver& resolver) {{
+{calls}
+  return true;
+}}
+
+#endif  // {guard}
+"""

@@ -1,4 +1,4 @@
-"""`edgefashion run`: train -> export -> verify -> bench -> bundle in one run directory.
+"""`edgefashion run`: train -> export -> verify -> bench -> bundle -> firmware in one run directory.
 
 RUN/pipeline.json records each finished stage, so a second run resumes after the last one.
 This module and cli.py are the two that choose a side: they call host/ and device/ alike.
@@ -14,15 +14,16 @@ from pathlib import Path
 from .console import step
 from .device.bench import BenchConfig, bench
 from .device.verify import FloatReference, VerifyConfig, gate_failure, verify
-from .errors import CheckFailed
+from .errors import CheckFailed, MissingDependency
 from .host.bundle import BundleConfig, make_bundle
 from .host.export import ExportConfig, export
+from .host.firmware import FirmwareConfig, firmware
 from .host.model import keras_reference as _keras_reference
 from .host.train import TrainConfig, train
 from .options import plain
-from .rundir import FLOAT_OF, BenchReport, PipelineState, Run, RunSummary, StageState, VerifyReport
+from .rundir import FLOAT_OF, BenchReport, FirmwareReport, PipelineState, Run, RunSummary, StageState, VerifyReport
 
-STAGES = ("train", "export", "verify", "bench", "bundle")
+STAGES = ("train", "export", "verify", "bench", "bundle", "firmware")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class RunConfig:
     verify: VerifyConfig
     bench: BenchConfig
     bundle: BundleConfig
+    firmware: FirmwareConfig
     restart: bool = False
 
     def settings(self) -> dict:
@@ -65,6 +67,13 @@ def run(config: RunConfig) -> PipelineState:
         started = time.monotonic()
         try:
             STAGE_FUNCS[name](config)
+        except MissingDependency as exc:
+            if name != "firmware":
+                raise
+            step(f"firmware: skipped ({exc})")  # TFLM has x86_64 wheels only: not a failure of the run
+            state.stages[name] = StageState(status="skipped", error=str(exc))
+            state.write(paths.pipeline)
+            continue
         except BaseException as exc:
             state.stages[name] = StageState(status="failed", error=str(exc) or type(exc).__name__)
             state.write(paths.pipeline)
@@ -103,7 +112,8 @@ def _verify(config: RunConfig) -> None:
 
 
 STAGE_FUNCS = {"train": _train, "export": lambda c: export(c.export), "verify": _verify,
-               "bench": lambda c: bench(c.bench), "bundle": lambda c: make_bundle(c.bundle)}
+               "bench": lambda c: bench(c.bench), "bundle": lambda c: make_bundle(c.bundle),
+               "firmware": lambda c: firmware(c.firmware)}
 
 
 def summarize(run: Run) -> RunSummary:
@@ -120,4 +130,14 @@ def summarize(run: Run) -> RunSummary:
                      "p50_us": r.latency_us["p50"] if r else None,
                      "vs_f32": round(r.latency_us["p50"] / f32.latency_us["p50"], 3) if r and f32 else None})
     return RunSummary(rows=rows, samples=checked.reference.samples, cpu=checked.cpu, bundle=str(run.bundle),
-                      bundle_bytes=run.bundle.stat().st_size if run.bundle.is_file() else None)
+                      bundle_bytes=run.bundle.stat().st_size if run.bundle.is_file() else None,
+                      firmware=_firmware_line(run))
+
+
+def _firmware_line(run: Run) -> str | None:
+    if not run.firmware.report.is_file():
+        return None
+    report = FirmwareReport.read(run.firmware.report)
+    fits = [t.target for t in report.targets if t.verdict != "does not fit"]
+    return (f"TFLM: accuracy {report.accuracy:.4f} on {report.images} images, arena {report.arena_bytes:,} bytes, "
+            f"model {report.model_bytes:,} bytes; fits {', '.join(fits) or 'none of the listed targets'}")

@@ -4,6 +4,7 @@
          export/  model_int8.tflite  model_f32.tflite  model_f32.onnx  model_int8.onnx
                   model_int8_data.cc/.h  calibration.npz  layer_errors.json  export.json
          verify.json  verify.md  confusion_FORMAT.png  bench.json/.csv/.png
+         firmware/  firmware.json  model_int8_data.cc/.h   (the int8 model on TFLM)
          edgefashion-bundle.tar.gz  isa-check.json
 
 Every manifest is a dataclass with a schema_version. `read` checks every field against its type
@@ -341,6 +342,7 @@ class RunSummary:
     cpu: CpuInfo
     bundle: str
     bundle_bytes: int | None
+    firmware: str | None = None  # one line on the TFLM check, where it ran
 
 
 @dataclass
@@ -410,6 +412,66 @@ class BundleManifest(Manifest):
 
 # --- the directory -----------------------------------------------------------------------
 
+@dataclass
+class TargetVerdict:
+    target: str
+    description: str
+    ram_bytes: int
+    flash_bytes: int
+    source: str
+    ram_needed: int
+    flash_needed: int
+    ram_headroom: int
+    flash_headroom: int
+    verdict: str
+    why: str
+
+
+@dataclass
+class FirmwareReport(Manifest):
+    """RUN/firmware/firmware.json: the int8 model run on TensorFlow Lite Micro, its arena, its ops,
+    and which microcontrollers it fits."""
+
+    WHAT: ClassVar[str] = "firmware report (edgefashion firmware RUN)"
+    tflm_version: str
+    model: str
+    model_sha256: str
+    model_bytes: int
+    images: int
+    test_source: str
+    accuracy: float
+    keras_accuracy: float | None
+    accuracy_drop_pp: float | None
+    agreement_vs_litert_reference: float
+    differing_values_vs_litert_reference: int
+    values: int
+    max_diff_steps: int
+    arena_bytes: int
+    arena_head_bytes: int
+    arena_tail_bytes: int
+    arena_recommended_bytes: int
+    arena_note: str
+    ops: dict[str, int]
+    input: TensorInfo
+    output: TensorInfo
+    targets: list[TargetVerdict]
+    uncounted: str
+    ms_per_image: float
+    seconds: float
+    schema_version: int = SCHEMA_VERSION
+
+
+class FirmwareDir:
+    """RUN/firmware/: firmware.json and the header and C array a firmware includes."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    report = property(lambda self: self.folder / "firmware.json")
+    c_header = property(lambda self: self.folder / "model_int8_data.h")
+    c_source = property(lambda self: self.folder / "model_int8_data.cc")
+
+
 class ExportDir:
     """Named paths in an export folder: RUN/export, or the private folder export builds it in."""
 
@@ -458,6 +520,7 @@ class Run:
     bench = property(lambda self: self.root / BENCH_FILE)
     bundle = property(lambda self: self.root / self.BUNDLE_NAME)
     isa_check = property(lambda self: self.root / "isa-check.json")
+    firmware = property(lambda self: FirmwareDir(self.root / "firmware"))
 
     def confusion(self, fmt: str) -> Path:
         return self.root / f"confusion_{fmt}.png"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerate firmware_assets/ from a finished run (`edgefashion run` / `make demo`):
-the int8 model, its C array for TensorFlow Lite Micro, labels, and manifest.json with sha256
-and the accuracy measured by `edgefashion verify`."""
+"""Regenerate firmware_assets/ from a finished run (`edgefashion run` / `make demo`, with its
+firmware stage): the int8 model, its C array and header for TensorFlow Lite Micro (measured arena,
+quantization, labels, operator registration), firmware.json from `edgefashion firmware`, labels,
+and manifest.json with sha256 and the accuracy measured by `edgefashion verify`."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def build(run_dir: Path, out: Path) -> dict:
     int8, checked = export.models().get("tflite-int8"), verify.model("tflite-int8")
     if int8 is None or checked is None:
         raise InputError(f"{run.root}: no verified tflite-int8 model (run `edgefashion run --out {run.root}`)")
-    sources = (run.export.model("tflite-int8"), run.export.c_source, run.export.c_header)
+    if not run.firmware.report.is_file():
+        raise InputError(f"{run.firmware.report}: missing (run `edgefashion firmware {run.root}` first)")
+    sources = (run.export.model("tflite-int8"), run.firmware.c_source, run.firmware.c_header, run.firmware.report)
     out.mkdir(parents=True, exist_ok=True)
     for src in sources:
         if not src.is_file():
@@ -55,7 +58,7 @@ def build(run_dir: Path, out: Path) -> dict:
         "accuracy": verify.accuracies(), "test_samples": verify.reference.samples,
         "top1_agreement_with_float": checked.top1_agreement,
         "training": {k: config.settings[k] for k in ("epochs", "batch_size", "validation_split", "optimizer", "seed")},
-        "calibration": asdict(export.calibration), "versions": export.versions, "cpu": verify.cpu,
+        "calibration": asdict(export.calibration), "versions": export.versions, "cpu": asdict(verify.cpu),
     }
     write_json(out / "manifest.json", manifest)
     return manifest

@@ -21,11 +21,21 @@ SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D
              "SOFTMAX", "RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "QUANTIZE", "DEQUANTIZE")
 
 
-class NumpyInterpreter:
-    """interpreter-like: `input`/`output` tensors of the graph, and run(x) -> output array."""
+FLAVORS = ("litert", "tflm")
 
-    def __init__(self, content: bytes, name: str):
-        self.name = name
+
+class NumpyInterpreter:
+    """interpreter-like: `input`/`output` tensors of the graph, and run(x) -> output array.
+
+    `flavor` picks whose reference arithmetic to reproduce. They differ in one place: LiteRT's int8
+    fully-connected kernel rounds its requantization once, TensorFlow Lite Micro's twice (measured:
+    TFLM and LiteRT's reference kernels differ in 3 of 10,000 seed-CNN outputs; each equals this
+    interpreter in its own flavor, 0 differing values)."""
+
+    def __init__(self, content: bytes, name: str, flavor: str = "litert"):
+        if flavor not in FLAVORS:
+            raise InputError(f"flavor {flavor!r}, expected one of {', '.join(FLAVORS)}")
+        self.name, self.flavor = name, flavor
         self.graph = read(content, name)
         if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
             raise InputError(f"{name}: {len(self.graph.inputs)} inputs and {len(self.graph.outputs)} outputs, "
@@ -45,7 +55,8 @@ class NumpyInterpreter:
         out = self.graph.tensors[op.outputs[0]]
         try:
             floating = tensors[0].dtype is np.float32 and op.op in FLOAT_BUILDERS
-            return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, op.options)
+            options = {**op.options, "round_once": self.flavor == "litert"}
+            return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, options)
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise InputError(f"{self.name}: {op.op}: {exc}") from None
@@ -146,7 +157,7 @@ def fully_connected(tensors, out_t, o):
     multipliers, shifts = np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
-    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=True, bias=_bias(b_t, cout))
+    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"], bias=_bias(b_t, cout))
     matmul = k.IntMatmul(w_t.data.T)
 
     def run(x, *_):

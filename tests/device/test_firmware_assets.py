@@ -1,12 +1,13 @@
 """The committed reference artifacts are intact, consistent and still the model they claim to be."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, cli
 from edgefashion import LABELS
 from edgefashion.files import sha256_file
 from edgefashion.firmware import c_array_bytes
@@ -49,3 +50,14 @@ def test_c_array_compiles_and_links(tmp_path):
     size, alignment, label = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split(" ", 2)
     assert int(size) == (ASSETS / "model_int8.tflite").stat().st_size
     assert alignment == "0" and label.strip() == "Ankle boot"
+
+
+def test_firmware_without_tflite_micro_is_one_line(fixture_run):
+    """The edge venv has no tflite-micro (x86_64 wheels only): one line, exit 2, nothing written."""
+    if importlib.util.find_spec("tflite_micro") is not None:
+        pytest.skip("tflite-micro is installed here")
+    done = cli("firmware", fixture_run)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: tflite-micro (TensorFlow Lite Micro for the host; x86_64 Linux wheels only) is not installed; "
+        "install it with: pip install 'edgefashion[host]'"]
+    assert not (fixture_run / "firmware").exists()

@@ -5,22 +5,22 @@ from helpers import LOOSE_GATES, cli, write_csv
 
 def test_run_end_to_end_then_resume(tmp_path):
     run = tmp_path / "run"
-    first = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, *LOOSE_GATES, check=0)
-    assert "tflite-int8" in first.stdout and "bundle:" in first.stdout
+    quick = ("--limit", 1000, "--epochs", 1, "--calibration", 50, "--firmware-images", 100, *LOOSE_GATES)
+    first = cli("run", "--out", run, *quick, check=0)
+    assert "tflite-int8" in first.stdout and "bundle:" in first.stdout and "TFLM: accuracy" in first.stdout
     state = json.loads((run / "pipeline.json").read_text())
-    assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
+    assert [s["status"] for s in state["stages"].values()] == ["done"] * 6
     assert {r["format"] for r in state["summary"]["rows"]} == {"keras", "tflite-int8", "tflite-f32",
                                                                 "onnx-f32", "onnx-int8"}
     model_mtime = (run / "model.keras").stat().st_mtime_ns
     # lose the bench stage: a second run redoes only that
     state["stages"].pop("bench")
     (run / "pipeline.json").write_text(json.dumps(state))
-    second = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, *LOOSE_GATES, check=0)
+    second = cli("run", "--out", run, *quick, check=0)
     assert "train: done before, skipped" in second.stderr and "-- stage bench" in second.stderr
     assert "-- stage train" not in second.stderr and (run / "model.keras").stat().st_mtime_ns == model_mtime
     # a changed setting redoes its own stage and those after it, not the ones before
-    third = cli("run", "--out", run, "--limit", 1000, "--epochs", 1, "--calibration", 50, *LOOSE_GATES,
-                "--golden", 20, check=0)
+    third = cli("run", "--out", run, *quick, "--golden", 20, check=0)
     assert "bundle settings changed" in third.stderr and "-- stage bundle" in third.stderr
     assert "-- stage train" not in third.stderr and "-- stage bench" not in third.stderr
     assert json.loads((run / "pipeline.json").read_text())["settings"]["bundle"]["golden_count"] == 20

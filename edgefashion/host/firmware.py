@@ -1,0 +1,204 @@
+"""The int8 model on the real TensorFlow Lite Micro interpreter: accuracy on the test set, outputs
+against LiteRT's reference kernels, the arena TFLM allocates, the operators to register, and which
+microcontrollers it fits. Writes RUN/firmware/ (firmware.json, model_int8_data.h/.cc).
+
+TFLM comes from the `tflite-micro` package: TFLM built for the host with a Python interpreter
+around it. Its wheels are x86_64 Linux only, so this is a workstation step.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import firmware as fw
+from ..console import Progress, capture_fd, quiet
+from ..device.runtime import Model
+from ..device.tflite_file import read as read_tflite
+from ..device.verify import load_test_set
+from ..errors import InputError, MissingDependency
+from ..files import replace_dir, sha256_bytes, staging_dir, write_text
+from ..options import positive_int, setting
+from ..rundir import FirmwareDir, FirmwareReport, Run, TargetVerdict, TensorInfo, TrainReport, VerifyReport
+
+ARENA_NOTE = ("measured by TFLM's RecordingMicroAllocator on a 64-bit host: the smallest arena that runs the "
+              "model there (one 16-byte step less fails); 32-bit targets need slightly less for TFLM's structs")
+UNCOUNTED = (f"not counted: TFLM's code and the application in flash (typically >= {fw.FLASH_RESERVE // fw.KB} KB), "
+             f"the stack, interpreter objects and I/O buffers in RAM (typically >= {fw.RAM_RESERVE // fw.KB} KB); "
+             f"'tight' means the model fits but leaves less than that")
+
+
+@dataclass
+class FirmwareConfig:
+    run: Path
+    data: Path | None = setting(None, "test CSV (with labels) or IDX folder (default: the run's test set)", type=Path,
+                                flag="--test-data")
+    images: int | None = setting(None, "test images to run on TFLM (default all; TFLM runs one image at a time, "
+                                       "about 5 ms each for the seed CNN)", type=positive_int, flag="--firmware-images")
+    target: str | None = setting(None, "check one microcontroller: " + ", ".join(fw.TARGET_NAMES) + " (exit 1 if the "
+                                       "model does not fit)", choices=fw.TARGET_NAMES)
+    ram_kb: int | None = setting(None, "check your own budget: RAM in KB (with --flash-kb)", type=positive_int)
+    flash_kb: int | None = setting(None, "check your own budget: flash in KB (with --ram-kb)", type=positive_int)
+
+    def validate(self) -> None:
+        if (self.ram_kb is None) != (self.flash_kb is None):
+            raise InputError("--ram-kb and --flash-kb go together")
+
+    def checked(self) -> list[fw.Target]:
+        """The targets the user asked about (exit 1 if one does not fit)."""
+        chosen = [fw.target_named(self.target)] if self.target else []
+        if self.ram_kb is not None:
+            chosen.append(fw.Target("custom", "your budget", self.ram_kb * fw.KB, self.flash_kb * fw.KB,
+                                    "--ram-kb / --flash-kb"))
+        return chosen
+
+
+def tflm_runtime():
+    try:
+        with quiet():
+            from tflite_micro.python.tflite_micro import runtime
+    except ImportError:
+        raise MissingDependency("tflite-micro (TensorFlow Lite Micro for the host; x86_64 Linux wheels only)",
+                                "host") from None
+    return runtime
+
+
+def firmware(config: FirmwareConfig) -> FirmwareReport:
+    """Run RUN/export/model_int8.tflite on TFLM over the test set; write RUN/firmware/."""
+    config.validate()
+    runtime = tflm_runtime()
+    run = Run(config.run)
+    path = run.exported_models().get("tflite-int8")
+    if path is None:
+        raise InputError(f"{run.export_manifest}: no tflite-int8 model (export it with --formats tflite-int8)")
+    test = load_test_set(run, config.data)
+    if config.images:
+        test = test.subset(slice(0, config.images))
+    started = time.monotonic()
+    content = path.read_bytes()
+    arena = measure_arena(runtime, path)
+    tflm_raw = run_tflm(runtime, path, test.images)
+    reference = Model(path, kernels="reference")
+    litert_raw = np.concatenate([reference.run(reference.prepare(test.images[i:i + 500]))
+                                 for i in range(0, len(test), 500)])
+    seconds = time.monotonic() - started
+    delta = np.abs(tflm_raw.astype(np.int64) - litert_raw.astype(np.int64))
+    accuracy = float((tflm_raw.argmax(1) == test.labels).mean())
+    keras = _keras_accuracy(run, len(test))
+    extra = [t for t in config.checked() if t not in fw.TARGETS]  # a custom budget
+    targets = [fw.verdict(t, len(content), arena["total"]) for t in fw.TARGETS + extra]
+    report = FirmwareReport(
+        tflm_version=importlib.metadata.version("tflite-micro"), model=path.name,
+        model_sha256=sha256_bytes(content), model_bytes=len(content),
+        images=len(test), test_source=test.source, accuracy=accuracy, keras_accuracy=keras,
+        accuracy_drop_pp=None if keras is None else round((keras - accuracy) * 100, 3),
+        agreement_vs_litert_reference=float((tflm_raw.argmax(1) == litert_raw.argmax(1)).mean()),
+        differing_values_vs_litert_reference=int((delta > 0).sum()), values=int(delta.size),
+        max_diff_steps=int(delta.max()), arena_bytes=arena["total"], arena_head_bytes=arena["head"],
+        arena_tail_bytes=arena["tail"], arena_recommended_bytes=fw.recommended_arena(arena["total"]),
+        arena_note=ARENA_NOTE, ops=dict(Counter(op.op for op in read_tflite(content, path.name).operators)),
+        input=TensorInfo(**reference.input.as_dict()), output=TensorInfo(**reference.output.as_dict()),
+        targets=[TargetVerdict(**v) for v in targets], uncounted=UNCOUNTED,
+        ms_per_image=round(arena["ms_per_image"], 2), seconds=round(seconds, 1))
+    write_firmware_dir(report, content, run)
+    return report
+
+
+def measure_arena(runtime, path: Path) -> dict:
+    """The arena TFLM's recording allocator reports, checked: it runs with exactly that many bytes."""
+    with quiet():
+        interpreter = runtime.Interpreter.from_file(str(path))
+    interpreter.set_input(np.zeros(tuple(interpreter.get_input_details(0)["shape"]), np.int8), 0)
+    started = time.perf_counter()
+    interpreter.invoke()
+    ms = (time.perf_counter() - started) * 1e3
+    text = capture_fd(interpreter.print_allocations, fd=2)
+    figures = {}
+    for key in ("total", "head", "tail"):
+        marker = f"Arena allocation {key} "
+        line = next((l for l in text.splitlines() if marker in l), None)
+        if line is None:
+            raise InputError(f"tflite-micro printed no '{marker}' line; cannot measure the arena")
+        figures[key] = int(line.split(marker)[1].split()[0])
+    try:
+        with quiet():
+            exact = runtime.Interpreter.from_file(str(path), arena_size=figures["total"])
+            exact.set_input(np.zeros(tuple(exact.get_input_details(0)["shape"]), np.int8), 0)
+            exact.invoke()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: TFLM did not run in the {figures['total']} bytes it reported ({exc})") from None
+    return {**figures, "ms_per_image": ms}
+
+
+def run_tflm(runtime, path: Path, images: np.ndarray) -> np.ndarray:
+    """Raw int8 outputs of TFLM, one image at a time (the model's batch is 1)."""
+    with quiet():
+        interpreter = runtime.Interpreter.from_file(str(path))
+    prepared = Model(path, backend="numpy").prepare(images)  # the same int8 input every runtime gets
+    outputs = []
+    with Progress(len(images), "firmware: TFLM") as progress:
+        for i in range(len(images)):
+            interpreter.set_input(prepared[i:i + 1], 0)
+            interpreter.invoke()
+            outputs.append(interpreter.get_output(0)[0].copy())
+            if i % 100 == 99:
+                progress.update(100)
+        progress.update(len(images) % 100)
+    return np.stack(outputs)
+
+
+def _keras_accuracy(run: Run, images: int) -> float | None:
+    """The float model's test accuracy, where verify or train measured it on the same images."""
+    if run.verify.is_file():
+        report = VerifyReport.read(run.verify)
+        if report.reference.format == "keras" and report.reference.samples == images:
+            return report.reference.accuracy
+    if run.config.is_file():
+        test = TrainReport.read(run.config).test
+        if test and test.accuracy is not None and test.samples == images:
+            return test.accuracy
+    return None
+
+
+def write_firmware_dir(report: FirmwareReport, content: bytes, run: Run) -> None:
+    """firmware.json, the header and the C array, swapped in as RUN/firmware/ whole."""
+    dest = run.firmware.folder
+    staging = staging_dir(dest)
+    try:
+        folder = FirmwareDir(staging)
+        _, source = fw.c_array_source(content)
+        write_text(folder.c_header, fw.firmware_header(report))
+        write_text(folder.c_source, source)
+        report.write(folder.report)
+        replace_dir(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def summary_lines(report: FirmwareReport) -> list[str]:
+    keras = (f" (Keras {report.keras_accuracy:.4f}, drop {report.accuracy_drop_pp:.2f} pp)"
+             if report.keras_accuracy is not None else "")
+    return [
+        f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / fw.KB:,.0f} KB) on "
+        f"{report.images:,} test images in {report.seconds} s ({report.ms_per_image} ms per image on TFLM)",
+        f"accuracy {report.accuracy:.4f}{keras}; vs LiteRT reference kernels: "
+        f"{report.differing_values_vs_litert_reference:,} of {report.values:,} values differ (max "
+        f"{report.max_diff_steps} steps), top-1 agreement {report.agreement_vs_litert_reference:.2%}",
+        f"arena {report.arena_bytes:,} bytes measured (head {report.arena_head_bytes:,}, tail "
+        f"{report.arena_tail_bytes:,}) -> kTensorArenaSize {report.arena_recommended_bytes:,} with a "
+        f"{fw.ARENA_MARGIN:.0%} margin",
+        "ops: " + ", ".join(f"{op} x{n}" for op, n in report.ops.items()),
+    ]
+
+
+def target_rows(report: FirmwareReport) -> list[dict]:
+    return [{"target": t.target, "RAM_KB": t.ram_bytes // fw.KB, "flash_KB": t.flash_bytes // fw.KB,
+             "needs_RAM_KB": round(t.ram_needed / fw.KB, 1), "needs_flash_KB": round(t.flash_needed / fw.KB, 1),
+             "verdict": t.verdict, "why": t.why} for t in report.targets]
+

@@ -1,0 +1,93 @@
+"""The int8 model on the real TensorFlow Lite Micro interpreter (tflite-micro, x86_64 only)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgefashion.device.numpy_interpreter import NumpyInterpreter
+from edgefashion.device.runtime import Model
+from edgefashion.firmware import RESOLVER_METHODS, TARGET_NAMES
+from helpers import ROOT, cli
+
+tflm = pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="tflite-micro: x86_64 Linux only")
+ASSETS = ROOT / "firmware_assets"
+
+
+def tflm_outputs(path, images) -> np.ndarray:
+    interpreter = tflm.Interpreter.from_file(str(path))
+    prepared = Model(path, backend="numpy").prepare(images)
+    out = []
+    for i in range(len(images)):
+        interpreter.set_input(prepared[i:i + 1], 0)
+        interpreter.invoke()
+        out.append(interpreter.get_output(0)[0].copy())
+    return np.stack(out)
+
+
+def test_firmware_stage_report_and_header(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    done = cli("firmware", run, "--firmware-images", 200, "--target", "nrf52840", check=0)
+    assert "arena" in done.stdout and "nrf52840" in done.stdout and "not counted" in done.stdout
+    report = json.loads((run / "firmware" / "firmware.json").read_text())
+    assert report["images"] == 200 and 0 < report["accuracy"] <= 1 and report["tflm_version"]
+    assert report["ops"]["CONV_2D"] == 3 and report["ops"]["FULLY_CONNECTED"] == 2
+    assert report["arena_recommended_bytes"] >= report["arena_bytes"] * 1.1 > 0
+    assert {t["target"] for t in report["targets"]} == set(TARGET_NAMES)
+    assert report["input"]["zero_point"] == -128 and report["output"]["scale"] == pytest.approx(1 / 256)
+    assert report["values"] == 2000 and report["max_diff_steps"] >= 0
+    # a budget the model cannot meet is a failed check, exit 1
+    small = cli("firmware", run, "--firmware-images", 20, "--ram-kb", 8, "--flash-kb", 64)
+    assert small.returncode == 1 and "FAILED: custom: does not fit" in small.stderr
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+def test_header_compiles_and_registers_exactly_the_models_ops(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cli("firmware", run, "--firmware-images", 10, check=0)
+    folder = run / "firmware"
+    report = json.loads((folder / "firmware.json").read_text())
+    methods = "\n".join(f'  int {m}() {{ std::printf("{m}\\n"); return 0; }}' for m in sorted(set(RESOLVER_METHODS.values())))
+    main = tmp_path / "main.cc"
+    main.write_text('#include <cstdio>\n#include <cstdint>\n#include "model_int8_data.h"\n'
+                    f"struct Recorder {{\n{methods}\n}};\n"
+                    "int main() { Recorder r; bool ok = RegisterModelOps(r);\n"
+                    '  std::printf("%d %d %d %d %d\\n", ok, kNumOps, kTensorArenaSize, kTensorArenaMeasured,\n'
+                    "              (int)(reinterpret_cast<std::uintptr_t>(g_model_int8) % 16)); }\n")
+    exe = tmp_path / "main"
+    subprocess.run(["g++", "-std=c++17", "-I", str(folder), str(main), str(folder / "model_int8_data.cc"), "-o",
+                    str(exe)], check=True, capture_output=True)
+    lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()
+    ok, ops, arena, measured, alignment = lines[-1].split()
+    assert ok == "1" and int(ops) == len(report["ops"]) and alignment == "0"
+    assert int(arena) == report["arena_recommended_bytes"] and int(measured) == report["arena_bytes"]
+    expected = [RESOLVER_METHODS[op] for op in report["ops"]]
+    assert lines[:-1] == expected  # each op of the model, once, nothing else
+
+
+def test_committed_model_on_tflm(few_images):
+    """firmware_assets: TFLM reproduces the recorded arena, and its outputs are the TFLM arithmetic."""
+    recorded = json.loads((ASSETS / "firmware.json").read_text())
+    path = ASSETS / "model_int8.tflite"
+    ours = tflm_outputs(path, few_images.images)
+    # bit-exact with TFLite's reference arithmetic as TFLM does it (dense layers rounded twice) ...
+    tflm_flavor = NumpyInterpreter(path.read_bytes(), path.name, flavor="tflm")
+    assert np.array_equal(ours, tflm_flavor.run(Model(path, backend="numpy").prepare(few_images.images)))
+    # ... and within the recorded difference of LiteRT's reference kernels (which round them once)
+    reference = Model(path, kernels="reference")
+    litert = reference.run(reference.prepare(few_images.images))
+    assert (ours.argmax(1) == litert.argmax(1)).all()
+    assert np.abs(ours.astype(int) - litert.astype(int)).max() <= max(recorded["max_diff_steps"], 1)
+    interpreter = tflm.Interpreter.from_file(str(path))
+    interpreter.set_input(Model(path).prepare(few_images.images[:1]), 0)
+    interpreter.invoke()
+    from edgefashion.console import capture_fd
+    text = capture_fd(interpreter.print_allocations, fd=2)
+    arena = int(text.split("Arena allocation total ")[1].split()[0])
+    assert abs(arena - recorded["arena_bytes"]) <= 0.03 * recorded["arena_bytes"]
