@@ -61,8 +61,9 @@ qemu:
 isa-check: setup qemu
 	$(BIN)/python tools/isa_check.py $(RUN)
 
-# Regenerate firmware_assets/ from a finished run (make demo first).
+# Regenerate firmware_assets/ from a finished run (make demo first): its TFLM check, then the copy.
 firmware: setup
+	[ -f $(RUN)/firmware/firmware.json ] || $(BIN)/edgefashion firmware $(RUN)
 	$(BIN)/python tools/make_firmware_assets.py --run $(RUN)
 
 # The device side on an emulated arm64 Debian (minutes; needs root). Not part of `make test`.
