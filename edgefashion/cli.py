@@ -1,4 +1,4 @@
-"""edgefashion command line: train, export, verify, bench, bundle, firmware, selftest, predict, run, keygen.
+"""edgefashion command line: train, export, verify, bench, bundle, firmware, selftest, predict, run, tune, keygen.
 
 Options come from each stage's config dataclass (edgefashion.options), so defaults live in one place.
 Errors are one line on stderr: exit 2 for bad input, 1 for a failed check. TensorFlow is imported
@@ -32,10 +32,12 @@ from .host.firmware import FirmwareConfig, firmware
 from .host.firmware import summary_lines as firmware_summary
 from .host.firmware import target_rows as firmware_targets
 from .host.train import TrainConfig, train
+from .host.tune import TuneConfig, tune
+from .host.tune import front_rows as tune_front_rows
 from .options import add_options, from_args, positive_int, thread_count
 from .pipeline import RunConfig, keras_reference, run
 from .report import table
-from .rundir import FORMATS, Run
+from .rundir import FORMATS, Run, TuneDir
 
 
 def gates_from(args) -> Gates:
@@ -281,6 +283,35 @@ def cmd_firmware(args) -> int:
     return 1 if misfits else 0
 
 
+def add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search the architecture family for models that fit a device (host, Optuna)",
+                       description="Multi-objective architecture search with Optuna (NSGA-II): each trial trains on "
+                                   "the training rows, converts to int8 TFLite and measures int8 validation "
+                                   "accuracy, int8 p50 latency at batch 1 on this machine, model size and the TFLM "
+                                   "arena. The budgets are constraints. Writes DIR/pareto.json, DIR/pareto.png, "
+                                   "DIR/trials/NNNN/ and the chosen model (best accuracy inside the budgets) as "
+                                   "the run directory DIR/best, which export, verify, bench and bundle take as it "
+                                   "is. Run it again to resume; --jobs K runs K processes on the study; --storage "
+                                   "URL shares it between machines.")
+    p.add_argument("--out", type=Path, required=True, help="tune directory (the study journal lives here)")
+    add_options(p, TuneConfig)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args) -> int:
+    config = from_args(TuneConfig, args, out=args.out, verbose=args.verbose)
+    result = tune(config, worker=args.worker)
+    if args.worker:
+        return 0
+    print(table(tune_front_rows(result)))
+    best = TuneDir(args.out).best_run
+    print(f"{sum(t.state == 'COMPLETE' for t in result.trials)} trials; front: "
+          f"{sum(t.on_front for t in result.trials)}; chosen trial {result.chosen} -> {best.root} "
+          f"(export it with `edgefashion export {best.root}`); {TuneDir(args.out).report}, {TuneDir(args.out).plot}")
+    return 0
+
+
 def add_keygen(sub) -> None:
     p = sub.add_parser("keygen", help="make an Ed25519 key pair to sign bundles with (workstation)",
                        description="Write KEY (private, PEM, mode 0600; keep it on the workstation) and KEY.pub "
@@ -367,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_firmware, add_selftest, add_predict,
-            add_run, add_keygen]
+            add_run, add_tune, add_keygen]
 
 
 MESSAGE_LIMIT = 2000  # characters of one error line

@@ -74,14 +74,22 @@ def _show(value) -> str:
 
 # --- argument types ------------------------------------------------------------------------
 
-def positive_int(text: str) -> int:
+def _integer(text: str, minimum: int, refusal: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} {refusal}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, "is not a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _integer(text, 0, "is negative, expected 0 or more")
 
 
 def int_list(text: str) -> list[int]:
@@ -92,16 +100,6 @@ def int_list(text: str) -> list[int]:
 def name_list(text: str) -> tuple[str, ...]:
     """'a,b' -> ('a', 'b')."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative, expected 0 or more")
-    return value
 
 
 def finite_float(text: str) -> float:

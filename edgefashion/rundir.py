@@ -461,6 +461,54 @@ class FirmwareReport(Manifest):
     schema_version: int = SCHEMA_VERSION
 
 
+@dataclass
+class TrialResult:
+    number: int
+    state: str                      # COMPLETE, FAIL, RUNNING, ...
+    arch: dict[str, Any] | None
+    accuracy: float | None = None   # int8 accuracy on the validation rows (never the test set)
+    latency_us: float | None = None  # int8 p50 at batch 1, 1 thread, on this machine (the bench worker)
+    size_bytes: int | None = None
+    arena_bytes: int | None = None   # TFLM, where tflite-micro is installed
+    feasible: bool | None = None     # inside every budget
+    on_front: bool = False
+    seconds: float | None = None
+
+
+@dataclass
+class TuneReport(Manifest):
+    """DIR/pareto.json of `edgefashion tune`: every trial, the budgets, the front and the choice."""
+
+    WHAT: ClassVar[str] = "tune report (edgefashion tune)"
+    study: str
+    storage: str
+    budgets: dict[str, Any]
+    trials: list[TrialResult]
+    seed_cnn: TrialResult | None
+    chosen: int | None
+    cpu: CpuInfo
+    schema_version: int = SCHEMA_VERSION
+
+
+class TuneDir:
+    """DIR of `edgefashion tune`: the study journal, each trial's models, the front and the choice."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    journal = property(lambda self: self.root / "study.journal")
+    report = property(lambda self: self.root / "pareto.json")
+    plot = property(lambda self: self.root / "pareto.png")
+    seed_run = property(lambda self: Run(self.root / "seed-cnn"))  # the seed CNN, same data, epochs, bench
+    best_run = property(lambda self: Run(self.root / "best"))      # the chosen model, a normal run directory
+
+    def trial(self, number: int) -> Path:
+        return self.root / "trials" / f"{number:04d}"
+
+    def trial_model(self, number: int, fmt: str = "keras") -> Path:
+        return self.trial(number) / ("model.keras" if fmt == "keras" else FILES[fmt])
+
+
 class FirmwareDir:
     """RUN/firmware/: firmware.json and the header and C array a firmware includes."""
 

@@ -7,16 +7,23 @@ from pathlib import Path
 from .. import IMAGE_SHAPE, NUM_CLASSES, data
 from ..errors import InputError
 from . import import_tf
+from .arch import Arch
+from .arch import build as build_arch
 
 PARAMETERS = 975_030
 
 
-def build_model(optimizer="adam", verbose: bool = False):
-    """Conv2D(12,3) -> Conv2D(20,3) -> Conv2D(20,3) -> Flatten -> Dense(100) -> Dense(10, softmax)."""
+def build_model(optimizer="adam", verbose: bool = False, arch: Arch | None = None):
+    """The seed CNN (arch None): Conv2D(12,3) -> Conv2D(20,3) -> Conv2D(20,3) -> Flatten -> Dense(100)
+    -> Dense(10, softmax); or a member of the architecture family (host/arch.py)."""
     import_tf(verbose)
     from tensorflow import keras
     from tensorflow.keras import layers
 
+    if arch is not None:
+        model = build_arch(arch, keras)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
     model = keras.Sequential(
         [
             keras.Input(shape=IMAGE_SHAPE, name="input"),

@@ -18,6 +18,8 @@ from ..report import plot_history
 from ..options import positive_float, positive_int, setting
 from ..rundir import DatasetInfo, Run, TrainReport
 from . import import_tf, versions
+from .arch import PRESETS
+from .arch import parse as parse_arch
 from .model import build_model, make_optimizer
 
 
@@ -44,9 +46,12 @@ class TrainConfig:
                            "0.8988 vs 0.9029 for the defaults). An exported int8 model gives the same integers "
                            "on every CPU.")
     limit: int | None = setting(None, "train on the first N rows only (quick runs)", type=positive_int)
+    arch: str = setting("seed", "the model: seed (the seed CNN, unchanged), a preset (" + ", ".join(PRESETS) + ") or "
+                                "a JSON object of the architecture family's fields (edgefashion tune prints them)")
     verbose: bool = False
 
     def validate(self) -> None:
+        parse_arch(self.arch)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}, expected a positive integer")
@@ -87,7 +92,8 @@ def train(config: TrainConfig) -> dict:
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same weights
-    model = build_model(make_optimizer(config.optimizer, config.learning_rate, config.momentum), config.verbose)
+    model = build_model(make_optimizer(config.optimizer, config.learning_rate, config.momentum), config.verbose,
+                        parse_arch(config.arch))
     x, y = data.prepare(train_set.images), data.one_hot(train_set.labels)
     run.root.mkdir(parents=True, exist_ok=True)
 

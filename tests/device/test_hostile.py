@@ -321,6 +321,9 @@ def flag_cases(d: Path) -> list:
         ["train", "--out", str(d / "r"), "--learning-rate", "-1"], ["train", "--out", str(d / "r"), "--epochs", "0"],
         ["export", str(d / "r"), "--seed", "-5"], ["bundle", str(FIXTURES / "run"), "--out", "x.tar.gz", "--golden", "0"],
         ["selftest", str(BUNDLE), "--min-accuracy", "250"], ["selftest", str(BUNDLE), "--reference-steps", "-1"],
+        ["train", "--out", str(d / "r"), "--arch", "huge"], ["train", "--out", str(d / "r"), "--arch", '{"blocks": [0]}'],
+        ["train", "--out", str(d / "r"), "--arch", '{"layers": 3}'], ["tune", "--out", str(d / "t"), "--jobs", "0"],
+        ["tune", "--out", str(d / "t"), "--min-accuracy", "nan"], ["firmware", str(d / "r"), "--target", "z80"],
         ["predict", str(BUNDLE)], ["no-such-command"],
         ["selftest", str(d / "missing.tar.gz")],
     ]

@@ -1,0 +1,427 @@
+"""`edgefashion tune`: search the architecture family (host/arch.py) for models that fit a device.
+
+Each trial trains on the training rows (the last 20 % held out for validation), converts to
+full-int8 TFLite and measures int8 validation accuracy, int8 p50 latency at batch 1 on this machine
+(the bench worker, a fresh process), model bytes and, where tflite-micro is installed, the TFLM
+arena. Optuna's NSGA-II keeps the trials on the accuracy / latency / size front; budgets are its
+constraints. Test images are used only for the chosen model.
+
+The study lives in Optuna storage: a journal file in DIR by default (resumable after Ctrl-C or a
+crash, shared by `--jobs K` processes on this machine), or `--storage URL` (PostgreSQL, MySQL,
+SQLite) for workers on several machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .. import cpu, data
+from ..console import quiet, step
+from ..device.runtime import Model
+from ..errors import CheckFailed, InputError, MissingDependency
+from ..files import atomic_path, write_bytes
+from ..options import fraction, positive_float, positive_int, setting
+from ..rundir import DatasetInfo, TrainReport, TrialResult, TuneDir, TuneReport
+from . import import_tf, versions
+from .arch import Arch, sample
+from .model import build_model
+
+STUDY = "edgefashion-tune"
+OBJECTIVES = ("accuracy", "latency_us", "size_bytes")  # maximize, minimize, minimize
+CALIBRATION = 200
+WORKER_ENV = "EDGEFASHION_TUNE_WORKER"
+
+
+@dataclass
+class TuneConfig:
+    out: Path
+    trials: int = setting(20, "trials to complete (a resumed study counts those already done)", type=positive_int)
+    jobs: int = setting(1, "worker processes on this machine, all on one study", type=positive_int)
+    storage: str | None = setting(None, "Optuna storage URL shared by workers on several machines, e.g. "
+                                        "postgresql://user@host/db or sqlite:///tune.db (default: DIR/study.journal)",
+                                  metavar="URL")
+    data: Path | None = setting(None, "training CSV or IDX folder (default: the local Fashion-MNIST)", type=Path)
+    test_data: Path | None = setting(None, "test CSV or IDX folder, for the chosen model only", type=Path)
+    limit: int | None = setting(None, "use the first N training rows (quick tunes)", type=positive_int)
+    epochs: int = setting(4, "training epochs per trial", type=positive_int)
+    max_latency_us: float | None = setting(None, "budget: int8 p50 latency at batch 1 on this machine, µs",
+                                           type=positive_float, metavar="US")
+    max_size_kb: float | None = setting(None, "budget: int8 model size, KB", type=positive_float, metavar="KB")
+    max_arena_kb: float | None = setting(None, "budget: TFLM tensor arena, KB (needs tflite-micro)",
+                                         type=positive_float, metavar="KB")
+    min_accuracy: float | None = setting(None, "budget: int8 validation accuracy, a fraction or a percentage",
+                                         type=fraction, metavar="FRACTION")
+    seed: int = setting(0, "seed of the sampler and of each trial's training")
+    timeout_min: float | None = setting(None, "stop starting new trials after this many minutes",
+                                        type=positive_float, metavar="MIN")
+    verbose: bool = False
+
+    def identity(self) -> dict:
+        """What makes trials comparable: a resumed study must have been run with the same."""
+        return {"data": str(self.data) if self.data else None, "limit": self.limit, "epochs": self.epochs,
+                "seed": self.seed}
+
+    def budgets(self) -> dict:
+        return {"max_latency_us": self.max_latency_us, "max_size_kb": self.max_size_kb,
+                "max_arena_kb": self.max_arena_kb, "min_accuracy": self.min_accuracy}
+
+
+def optuna_module():
+    try:
+        import optuna
+    except ImportError:
+        raise MissingDependency("optuna", "host") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(config: TuneConfig):
+    optuna = optuna_module()
+    folder = TuneDir(config.out)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    if config.storage:
+        storage = config.storage
+    else:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        storage = JournalStorage(JournalFileBackend(str(folder.journal)))
+    # Optuna 5 reads the budgets from Trial.set_constraint; Optuna 4 from a constraints function
+    modern = hasattr(optuna.trial.Trial, "set_constraint")
+    worker = int(os.environ.get(WORKER_ENV, "0"))  # each worker its own random stream, or they sample alike
+    sampler = optuna.samplers.NSGAIISampler(seed=config.seed + 1000 * worker,
+                                            **({} if modern else {"constraints_func": _constraints}))
+    try:
+        study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, sampler=sampler,
+                                    directions=["maximize", "minimize", "minimize"])
+    except Exception as exc:  # a bad URL, an unreachable database, a corrupt journal
+        raise InputError(f"cannot open the study in {config.storage or folder.journal}: {str(exc)[:200]}") from None
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        study.set_user_attr("identity", config.identity())
+    elif recorded != config.identity():
+        raise InputError(f"{config.out}: the study there was run with {recorded}, not {config.identity()}; "
+                         f"use another --out")
+    return study
+
+
+def _constraints(trial) -> list[float]:
+    return trial.user_attrs.get("constraints", [1.0])
+
+
+def tune(config: TuneConfig, worker: bool = False) -> TuneReport:
+    """Run (or resume) the study until `trials` trials are complete; report the front and the choice."""
+    study = open_study(config)
+    folder = TuneDir(config.out)
+    if not worker:
+        _fail_abandoned(study)
+        if "seed_cnn" not in study.user_attrs:
+            step("the seed CNN first, with the same data, epochs and bench, for comparison")
+            study.set_user_attr("seed_cnn", _measure(None, config, folder.seed_run.root))
+    helpers = [] if worker else _start_workers(config)
+    optuna = optuna_module()
+    done = _complete(study)
+    started, left = time.monotonic(), max(config.trials - done, 0)
+    progress = _Progress(left, config.jobs)
+
+    def objective(trial):
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", platform.node())
+        arch = sample(trial)
+        trial.set_user_attr("arch", arch.as_dict())
+        figures = _measure(arch, config, folder.trial(trial.number))
+        trial.set_user_attr("figures", figures)
+        violations = _violations(figures, config)
+        trial.set_user_attr("constraints", violations)
+        if hasattr(trial, "set_constraint"):
+            for i, value in enumerate(violations):
+                trial.set_constraint(f"budget{i}", value)
+        progress.report(trial.number, figures, _violations(figures, config))
+        return figures["accuracy"], figures["latency_us"], figures["size_bytes"]
+
+    if left:
+        callback = optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,))
+        timeout = config.timeout_min * 60 if config.timeout_min else None
+        study.optimize(objective, callbacks=[callback], timeout=timeout, catch=(InputError, ValueError))
+    for process in helpers:
+        process.wait()
+    if worker:
+        return None
+    step(f"{_complete(study)} trials complete ({time.monotonic() - started:.0f} s this invocation)")
+    return report(study, config)
+
+
+def _complete(study) -> int:
+    from optuna.trial import TrialState
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _fail_abandoned(study) -> None:
+    """Trials left RUNNING by a process of this machine that is gone (Ctrl-C, a crash): mark them failed."""
+    from optuna.trial import TrialState
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
+        if host == platform.node() and pid and not _alive(pid):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _start_workers(config: TuneConfig) -> list[subprocess.Popen]:
+    """jobs - 1 more processes on the same study (this process is the first)."""
+    if config.jobs <= 1:
+        return []
+    args = [sys.executable, "-m", "edgefashion", "tune", "--worker", "--out", str(config.out),
+            "--trials", str(config.trials), "--epochs", str(config.epochs), "--seed", str(config.seed),
+            "--jobs", str(config.jobs)]
+    for flag, value in (("--storage", config.storage), ("--data", config.data), ("--limit", config.limit),
+                        ("--timeout-min", config.timeout_min)):
+        if value is not None:
+            args += [flag, str(value)]
+    for key, value in config.budgets().items():
+        if value is not None:
+            args += ["--" + key.replace("_", "-"), str(value)]
+    step(f"starting {config.jobs - 1} more worker process(es) on the study")
+    return [subprocess.Popen(args, env={**os.environ, WORKER_ENV: str(i)}) for i in range(1, config.jobs)]
+
+
+class _Progress:
+    """One line per finished trial, with the elapsed time and an estimate of what is left."""
+
+    def __init__(self, total: int, jobs: int):
+        self.total, self.jobs, self.done, self.start = max(total, 1), jobs, 0, time.monotonic()
+
+    def report(self, number: int, figures: dict, violations: list[float]) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / self.done * max(self.total - self.done * self.jobs, 0) / self.jobs
+        fits = "inside the budgets" if max(violations) <= 0 else "outside a budget"
+        arena = f", arena {figures['arena_bytes'] / 1024:.1f} KB" if figures.get("arena_bytes") else ""
+        step(f"trial {number}: int8 val accuracy {figures['accuracy']:.4f}, {figures['latency_us']:.0f} µs, "
+             f"{figures['size_bytes'] / 1024:.0f} KB{arena}, {fits}; {elapsed / 60:.1f} min so far, "
+             f"about {eta / 60:.1f} min left")
+
+
+def _violations(figures: dict, config: TuneConfig) -> list[float]:
+    """Optuna constraints: <= 0 is inside a budget."""
+    out = [0.0]
+    if config.max_latency_us:
+        out.append(figures["latency_us"] - config.max_latency_us)
+    if config.max_size_kb:
+        out.append(figures["size_bytes"] / 1024 - config.max_size_kb)
+    if config.max_arena_kb:
+        arena = figures.get("arena_bytes")
+        out.append(1e9 if arena is None else arena / 1024 - config.max_arena_kb)
+    if config.min_accuracy:
+        out.append(config.min_accuracy - figures["accuracy"])
+    return out
+
+
+# --- one trial ----------------------------------------------------------------------------------
+
+def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
+    """Train on the training rows, convert to int8 TFLite, measure; the models stay in `folder`."""
+    tf = import_tf(config.verbose)
+    if config.jobs > 1:  # share the cores instead of fighting over them
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // config.jobs))
+    train, val = _split(config)
+    keras = tf.keras
+    keras.utils.set_random_seed(config.seed)
+    started = time.monotonic()
+    with quiet(config.verbose):
+        model = build_model("adam", config.verbose, arch)
+        model.fit(data.prepare(train.images), data.one_hot(train.labels), batch_size=100, epochs=config.epochs,
+                  verbose=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    from .export import tflite_converter
+    with quiet(config.verbose):
+        content = tflite_converter(tf, model, data.prepare(train.images[:CALIBRATION])).convert()
+    int8_path = write_bytes(folder / "model_int8.tflite", content)
+    accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
+    return {"accuracy": accuracy, "latency_us": _latency_us(int8_path), "size_bytes": len(content),
+            "arena_bytes": _arena(int8_path), "parameters": int(model.count_params()),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def _split(config: TuneConfig):
+    """The training rows and the validation rows (the last 20 %, as Keras' validation_split)."""
+    train = data.load(config.data, "train")
+    if train.labels is None:
+        raise InputError(f"{train.source}: tuning needs a label column")
+    if config.limit:
+        train = train.subset(slice(0, config.limit))
+    if len(train) < 50:
+        raise InputError(f"{train.source}: {len(train)} rows; tuning needs at least 50")
+    cut = int(len(train) * 0.8)
+    return train.subset(slice(0, cut)), train.subset(slice(cut, None))
+
+
+def _latency_us(path: Path) -> float:
+    """int8 p50 at batch 1, 1 thread, in a fresh process (the bench worker)."""
+    job = {"path": str(path), "threads": 1, "batches": [1], "warmup": 20, "runs": 200, "min_time": 0.3}
+    done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InputError(f"{path}: bench worker failed ({done.stderr.strip()[-200:]})")
+    return float(json.loads(done.stdout)[0]["latency_us"]["p50"])
+
+
+def _arena(path: Path) -> int | None:
+    from .firmware import measure_arena, tflm_runtime
+    try:
+        return measure_arena(tflm_runtime(), path)["total"]
+    except MissingDependency:
+        return None
+
+
+# --- the result ------------------------------------------------------------------------------
+
+def report(study, config: TuneConfig) -> TuneReport:
+    """pareto.json, pareto.png, the front on the terminal, the chosen model as DIR/best."""
+    folder = TuneDir(config.out)
+    results = [_result(t, config) for t in study.get_trials(deepcopy=False)]
+    complete = [r for r in results if r.state == "COMPLETE"]
+    for r in complete:  # the front of every complete trial, whatever the budgets; `feasible` marks those inside
+        r.on_front = not any(_dominates(o, r) for o in complete if o is not r)
+    seed = study.user_attrs.get("seed_cnn")
+    seed_result = None if seed is None else TrialResult(
+        number=-1, state="COMPLETE", arch=None, **{k: seed[k] for k in ("accuracy", "latency_us", "size_bytes",
+                                                                       "arena_bytes")}, seconds=seed["seconds"])
+    feasible = [r for r in complete if r.feasible]
+    chosen = max(feasible, key=lambda r: (r.accuracy, -r.latency_us)) if feasible else None
+    storage = config.storage or str(folder.journal)
+    result = TuneReport(study=STUDY, storage=storage, budgets=config.budgets(), trials=results,
+                        seed_cnn=seed_result, chosen=chosen.number if chosen else None, cpu=cpu.describe())
+    result.write(folder.report)
+    plot_front(result, folder.plot)
+    if chosen is None:
+        closest = max(complete, key=lambda r: -max(_violations(asdict(r), config)), default=None)
+        hint = (f"; closest: trial {closest.number} (accuracy {closest.accuracy:.4f}, {closest.latency_us:.0f} µs, "
+                f"{closest.size_bytes / 1024:.0f} KB)") if closest else ""
+        raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
+                          f"see {folder.report}")
+    make_best_run(study.trials[chosen.number], config)
+    return result
+
+
+def _result(trial, config: TuneConfig) -> TrialResult:
+    figures = trial.user_attrs.get("figures") or {}
+    complete = trial.state.name == "COMPLETE"
+    return TrialResult(number=trial.number, state=trial.state.name, arch=trial.user_attrs.get("arch"),
+                       accuracy=figures.get("accuracy"), latency_us=figures.get("latency_us"),
+                       size_bytes=figures.get("size_bytes"), arena_bytes=figures.get("arena_bytes"),
+                       feasible=(max(_violations(figures, config)) <= 0) if complete and figures else None,
+                       seconds=figures.get("seconds"))
+
+
+def _dominates(a: TrialResult, b: TrialResult) -> bool:
+    better_or_equal = a.accuracy >= b.accuracy and a.latency_us <= b.latency_us and a.size_bytes <= b.size_bytes
+    return better_or_equal and (a.accuracy > b.accuracy or a.latency_us < b.latency_us or a.size_bytes < b.size_bytes)
+
+
+def _budget_text(config: TuneConfig) -> str:
+    parts = [f"{k} {v:g}" for k, v in config.budgets().items() if v is not None]
+    return "(" + (", ".join(parts) or "none") + ")"
+
+
+def make_best_run(trial, config: TuneConfig) -> None:
+    """The chosen trial as a normal run directory: model.keras and config.json (with the test accuracy,
+    the first time any test image is used)."""
+    folder = TuneDir(config.out)
+    run = folder.best_run
+    run.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder.trial_model(trial.number), run.model)
+    arch = json.dumps(trial.user_attrs["arch"], sort_keys=True)
+    test = _test_set(config)
+    from .model import load_model
+    model = load_model(run.model, config.verbose)
+    with quiet(config.verbose):
+        loss, accuracy = model.evaluate(data.prepare(test.images), data.one_hot(test.labels), batch_size=500,
+                                        verbose=0)
+    settings = {"arch": arch, "epochs": config.epochs, "batch_size": 100, "validation_split": 0.2,
+                "optimizer": "adam", "seed": config.seed, "data": str(config.data) if config.data else None,
+                "test_data": str(config.test_data) if config.test_data else None, "limit": config.limit,
+                "tune_trial": trial.number, "tune_study": str(folder.report)}
+    train = data.load(config.data, "train")
+    TrainReport(settings=settings, dataset=DatasetInfo(source=train.source, sha256=train.sha256, samples=len(train)),
+                test=DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),
+                                 accuracy=float(accuracy)),
+                best_epoch=config.epochs, val_accuracy=trial.user_attrs["figures"]["accuracy"],
+                epochs_finished=config.epochs, interrupted=False, fit_seconds=trial.user_attrs["figures"]["seconds"],
+                versions=versions(), platform={"machine": platform.machine(), "cpu": asdict(cpu.describe())}
+                ).write(run.config)
+
+
+def _test_set(config: TuneConfig) -> data.Dataset:
+    if config.test_data:
+        return data.load(config.test_data, "test")
+    if config.data is not None and Path(config.data).is_dir():
+        return data.read_idx_split(config.data, "test")
+    return data.load(None, "test")
+
+
+def front_rows(result: TuneReport) -> list[dict]:
+    rows = [{"trial": r.number, "int8_val_acc": r.accuracy, "p50_us": r.latency_us,
+             "KB": round(r.size_bytes / 1024, 1), "arena_KB": round(r.arena_bytes / 1024, 1) if r.arena_bytes else None,
+             "chosen": "*" if r.number == result.chosen else "", "arch": json.dumps(r.arch, separators=(",", ":"))}
+            for r in sorted((t for t in result.trials if t.on_front), key=lambda t: t.latency_us)]
+    if result.seed_cnn:
+        s = result.seed_cnn
+        rows.append({"trial": "seed CNN", "int8_val_acc": s.accuracy, "p50_us": s.latency_us,
+                     "KB": round(s.size_bytes / 1024, 1), "arena_KB": round(s.arena_bytes / 1024, 1) if s.arena_bytes
+                     else None, "chosen": "", "arch": "seed"})
+    return rows
+
+
+def plot_front(result: TuneReport, path: Path) -> None:
+    """Accuracy vs latency; marker area is the model size; the front and the seed CNN marked."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    done = [t for t in result.trials if t.state == "COMPLETE" and t.accuracy is not None]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for group, color, label in (([t for t in done if not t.on_front], "#bbbbbb", "trials"),
+                                ([t for t in done if t.on_front and not t.feasible], "#ff7f0e",
+                                 "Pareto front, outside a budget"),
+                                ([t for t in done if t.on_front and t.feasible], "#1f77b4",
+                                 "Pareto front, inside the budgets")):
+        if group:
+            ax.scatter([t.latency_us for t in group], [t.accuracy for t in group], c=color, label=label,
+                       s=[max(t.size_bytes / 2048, 8) for t in group], alpha=0.8, edgecolors="k", linewidths=0.3)
+    if result.seed_cnn:
+        s = result.seed_cnn
+        ax.scatter([s.latency_us], [s.accuracy], marker="*", s=300, c="#d62728", label="seed CNN", edgecolors="k")
+    chosen = next((t for t in done if t.number == result.chosen), None)
+    if chosen:
+        ax.annotate(f"chosen: trial {chosen.number}", (chosen.latency_us, chosen.accuracy),
+                    textcoords="offset points", xytext=(8, -12))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"int8 p50 latency, batch 1, 1 thread (µs, {result.cpu.model})")
+    ax.set_ylabel("int8 validation accuracy")
+    ax.set_title("edgefashion tune: marker area = int8 model size")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+

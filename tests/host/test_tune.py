@@ -1,0 +1,66 @@
+"""edgefashion tune on real data, tiny: end to end, resume, two workers, an unmeetable budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import cli
+
+QUICK = ("--limit", 600, "--epochs", 1)
+
+
+def _report(folder) -> dict:
+    return json.loads((folder / "pareto.json").read_text())
+
+
+def test_tune_end_to_end_then_resume(tmp_path):
+    out = tmp_path / "tune"
+    first = cli("tune", "--out", out, "--trials", 2, *QUICK, check=0)
+    report = _report(out)
+    complete = [t for t in report["trials"] if t["state"] == "COMPLETE"]
+    assert len(complete) == 2 and report["seed_cnn"]["size_bytes"] > 900_000
+    for t in complete:
+        assert 0 <= t["accuracy"] <= 1 and t["latency_us"] > 0 and t["size_bytes"] > 0 and t["arch"]["blocks"]
+    assert any(t["on_front"] for t in complete) and report["chosen"] in {t["number"] for t in complete}
+    assert (out / "pareto.png").is_file() and "seed CNN" in first.stdout and "trial 1:" in first.stderr
+    best = json.loads((out / "best" / "config.json").read_text())
+    assert json.loads(best["settings"]["arch"]) == complete[report["chosen"]]["arch"]
+    assert best["test"]["samples"] == 10_000 and 0 <= best["test"]["accuracy"] <= 1
+    assert (out / "best" / "model.keras").is_file()
+    # run again with a higher count: the study resumes, only the missing trial runs
+    again = cli("tune", "--out", out, "--trials", 3, *QUICK, check=0)
+    assert "trial 2:" in again.stderr and "trial 0:" not in again.stderr and "the seed CNN first" not in again.stderr
+    assert len([t for t in _report(out)["trials"] if t["state"] == "COMPLETE"]) == 3
+    # other settings on the same study are refused
+    other = cli("tune", "--out", out, "--trials", 3, "--limit", 700, "--epochs", 1)
+    assert other.returncode == 2 and "the study there was run with" in other.stderr
+
+
+def test_two_workers_share_one_study(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    out = tmp_path / "tune"
+    cli("tune", "--out", out, "--trials", 2, "--jobs", 2, *QUICK, check=0)
+    study = optuna.load_study(study_name="edgefashion-tune",
+                              storage=JournalStorage(JournalFileBackend(str(out / "study.journal"))))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 2 and len({t.user_attrs["pid"] for t in complete}) == 2
+    assert len({json.dumps(t.user_attrs["arch"], sort_keys=True) for t in complete}) >= 2  # not the same samples
+
+
+def test_a_budget_no_trial_meets_is_a_failure(tmp_path):
+    done = cli("tune", "--out", tmp_path / "tune", "--trials", 1, *QUICK, "--max-size-kb", 1)
+    assert done.returncode == 1 and "no trial of 1 meets the budgets (max_size_kb 1)" in done.stderr
+    assert not (tmp_path / "tune" / "best").exists() and (tmp_path / "tune" / "pareto.json").is_file()
+
+
+def test_train_a_preset_architecture(tmp_path):
+    run = tmp_path / "run"
+    cli("train", "--out", run, "--arch", "tiny", "--limit", 500, "--epochs", 1, check=0)
+    assert json.loads((run / "config.json").read_text())["settings"]["arch"] == "tiny"
+    bad = cli("tune", "--out", tmp_path / "t", "--storage", "nosuch://x", *QUICK)
+    assert bad.returncode == 2 and "cannot open the study" in bad.stderr
