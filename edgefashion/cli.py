@@ -34,7 +34,7 @@ from .host.firmware import target_rows as firmware_targets
 from .host.train import TrainConfig, train
 from .host.tune import TuneConfig, tune
 from .host.tune import front_rows as tune_front_rows
-from .options import add_options, from_args, positive_int, thread_count
+from .options import add_options, fraction, from_args, positive_int, thread_count
 from .pipeline import RunConfig, keras_reference, run
 from .report import table
 from .rundir import FORMATS, Run, TuneDir
@@ -209,6 +209,11 @@ def add_predict(sub) -> None:
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
     add_backend_option(p)
     p.add_argument("--limit", type=positive_int, default=20, help="rows shown in the table (default 20)")
+    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely classes")
+    p.add_argument("--min-confidence", type=fraction, default=0.5, metavar="P",
+                   help="warn about predictions whose probability is below P (default 0.5)")
+    p.add_argument("--save-input", type=Path, metavar="DIR",
+                   help="write the 28x28 images the model saw into DIR, as PNG")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_trust_options(p)
     p.set_defaults(func=cmd_predict)
@@ -216,15 +221,23 @@ def add_predict(sub) -> None:
 
 def cmd_predict(args) -> int:
     result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads, trust=trust_from(args),
-                     backend=args.backend)
+                     backend=args.backend, top=args.top, save_input=args.save_input)
+    unsure = [r for r in result["predictions"] if r["probability"] < args.min_confidence]
+    if unsure:
+        shown = ", ".join(f"{r['input']} ({r['label']} {r['probability']:.2f})" for r in unsure[:3])
+        print(printable(f"warning: {len(unsure)} of {len(result['predictions'])} predictions below confidence "
+                        f"{args.min_confidence:.2f}: {shown}{' ...' if len(unsure) > 3 else ''}"), file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    rows = result["predictions"]
+    rows = [{**{k: v for k, v in r.items() if k != "top"},
+             **({"top": ", ".join(f"{label} {p:.2f}" for label, p in r["top"])} if "top" in r else {})}
+            for r in result["predictions"]]
     print(table(rows[:args.limit]))
     if len(rows) > args.limit:
         print(f"... {len(rows) - args.limit} more (--limit or --json for all)")
-    summary = f"{len(rows)} images, {result['model']['format']} on {result['model']['backend']}"
+    summary = (f"{len(rows)} image{'s' if len(rows) != 1 else ''}, {result['model']['format']} on "
+               f"{result['model']['backend']}")
     if result.get("accuracy") is not None:
         summary += f", accuracy {result['accuracy']:.4f}"
     print(summary)

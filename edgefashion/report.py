@@ -67,16 +67,22 @@ def _save(fig, path) -> Path | None:
     return Path(path)
 
 
-def plot_history(history: dict, path) -> Path | None:
+def plot_history(history: dict, path, best_epoch: int | None = None) -> Path | None:
+    """Loss and accuracy per epoch (whole epochs on the axis), the kept (best) epoch marked."""
     plt = _pyplot()
     if plt is None:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     epochs = range(1, len(history["loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
         ax.plot(epochs, history[key], "o-", label=f"train {key}")
         if history.get(f"val_{key}"):
             ax.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {key}")
+        if best_epoch:
+            ax.axvline(best_epoch, color="#2ca02c", linestyle="--", label=f"kept: epoch {best_epoch}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(alpha=0.3)
@@ -104,21 +110,25 @@ def plot_confusion(matrix, labels, title: str, path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_latency(results: list, path) -> Path | None:
-    """p50 and p99 per image for bench results (objects with format, batch, threads, latency_us)."""
+def plot_latency(results: list, path, device: str = "") -> Path | None:
+    """p50 per image with the p90 and p99 above it, for bench results (objects with format, batch,
+    threads, latency_us); the title names the device."""
     plt = _pyplot()
     if plt is None:
         return None
     names = [f"{r.format}\nb{r.batch} t{r.threads}" for r in results]
     p50 = [r.latency_us["p50"] / r.batch for r in results]
+    p90 = [r.latency_us["p90"] / r.batch for r in results]
     p99 = [r.latency_us["p99"] / r.batch for r in results]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(results)), 4))
-    xs = range(len(results))
-    ax.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50")
-    ax.bar([x + 0.2 for x in xs], p99, width=0.4, label="p99")
-    ax.set_xticks(list(xs), names, fontsize=8)
+    xs = list(range(len(results)))
+    ax.bar(xs, p50, width=0.6, label="p50")
+    ax.errorbar(xs, p50, yerr=[[0] * len(xs), [b - a for a, b in zip(p50, p90)]], fmt="none", ecolor="k",
+                capsize=4, label="up to p90")
+    ax.scatter(xs, p99, marker="v", color="#d62728", zorder=3, label="p99")
+    ax.set_xticks(xs, names, fontsize=8)
     ax.set_ylabel("µs per image")
-    ax.set_title("inference latency")
+    ax.set_title("inference latency" + (f" on {device}" if device else ""))
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     return _save(fig, path)

@@ -241,7 +241,9 @@ def bench(config: BenchConfig) -> tuple[BenchReport, Path]:
     out = config.out or default_out(config.paths)
     report.write(out)
     write_text(out.with_suffix(".csv"), to_csv(results))
-    plot_latency(results, out.with_suffix(".png"))
+    device = ", ".join(v for v in (env.board_model, f"{env.cpu_model} ({env.cores} cores, {env.machine})",
+                                   "emulated" if env.emulated else None) if v)
+    plot_latency(results, out.with_suffix(".png"), device)
     return report, out
 
 

@@ -95,11 +95,29 @@ def load_image(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
             ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
-    pixels = np.asarray(gray)
+    return to_fashion_mnist(np.asarray(gray, dtype=np.float32), Image)
+
+
+def to_fashion_mnist(pixels: np.ndarray, Image) -> np.ndarray:
+    """A grayscale photo as Fashion-MNIST draws its products: the background (the median of the
+    border) black, the garment light, cropped to its bounding box, scaled so its longer side is 28
+    pixels, centred on a black 28x28 canvas."""
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 127:  # dark object on a light background: Fashion-MNIST is the negative
-        gray = ImageOps.invert(gray)
-    gray.thumbnail((28, 28), Image.Resampling.LANCZOS)
+    background = float(np.median(border))
+    if background > 127:  # a dark garment on a light background: Fashion-MNIST is the negative
+        pixels, background = 255.0 - pixels, 255.0 - background
+    spread = float(np.percentile(np.abs(border - np.median(border)), 90))  # texture of the background
+    garment = np.clip(pixels - background - spread, 0, None)
+    if garment.max() <= 0:
+        garment = pixels  # nothing stands out: keep the photo as it is
+    garment = garment * (255.0 / max(float(garment.max()), 1.0))
+    rows, cols = np.nonzero(garment > 0.1 * 255)
+    if rows.size:
+        garment = garment[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = Image.fromarray(np.round(garment).astype(np.uint8))
+    scale = 28 / max(crop.width, crop.height)
+    crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                       Image.Resampling.LANCZOS)
     canvas = Image.new("L", (28, 28), 0)
-    canvas.paste(gray, ((28 - gray.width) // 2, (28 - gray.height) // 2))
+    canvas.paste(crop, ((28 - crop.width) // 2, (28 - crop.height) // 2))
     return np.asarray(canvas, dtype=np.uint8)

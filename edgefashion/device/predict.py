@@ -5,6 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from .. import LABELS
 from ..errors import InputError
 from .images import load_inputs
@@ -14,9 +16,12 @@ from .trust import Trust
 
 
 def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: Trust | None = None,
-            backend: str = "auto") -> dict:
-    """{"model": info, "predictions": [{input, label, probability[, truth]}], "accuracy": float|None}"""
+            backend: str = "auto", top: int = 1, save_input: Path | None = None) -> dict:
+    """{"model": info, "predictions": [{input, label, probability[, top][, truth]}], "accuracy": float|None};
+    `save_input` writes the 28x28 images the model saw, as PNG, into that folder."""
     images, labels, names = load_inputs(inputs)
+    if save_input is not None:
+        save_images(images, names, Path(save_input))
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
         model = Model(_model_path(source, fmt, Path(scratch), trust), threads=threads, backend=backend)
@@ -24,11 +29,27 @@ def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: T
     rows = []
     for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):
         row = {"input": name, "class": int(cls), "label": LABELS[cls], "probability": round(float(p), 4)}
+        if top > 1:
+            order = np.argsort(-result.probabilities[i])[:top]
+            row["top"] = [[LABELS[j], round(float(result.probabilities[i, j]), 4)] for j in order]
         if labels is not None:
             row["truth"] = LABELS[labels[i]]
         rows.append(row)
     accuracy = None if labels is None else float((result.class_ids == labels).mean())
     return {"model": {"source": str(source), **model.info()}, "predictions": rows, "accuracy": accuracy}
+
+
+def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:
+    """The model's 28x28 inputs as PNG files, to see what it was shown."""
+    from PIL import Image
+
+    from ..console import printable
+    from ..files import atomic_path
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (image, name) in enumerate(zip(images, names)):
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in printable(name))[:80]
+        with atomic_path(folder / f"{i:04d}-{stem}.28x28.png", suffix=".png") as tmp:
+            Image.fromarray(image).save(tmp)
 
 
 def _model_path(source: Path, fmt: str, scratch: Path, trust: Trust | None) -> Path:

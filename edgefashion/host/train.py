@@ -116,7 +116,7 @@ def train(config: TrainConfig) -> dict:
     history = keeper.history
     write_json(run.history, {**history, "best_epoch": keeper.best_epoch})
     if history["loss"]:
-        plot_history(history, run.curves)
+        plot_history(history, run.curves, keeper.best_epoch)
     result = _summary(config, train_set, test_set, keeper, fit_seconds, interrupted)
     if test_set is not None and not interrupted:
         best = keras.models.load_model(run.model)

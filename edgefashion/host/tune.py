@@ -96,7 +96,10 @@ def open_study(config: TuneConfig):
     # Optuna 5 reads the budgets from Trial.set_constraint; Optuna 4 from a constraints function
     modern = hasattr(optuna.trial.Trial, "set_constraint")
     worker = int(os.environ.get(WORKER_ENV, "0"))  # each worker its own random stream, or they sample alike
-    sampler = optuna.samplers.NSGAIISampler(seed=config.seed + 1000 * worker,
+    # NSGA-II samples its first generation at random: a generation of a quarter of the trials (4-50)
+    # leaves room for the search proper in a short study
+    population = max(4, min(50, config.trials // 4))
+    sampler = optuna.samplers.NSGAIISampler(seed=config.seed + 1000 * worker, population_size=population,
                                             **({} if modern else {"constraints_func": _constraints}))
     try:
         study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, sampler=sampler,
@@ -149,7 +152,10 @@ def tune(config: TuneConfig, worker: bool = False) -> TuneReport:
     if left:
         callback = optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,))
         timeout = config.timeout_min * 60 if config.timeout_min else None
-        study.optimize(objective, callbacks=[callback], timeout=timeout, catch=(InputError, ValueError))
+        # a trial that crashes (a conversion error, a bench failure) is a failed trial, not the end of the
+        # study; n_trials bounds the attempts when every trial fails
+        study.optimize(objective, callbacks=[callback], timeout=timeout, catch=(Exception,),
+                       n_trials=3 * config.trials)
     for process in helpers:
         process.wait()
     if worker:

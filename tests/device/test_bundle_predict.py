@@ -135,3 +135,36 @@ def test_malformed_manifests_are_one_clear_line(fixture_bundle, tmp_path):
         assert done.returncode == 1 and "Traceback" not in done.stderr, (case, done.stderr)
         first = done.stdout.splitlines()[0].replace(str(tmp_path), "TMP")  # the folder's name says manifest
         assert first.startswith("FAIL  bundle:") and message in first and "manifest" in first, (case, first)
+
+
+def test_photos_on_a_light_background_look_like_fashion_mnist(fixture_models, few_images, tmp_path):
+    """A garment photographed dark on a light, textured background, larger and off-centre: the
+    preprocessing makes the background black and centres the garment, as the dataset does."""
+    from PIL import Image
+
+    from edgefashion.device.images import load_image
+    from edgefashion.device.runtime import Model
+
+    model = Model(fixture_models / "model_int8.tflite")
+    rng = np.random.default_rng(0)
+    same = 0
+    for i in range(30):
+        photo = np.full((160, 140), 225.0) + rng.normal(0, 6, (160, 140))
+        garment = np.asarray(Image.fromarray(255 - few_images.images[i]).resize((100, 100)), dtype=np.float64)
+        photo[20:120, 30:130] = np.where(garment < 200, garment * 0.9, photo[20:120, 30:130])
+        Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(tmp_path / "photo.png")
+        seen = load_image(tmp_path / "photo.png")
+        border = np.concatenate([seen[0], seen[-1], seen[:, 0], seen[:, -1]])
+        assert (border < 20).mean() > 0.5  # the background became black (the garment may touch an edge, as in the data)
+        same += model.predict(seen).class_ids[0] == model.predict(few_images.images[i]).class_ids[0]
+    assert same >= 24, f"{same} of 30 photos classified as their originals"
+
+
+def test_predict_top_k_saved_inputs_and_low_confidence(fixture_bundle, few_images, tmp_path):
+    np.save(tmp_path / "x.npy", few_images.images[:3])
+    done = cli("predict", fixture_bundle, tmp_path / "x.npy", "--top", 3, "--save-input", tmp_path / "seen",
+               "--min-confidence", 0.999, "--json", check=0)
+    rows = json.loads(done.stdout)["predictions"]
+    assert all(len(r["top"]) == 3 and r["top"][0][0] == r["label"] for r in rows)
+    assert len(list((tmp_path / "seen").glob("*.28x28.png"))) == 3
+    assert "3 of 3 predictions below confidence" in done.stderr
