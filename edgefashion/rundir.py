@@ -506,7 +506,12 @@ class TuneDir:
         return self.root / "trials" / f"{number:04d}"
 
     def trial_model(self, number: int, fmt: str = "keras") -> Path:
-        return self.trial(number) / ("model.keras" if fmt == "keras" else FILES[fmt])
+        return self.model_paths(self.trial(number))[0 if fmt == "keras" else 1]
+
+    @staticmethod
+    def model_paths(folder: Path) -> tuple[Path, Path]:
+        """(model.keras, model_int8.tflite) of one trial (or of the seed CNN's folder)."""
+        return Path(folder) / "model.keras", Path(folder) / FILES["tflite-int8"]
 
 
 class FirmwareDir:

@@ -254,12 +254,13 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
         model.fit(data.prepare(train.images), data.one_hot(train.labels), batch_size=100, epochs=config.epochs,
                   verbose=0)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.keras", suffix=".keras") as tmp:
+    keras_path, int8_path = TuneDir.model_paths(folder)
+    with atomic_path(keras_path, suffix=".keras") as tmp:
         model.save(tmp)
     from .export import tflite_converter
     with quiet(config.verbose):
         content = tflite_converter(tf, model, data.prepare(train.images[:CALIBRATION])).convert()
-    int8_path = write_bytes(folder / "model_int8.tflite", content)
+    write_bytes(int8_path, content)
     accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
     return {"accuracy": accuracy, "latency_us": _latency_us(int8_path), "size_bytes": len(content),
             "arena_bytes": _arena(int8_path), "parameters": int(model.count_params()),
