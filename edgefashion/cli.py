@@ -20,12 +20,13 @@ from pathlib import Path
 from . import __version__, cpu
 from .device.bench import BenchConfig, bench, table_rows
 from .console import printable
-from .device import trust
+from .device import compare, trust
 from .device.bundle import Limits, selftest
 from .device.predict import predict
 from .device.runtime import BACKENDS
 from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify
 from .errors import CheckFailed, InputError
+from .files import check_output
 from .host.bundle import BundleConfig, make_bundle
 from .host.export import ExportConfig, export
 from .host.firmware import FirmwareConfig, firmware
@@ -144,6 +145,31 @@ def cmd_bench(args) -> int:
     for note in report.warnings:
         print(f"warning: {note}", file=sys.stderr)
     print(f"-> {written}")
+    return 0
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="put bench.json files of several devices side by side",
+                       description="Read bench.json files (from `edgefashion bench` on each machine) and print, "
+                                   "per format, the p50 latency per image on each device, and each device's "
+                                   "int8/float ratio; plot them side by side. Devices are labelled by board or "
+                                   "CPU, cores, machine, governor, and marked when emulated.")
+    p.add_argument("files", nargs="+", type=Path, metavar="BENCH_JSON", help="bench.json of each device")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size to compare (default 1)")
+    p.add_argument("--threads", type=thread_count, default=1, help="thread count to compare (default 1)")
+    p.add_argument("--plot", type=Path, default=Path("compare.png"), help="plot to write (default compare.png)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    reports = compare.load(args.files)
+    for i, (label, _) in enumerate(reports):
+        print(printable(f"D{i + 1}: {label}"))
+    rows = compare.compare_rows(reports, args.batch, args.threads)
+    print(table(rows))
+    check_output(args.plot, ".png", args.files)
+    if compare.plot(reports, rows, args.plot, args.batch, args.threads):
+        print(f"-> {args.plot}")
     return 0
 
 
@@ -410,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export, add_verify, add_bench, add_bundle, add_firmware, add_selftest, add_predict,
+COMMANDS = [add_train, add_export, add_verify, add_bench, add_compare, add_bundle, add_firmware, add_selftest, add_predict,
             add_run, add_tune, add_keygen]
 
 

@@ -74,3 +74,17 @@ def test_peak_rss_is_the_workers_own(fixture_run, tmp_path):
                                               min_time=0, out=tmp_path / "b.json"))
     assert 10 < report.results[0].peak_rss_mb < 400
     del ballast
+
+
+def test_compare_two_bench_files(fixture_models, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for out in (a, b):
+        cli("bench", fixture_models, "--runs", 5, "--warmup", 1, "--min-time", 0, "--out", out, check=0)
+    report = json.loads(b.read_text())
+    report["environment"]["emulated"] = "qemu-aarch64"
+    b.write_text(json.dumps(report))
+    done = cli("compare", a, b, "--plot", tmp_path / "c.png", check=0)
+    assert "D2: b.json:" in done.stdout and "EMULATED (qemu-aarch64)" in done.stdout
+    assert "tflite int8/f32" in done.stdout
+    assert (tmp_path / "c.png").is_file() or "matplotlib not installed" in done.stderr  # no matplotlib on a device
+    assert cli("compare", a, "--batch", 64).returncode == 2
