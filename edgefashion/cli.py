@@ -125,13 +125,15 @@ def add_bench(sub) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="model file, run directory or bundle")
     add_options(p, BenchConfig)
     p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
-    p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
+    p.add_argument("--json", action="store_true", help="print bench.json instead of the table (and write "
+                                                          "files only with --out)")
     add_trust_options(p)
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    report, written = bench(from_args(BenchConfig, args, paths=args.paths, out=args.out, trust=trust_from(args)))
+    config = from_args(BenchConfig, args, paths=args.paths, out=args.out, trust=trust_from(args))
+    report, written = bench(config, write=not args.json or args.out is not None)  # --json alone writes nothing
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -230,11 +232,12 @@ def add_predict(sub) -> None:
                                    "like Fashion-MNIST) or a .npy array. Shows accuracy when labels are given.")
     p.add_argument("model", type=Path, metavar="BUNDLE|MODEL|RUN", help="bundle, model file or run directory")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CSV, .npy, or image files")
-    p.add_argument("--format", default="tflite-int8", choices=FORMATS,
+    p.add_argument("--format", default=None, choices=FORMATS,
                    help="which model of a bundle or run to use (default tflite-int8)")
     p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
     add_backend_option(p)
-    p.add_argument("--limit", type=positive_int, default=20, help="rows shown in the table (default 20)")
+    p.add_argument("--show", "--limit", dest="show", type=positive_int, default=20, metavar="N",
+                   help="rows shown in the table (default 20; --json for all)")
     p.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely classes")
     p.add_argument("--min-confidence", type=fraction, default=0.5, metavar="P",
                    help="warn about predictions whose probability is below P (default 0.5)")
@@ -259,9 +262,9 @@ def cmd_predict(args) -> int:
     rows = [{**{k: v for k, v in r.items() if k != "top"},
              **({"top": ", ".join(f"{label} {p:.2f}" for label, p in r["top"])} if "top" in r else {})}
             for r in result["predictions"]]
-    print(table(rows[:args.limit]))
-    if len(rows) > args.limit:
-        print(f"... {len(rows) - args.limit} more (--limit or --json for all)")
+    print(table(rows[:args.show]))
+    if len(rows) > args.show:
+        print(f"... {len(rows) - args.show} more (--show N or --json for all)")
     summary = (f"{len(rows)} image{'s' if len(rows) != 1 else ''}, {result['model']['format']} on "
                f"{result['model']['backend']}")
     if result.get("accuracy") is not None:
@@ -433,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():  # the global option works after the command too
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show TensorFlow's own log output")
     return parser
 
 

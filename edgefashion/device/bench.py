@@ -53,13 +53,13 @@ class BenchConfig:
     trust: Trust | None = None  # which bundles to accept (default: this device's trusted keys)
 
     def validate(self) -> None:
-        for name in ("batches", "threads"):
-            for value in getattr(self, name):
-                if not isinstance(value, int) or value < 1:
-                    raise InputError(f"{name} {value!r}, expected positive integers")
-        if self.runs < 1 or self.warmup < 0 or self.min_time < 0:
-            raise InputError(f"runs={self.runs}, warmup={self.warmup}, min_time={self.min_time}: "
-                             f"expected runs >= 1, warmup >= 0, min_time >= 0")
+        for flag, values in (("--batch", self.batches), ("--threads", self.threads)):
+            if any(not isinstance(v, int) or v < 1 for v in values):
+                raise InputError(f"{flag} {','.join(map(str, values))}: expected positive integers")
+        for flag, value, ok in (("--runs", self.runs, self.runs >= 1), ("--warmup", self.warmup, self.warmup >= 0),
+                                ("--min-time", self.min_time, self.min_time >= 0)):
+            if not ok:
+                raise InputError(f"{flag} {value}: expected {'at least 1' if flag == '--runs' else '0 or more'}")
         if not self.paths:
             raise InputError("no model, run directory or bundle given")
         if self.out is not None:
@@ -216,8 +216,8 @@ def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
     return json.loads(done.stdout)  # a list of results, or {"skipped": why}
 
 
-def bench(config: BenchConfig) -> tuple[BenchReport, Path]:
-    """Benchmark every model x thread count x batch size; write bench.json/.csv/.png."""
+def bench(config: BenchConfig, write: bool = True) -> tuple[BenchReport, Path | None]:
+    """Benchmark every model x thread count x batch size; write bench.json/.csv/.png (unless not `write`)."""
     config.validate()
     env = environment()
     results, skipped = [], []
@@ -238,6 +238,8 @@ def bench(config: BenchConfig) -> tuple[BenchReport, Path]:
                          settings={"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
                                    "batches": config.batches, "threads": config.threads},
                          results=results, comparison=comparison(results))
+    if not write:
+        return report, None
     out = config.out or default_out(config.paths)
     report.write(out)
     write_text(out.with_suffix(".csv"), to_csv(results))

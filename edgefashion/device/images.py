@@ -24,6 +24,9 @@ def load_inputs(paths) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
         images = _load_npy(paths[0])
         return images, None, [f"{paths[0].name}[{i}]" for i in range(len(images))]
     for p in paths:
+        if p.suffix.lower() in (".csv", ".npy"):
+            raise InputError(f"{p}: a {p.suffix} cannot be mixed with other inputs; give one .csv, one .npy, "
+                             f"or any number of images")
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"{p}: expected one .csv, one .npy, or image files ({', '.join(IMAGE_SUFFIXES)})")
     return np.stack([load_image(p) for p in paths]), None, [p.name for p in paths]

@@ -15,7 +15,7 @@ from .runtime import Model
 from .trust import Trust
 
 
-def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: Trust | None = None,
+def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Trust | None = None,
             backend: str = "auto", top: int = 1, save_input: Path | None = None) -> dict:
     """{"model": info, "predictions": [{input, label, probability[, top][, truth]}], "accuracy": float|None};
     `save_input` writes the 28x28 images the model saw, as PNG, into that folder."""
@@ -24,7 +24,10 @@ def predict(source, inputs, fmt: str = "tflite-int8", threads: int = 1, trust: T
         save_images(images, names, Path(save_input))
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
-        model = Model(_model_path(source, fmt, Path(scratch), trust), threads=threads, backend=backend)
+        model = Model(_model_path(source, fmt or "tflite-int8", Path(scratch), trust), threads=threads,
+                      backend=backend)
+        if fmt and model.format != fmt:  # a model file given with --format for another one
+            raise InputError(f"{source}: is a {model.format} model, not the --format {fmt} asked for")
         result = model.predict(images)
     rows = []
     for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):
