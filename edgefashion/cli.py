@@ -24,7 +24,8 @@ from .device import compare, trust
 from .device.bundle import Limits, selftest
 from .device.predict import predict
 from .device.runtime import BACKENDS
-from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify
+from .device.locate import is_bundle
+from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify, verify_bundle
 from .errors import CheckFailed, InputError
 from .files import check_output
 from .host.bundle import BundleConfig, make_bundle
@@ -94,22 +95,36 @@ def add_verify(sub) -> None:
     p = sub.add_parser("verify", help="cross-check every exported model against the float model",
                        description="Run the float reference (Keras on the host, model_f32.tflite without "
                                    "TensorFlow) and every exported model on the held-out test set. Writes "
-                                   "RUN/verify.json, verify.md and confusion_*.png. Exit 1 if a gate fails.")
-    p.add_argument("run", type=Path, help="run directory with export/export.json")
+                                   "RUN/verify.json, verify.md and confusion_*.png. On a device, give the bundle "
+                                   "instead: its models against its float model on --data or its golden images, "
+                                   "no TensorFlow (--out writes verify.json). Exit 1 if a gate fails.")
+    p.add_argument("run", type=Path, metavar="RUN|BUNDLE", help="run directory with export/export.json, or a bundle")
     add_options(p, VerifyConfig)
     add_options(p, Gates)
     p.add_argument("--json", action="store_true", help="print verify.json instead of the table")
+    p.add_argument("--out", type=Path, help="verify.json to write for a bundle (a run writes RUN/verify.json)")
+    add_trust_options(p)
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args) -> int:
-    config = from_args(VerifyConfig, args, run=args.run, gates=gates_from(args), verbose=args.verbose)
-    report = verify(config, keras_reference(config))
+    config = from_args(VerifyConfig, args, run=args.run, gates=gates_from(args), verbose=args.verbose,
+                       out=args.out)
+    if is_bundle(args.run):
+        if args.out is not None:
+            check_output(args.out, ".json", [args.run])
+        report = verify_bundle(config, trust_from(args))
+    else:
+        report = verify(config, keras_reference(config))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(table(summary_rows(report)))
-        print(f"{report.reference.samples} images, {report.seconds} s -> {Run(args.run).verify}")
+        written = args.out if is_bundle(args.run) else Run(args.run).verify
+        print(f"{report.reference.samples} images, {report.seconds} s" + (f" -> {written}" if written else ""))
+    for r in report.models:
+        for warning in r.warnings:
+            print(printable(f"warning: {warning}"), file=sys.stderr)
     where = f"on {report.reference.samples} test images vs {report.reference.format}"
     for r in report.models:
         if r.failures:

@@ -90,23 +90,30 @@ def plot_history(history: dict, path, best_epoch: int | None = None) -> Path | N
     return _save(fig, path)
 
 
-def plot_confusion(matrix, labels, title: str, path) -> Path | None:
+def plot_confusion(matrix, labels, title: str, path, float_matrix=None, float_name: str = "") -> Path | None:
+    """The confusion matrix of one model; beside it, for an int8 model, int8 minus its float model
+    (red: the int8 model puts more images in that cell, blue: fewer)."""
     plt = _pyplot()
     if plt is None:
         return None
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                color="white" if value > threshold else "black")
-    fig.colorbar(im, ax=ax)
+    panels = [(matrix, "Blues", title)]
+    if float_matrix is not None:
+        panels.append((matrix - np.asarray(float_matrix), "RdBu_r", f"int8 minus {float_name}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
+    for ax, (values, cmap, name) in zip(axes[0], panels):
+        limit = max(int(np.abs(values).max()), 1)
+        im = ax.imshow(values, cmap=cmap, vmin=-limit if cmap == "RdBu_r" else 0, vmax=limit)
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(name)
+        for (i, j), value in np.ndenumerate(values):
+            if value or cmap == "Blues":
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                        color="white" if abs(value) > limit / 2 else "black")
+        fig.colorbar(im, ax=ax)
     return _save(fig, path)
 
 

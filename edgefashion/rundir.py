@@ -249,6 +249,7 @@ class ModelResult:
     cosine_similarity_min: float
     failures: list[str]
     passed: bool
+    warnings: list[str] = field(default_factory=list)  # far from float on some images, though not failing
 
 
 @dataclass
@@ -263,6 +264,7 @@ class VerifyReport(Manifest):
     passed: bool
     seconds: float
     calibration_images: int | None = None
+    layer_errors: dict[str, LayerErrors] | None = None  # per int8 format, from export
     schema_version: int = SCHEMA_VERSION
 
     def accuracies(self) -> dict[str, float]:
@@ -534,6 +536,7 @@ class ExportDir:
     manifest = property(lambda self: self.folder / "export.json")
     calibration = property(lambda self: self.folder / "calibration.npz")
     layer_errors = property(lambda self: self.folder / "layer_errors.json")
+    layer_errors_onnx = property(lambda self: self.folder / "layer_errors_onnx.json")
     c_header = property(lambda self: self.folder / "model_int8_data.h")
     c_source = property(lambda self: self.folder / "model_int8_data.cc")
 

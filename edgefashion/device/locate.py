@@ -23,11 +23,16 @@ def models_at(path: Path, scratch: Path, trust: Trust | None = None) -> dict[str
         return Run.at(path).exported_models()
     if is_bundle(path):
         folder, manifest, provenance = open_bundle(path, scratch, trust)
-        print(printable(f"bundle {path.name}: {provenance.line()}"), file=sys.stderr)
-        if provenance.warning:
-            print(printable(f"warning: {provenance.warning}"), file=sys.stderr)
+        report_origin(path, provenance)
         return {fmt: folder / name for fmt, name in manifest.models.items()}
     return None
+
+
+def report_origin(path: Path, provenance) -> None:
+    """The bundle's sha256 and signer on stderr, and a warning where its origin is not checked."""
+    print(printable(f"bundle {Path(path).name}: {provenance.line()}"), file=sys.stderr)
+    if provenance.warning:
+        print(printable(f"warning: {provenance.warning}"), file=sys.stderr)
 
 
 def is_bundle(path: Path) -> bool:

@@ -7,6 +7,7 @@ The reference is the Keras model when the host hands its outputs in, else model_
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,11 +17,13 @@ import numpy as np
 
 from .. import LABELS, NUM_CLASSES, cpu, data
 from ..console import Progress, step
-from ..errors import InputError, Unsupported
+from ..errors import InputError, MissingDependency, Unsupported
 from ..files import write_text
 from ..options import fraction, setting, thread_count
 from ..report import markdown_table, plot_confusion
-from ..rundir import LayerErrors, ModelResult, Reference, Run, VerifyReport
+from ..rundir import FLOAT_OF, LayerErrors, ModelResult, Reference, Run, VerifyReport
+from .bundle import GOLDEN, load_golden, open_bundle
+from .locate import report_origin
 from .runtime import BACKENDS, Model
 
 # --- metrics ------------------------------------------------------------------------------
@@ -118,6 +121,7 @@ class VerifyConfig:
     reference: str = setting("auto", "float reference: Keras where TensorFlow is installed (auto), or "
                                      "model_f32.tflite", choices=REFERENCES)
     batch_size: int = 500
+    out: Path | None = None  # verify.json of a bundle's verify (a run's goes to RUN/verify.json)
     threads: int = setting(1, "interpreter threads", type=thread_count)
     backend: str = setting("auto", "TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), "
                                    "ai_edge_litert, tflite_runtime, numpy (int8 bit-exact with TFLite's "
@@ -140,6 +144,11 @@ def load_test_set(run: Run, path: Path | None) -> data.Dataset:
 FloatReference = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, 28, 28) -> probabilities (N, 10)
 
 
+# Not a gate: a loud warning when an int8 model's probabilities are far from the float model's on
+# some images even though the top-1 agreement passes (confidence a device would report wrongly).
+WARN_COSINE, WARN_ABS_DIFF = 0.9, 0.5
+
+
 def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyReport:
     """Every exported model against the float reference: `keras` where the host hands it in,
     else model_f32.tflite. Writes RUN/verify.json, verify.md and confusion plots."""
@@ -150,12 +159,56 @@ def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyR
     test = load_test_set(run, config.data)
     started = time.monotonic()
     ref_format, reference = _reference(config, run, models, test, keras)
+    results = check_models(models, config, test, reference)
+    layers = {fmt: LayerErrors.read(path) for fmt, path in (("tflite-int8", run.layer_errors),
+                                                           ("onnx-int8", run.export.layer_errors_onnx))
+              if path.is_file()}
+    report = _report(config, ref_format, reference, test, results, started, len(calibration), layers or None)
+    report.write(run.verify)
+    write_text(run.verify_md, render_markdown(report))
+    by_format = {r.format: r for r in results}
+    for r in results:
+        paired = by_format.get(FLOAT_OF.get(r.format))
+        plot_confusion(r.confusion_matrix, LABELS, f"{r.format}: accuracy {r.accuracy:.4f}", run.confusion(r.format),
+                       paired.confusion_matrix if paired else None, paired.format if paired else "")
+    return report
+
+
+def verify_bundle(config: VerifyConfig, trust=None) -> VerifyReport:
+    """verify on a device: a bundle's models against its float TFLite (or ONNX) model, on the test
+    set given with --data or else the bundle's golden images. No TensorFlow. Writes --out if given."""
+    config.validate()
+    bundle = Path(config.run)
+    with tempfile.TemporaryDirectory(prefix="edgefashion-verify-") as scratch:
+        folder, manifest, provenance = open_bundle(bundle, Path(scratch), trust)
+        report_origin(bundle, provenance)
+        models = {fmt: folder / name for fmt, name in manifest.models.items()}
+        if config.data is not None:
+            test = load_test_set(Run(scratch), config.data)
+        else:
+            golden = load_golden(folder / manifest.golden.file, manifest)
+            test = data.Dataset(golden["images"], golden["labels"].astype(np.uint8),
+                                f"{bundle.name}: {len(golden['labels'])} golden images", manifest.files[GOLDEN].sha256)
+        started = time.monotonic()
+        ref_format = next((f for f in ("tflite-f32", "onnx-f32") if f in models), None)
+        if ref_format is None:
+            raise InputError(f"{bundle}: no float model to verify against")
+        reference = Model(models[ref_format], threads=config.threads, backend=config.backend).predict_proba(
+            test.images, batch_size=config.batch_size)
+        results = check_models({f: p for f, p in models.items() if f != ref_format}, config, test, reference)
+    report = _report(config, ref_format, reference, test, results, started, None, None)
+    if config.out is not None:
+        report.write(config.out)
+    return report
+
+
+def check_models(models: dict, config: VerifyConfig, test: data.Dataset, reference: np.ndarray) -> list[ModelResult]:
     results = []
     with Progress(len(models), "verify") as progress:
         for fmt, path in models.items():
             try:
                 model = Model(path, threads=config.threads, backend=config.backend)
-            except Unsupported as exc:
+            except (Unsupported, MissingDependency) as exc:
                 print(f"warning: skipped {fmt}: {exc}", file=sys.stderr)
                 progress.update()
                 continue
@@ -163,22 +216,24 @@ def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyR
             probs = model.predict_proba(test.images, batch_size=config.batch_size)
             figures = compare(probs, reference, test.labels)
             failures = config.gates.failures(fmt, figures)
+            warnings = []
+            if figures["cosine_similarity_min"] < WARN_COSINE or figures["max_abs_diff"] > WARN_ABS_DIFF:
+                warnings.append(f"{fmt}: on some images its probabilities are far from the float model's (min "
+                                f"cosine {figures['cosine_similarity_min']:.2f}, max |dp| {figures['max_abs_diff']:.2f})"
+                                f" though the top-1 agrees on {figures['top1_agreement']:.2%}")
             results.append(ModelResult(format=fmt, file=path.name, backend=model.backend,
                                        seconds=round(time.monotonic() - t0, 2), **figures,
-                                       failures=failures, passed=not failures))
+                                       failures=failures, passed=not failures, warnings=warnings))
             progress.update()
-    report = VerifyReport(
+    return results
+
+
+def _report(config, ref_format, reference, test, results, started, calibration_images, layers) -> VerifyReport:
+    return VerifyReport(
         reference=Reference(format=ref_format, accuracy=float((reference.argmax(1) == test.labels).mean()),
                             samples=len(test), source=test.source, sha256=test.sha256),
-        gates=asdict(config.gates), cpu=cpu.describe(), calibration_images=len(calibration), models=results,
-        passed=all(r.passed for r in results),
-        seconds=round(time.monotonic() - started, 1))
-    report.write(run.verify)
-    layers = LayerErrors.read(run.layer_errors) if run.layer_errors.is_file() else None
-    write_text(run.verify_md, render_markdown(report, layers))
-    for r in results:
-        plot_confusion(r.confusion_matrix, LABELS, f"{r.format}: accuracy {r.accuracy:.4f}", run.confusion(r.format))
-    return report
+        gates=asdict(config.gates), cpu=cpu.describe(), calibration_images=calibration_images, models=results,
+        passed=all(r.passed for r in results), seconds=round(time.monotonic() - started, 1), layer_errors=layers)
 
 
 def _reference(config: VerifyConfig, run: Run, models: dict, test: data.Dataset, keras: FloatReference | None):
@@ -205,7 +260,7 @@ def summary_rows(report: VerifyReport) -> list[dict]:
     return rows
 
 
-def render_markdown(report: VerifyReport, layers: LayerErrors | None) -> str:
+def render_markdown(report: VerifyReport) -> str:
     ref, gates = report.reference, report.gates
     out = ["# Cross-check against the float model\n\n",
            f"Reference: **{ref.format}**, accuracy {ref.accuracy:.4f} on {ref.samples} images "
@@ -222,9 +277,20 @@ def render_markdown(report: VerifyReport, layers: LayerErrors | None) -> str:
         out.append(f"\n![confusion matrix {r.format}](confusion_{r.format}.png)\n")
         if r.failures:
             out.append(f"- {r.format} failed: " + "; ".join(r.failures) + "\n")
-    if layers:
-        out.append(f"\n## Layers that lose the most in int8 ({layers.model}, {layers.images} calibration images)\n\n")
-        out.append("Error of each quantized tensor against its float value, in units of its "
-                   "quantization step (rmse/scale; 0.29 is the ideal of uniform rounding).\n\n")
+        for warning in r.warnings:
+            out.append(f"- **warning**: {warning}\n")
+    for fmt, layers in (report.layer_errors or {}).items():
+        out.append(f"\n## Layers that lose the most in int8: {fmt} ({layers.model}, {layers.images} calibration "
+                   f"images)\n\n")
+        out.append(LAYER_NOTES.get(fmt, "") + "\n\n")
         out.append(markdown_table(layers.rows))
     return "".join(out)
+
+
+LAYER_NOTES = {
+    "tflite-int8": "Error of each quantized tensor against its float value, in units of its quantization step "
+                   "(rmse/scale; 0.29 is the ideal of uniform rounding); TFLite's QuantizationDebugger.",
+    "onnx-int8": "Signal-to-quantization-noise ratio of each activation, in dB (higher is better): against the "
+                 "float model's same tensor (the error accumulated so far), and against its own value before "
+                 "quantization; ONNX Runtime's qdq_loss_debug.",
+}

@@ -26,7 +26,7 @@ from ..options import name_list, positive_int, setting
 from ..rundir import (FORMATS, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport,
                       indices_sha256, report_leftovers)
 from . import import_tf, quiet, versions
-from .layer_errors import layer_errors
+from .layer_errors import layer_errors, onnx_layer_errors
 from .model import load_model
 
 ONNX_OPSET = 17
@@ -137,6 +137,14 @@ def _build(config: ExportConfig, model, out: Path) -> ExportReport:
         artifacts.extend(write_c_array(int8.read_bytes(), staged))
         step("per-layer int8 error (QuantizationDebugger)")
         layer_errors(tf, tflite_converter(tf, model, calib), calib, int8.name, config.verbose).write(staged.layer_errors)
+    if {"onnx-f32", "onnx-int8"} <= set(config.formats):
+        step("per-layer int8 error of the ONNX model (qdq_loss_debug)")
+        try:
+            with quiet(config.verbose):
+                errors = onnx_layer_errors(staged.model("onnx-f32"), staged.model("onnx-int8"), calib, CalibrationReader)
+            errors.write(staged.layer_errors_onnx)
+        except Exception as exc:  # a debugging aid: its failure must not fail the export
+            step(f"per-layer ONNX errors skipped ({type(exc).__name__}: {str(exc)[:120]})")
     manifest = ExportReport(source=str(Run(config.run).model), artifacts=artifacts, calibration=calib_info,
                             gates=asdict(config.gates), labels=list(LABELS), versions=versions(),
                             onnx_int8=asdict(config.onnx_int8) if "onnx-int8" in config.formats else None)
@@ -237,6 +245,10 @@ class CalibrationReader:
 
     def rewind(self) -> None:
         self.position = 0
+
+    def __iter__(self):  # qdq_loss_debug iterates the reader
+        self.rewind()
+        return iter(self.get_next, None)
 
 
 def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings = OnnxInt8Settings()) -> bytes:

@@ -1,10 +1,13 @@
-"""Which layers lose the most in int8: TFLite's QuantizationDebugger, run at export time on the
-export's own calibration images (verify and bundle only read the table)."""
+"""Which layers lose the most in int8, at export time, on the export's own calibration images
+(verify only reads the tables): TFLite's QuantizationDebugger for model_int8.tflite, ONNX Runtime's
+QDQ debugging tools (qdq_loss_debug) for model_int8.onnx."""
 
 from __future__ import annotations
 
 import csv
 import io
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +36,30 @@ def layer_errors(tf, converter, calib: np.ndarray, model_name: str, verbose: boo
                      "mean_error": round(float(row["mean_error"]), 6), "scale": scale})
     rows.sort(key=lambda r: -(r["rmse_per_step"] or 0))
     return LayerErrors(model=model_name, images=len(debug), rows=rows)
+
+
+def onnx_layer_errors(f32_path: Path, int8_path: Path, calib: np.ndarray, reader_class) -> LayerErrors:
+    """Per activation of the int8 ONNX model: its signal-to-quantization-noise ratio (dB; higher is
+    better) against the float model's same tensor, and against its own value before quantization."""
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                         create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+    debug = calib[:DEBUG_IMAGES]
+    with tempfile.TemporaryDirectory(dir=int8_path.parent) as scratch:  # inside export's staging folder
+        float_aug, int8_aug = Path(scratch) / "f32.onnx", Path(scratch) / "int8.onnx"
+        modify_model_output_intermediate_tensors(f32_path, float_aug)
+        modify_model_output_intermediate_tensors(int8_path, int8_aug)
+        float_acts = collect_activations(str(float_aug), reader_class(debug))
+        int8_acts = collect_activations(str(int8_aug), reader_class(debug))
+    errors = compute_activation_error(create_activation_matching(int8_acts, float_acts))
+    rows = [{"tensor": _short(name), "sqnr_vs_float_model_db": _db(e.get("xmodel_err")),
+             "sqnr_of_its_quantization_db": _db(e.get("qdq_err"))} for name, e in errors.items()]
+    rows.sort(key=lambda r: r["sqnr_vs_float_model_db"] if r["sqnr_vs_float_model_db"] is not None else 1e9)
+    return LayerErrors(model=int8_path.name, images=len(debug), rows=rows)
+
+
+def _db(value) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 2)
 
 
 def _short(tensor_name: str) -> str:

@@ -77,3 +77,16 @@ def test_verify_writes_reports_and_exit_codes(fixture_run, few_images, tmp_path)
     assert strict["cpu"]["int8_path"] and strict["cpu"]["features"]
     assert cli("verify", fixture_run, "--min-agreement", 150).returncode == 2  # neither fraction nor percentage
     assert cli("verify", fixture_run, "--reference", "keras").returncode == 2  # no Keras model here
+
+
+def test_verify_a_bundle_on_the_device(fixture_bundle, tmp_path):
+    """No TensorFlow, no run directory: the bundle's models against its float model."""
+    out = tmp_path / "verify.json"
+    done = cli("verify", fixture_bundle, "--out", out, "--json", *LOOSE_GATES)
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(done.stdout)
+    assert report == json.loads(out.read_text())
+    assert report["reference"]["format"] == "tflite-f32" and report["reference"]["samples"] == 40
+    assert {m["format"] for m in report["models"]} == {"tflite-int8", "onnx-f32", "onnx-int8"}
+    assert all("warnings" in m for m in report["models"]) and "bundle tiny-bundle.tar.gz: sha256" in done.stderr
+    assert cli("verify", fixture_bundle, "--out", fixture_bundle).returncode == 2  # never over an input

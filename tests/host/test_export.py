@@ -167,3 +167,16 @@ def test_model_that_is_not_the_classifier(tmp_path):
     content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     with pytest.raises(InputError, match=r"model maps \(32, 32, 1\) -> \(10,\), expected a \(28, 28, 1\)"):
         Model(content, name="other.tflite")
+
+
+def test_per_layer_errors_cover_both_int8_formats(tiny_run, tmp_path):
+    """TFLite's QuantizationDebugger and ONNX Runtime's qdq_loss_debug, at export; verify.json carries both."""
+    onnx_layers = json.loads((tiny_run / "export" / "layer_errors_onnx.json").read_text())
+    assert onnx_layers["model"] == "model_int8.onnx" and onnx_layers["rows"]
+    assert all("sqnr_vs_float_model_db" in r for r in onnx_layers["rows"])
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cli("verify", run, "--reference", "tflite-f32", *LOOSE_GATES)
+    report = json.loads((run / "verify.json").read_text())
+    assert set(report["layer_errors"]) == {"tflite-int8", "onnx-int8"}
+    assert "qdq_loss_debug" in (run / "verify.md").read_text()
