@@ -159,6 +159,11 @@ def cmd_bench(args) -> int:
     if report.comparison:
         print("\nint8 vs float (p50):")
         print(table(report.comparison))
+    for name, prof in (report.profiles or {}).items():
+        print(f"\n{name} ({prof['format']}), per operator at batch 1: {prof['method']}")
+        print(table([{"op": op["name"], "type": op["type"], "dtype": op["dtype"], "us": op["us"],
+                      "share": f"{op['share']:.1%}" if op["share"] is not None else "-"} for op in prof["ops"]]))
+        print(f"sum {prof['total_us']} us vs whole model {prof['model_us']} us (x{prof['sum_vs_model']})")
     for note in report.warnings:
         print(f"warning: {note}", file=sys.stderr)
     print(f"-> {written}")

@@ -325,6 +325,7 @@ class BenchReport(Manifest):
     settings: dict[str, Any]
     results: list[BenchResult]
     comparison: list[dict[str, Any]]
+    profiles: dict[str, Any] | None = None  # bench --profile: per model file, its per-operator times
     schema_version: int = SCHEMA_VERSION
 
 

@@ -31,6 +31,7 @@ from ..options import int_list, non_negative_float, positive_int, setting, threa
 from ..report import plot_latency
 from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Environment, Run
 from .locate import is_model_file, models_at
+from .profile import profile as profile_model
 from .trust import Trust
 from .runtime import BACKENDS, Model
 
@@ -46,6 +47,8 @@ class BenchConfig:
     runs: int = setting(200, "timed runs, at least", type=positive_int)
     min_time: float = setting(1.0, "keep timing for at least this many seconds per configuration",
                               type=non_negative_float)
+    profile: bool = setting(False, "also time each operator of every model at batch 1 (ONNX Runtime's profiler; "
+                                   "for TFLite, truncated copies of the model run by LiteRT)")
     backend: str = setting("auto", "TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), "
                                    "ai_edge_litert, tflite_runtime, numpy (int8 bit-exact with TFLite's "
                                    "reference kernels, numpy only) or tensorflow", choices=BACKENDS)
@@ -220,7 +223,7 @@ def bench(config: BenchConfig, write: bool = True) -> tuple[BenchReport, Path | 
     """Benchmark every model x thread count x batch size; write bench.json/.csv/.png (unless not `write`)."""
     config.validate()
     env = environment()
-    results, skipped = [], []
+    results, skipped, profiles = [], [], {}
     with resolve_models(config.paths, config.trust) as models:
         with Progress(len(models) * len(config.threads), "bench") as progress:
             for path in models:
@@ -231,13 +234,17 @@ def bench(config: BenchConfig, write: bool = True) -> tuple[BenchReport, Path | 
                     else:
                         results.extend(BenchResult(**r) for r in measured)
                     progress.update()
+        if config.profile:
+            for path in models:
+                if any(r.path == str(path) for r in results):
+                    profiles[path.name] = profile_model(path, bench_images(1), config.runs)
     if not results:
         raise InputError("nothing to benchmark: " + "; ".join(skipped))
     skipped = list(dict.fromkeys(skipped))
     report = BenchReport(environment=env, warnings=skipped + environment_warnings(env) + _spread_warnings(results),
                          settings={"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
                                    "batches": config.batches, "threads": config.threads},
-                         results=results, comparison=comparison(results))
+                         results=results, comparison=comparison(results), profiles=profiles or None)
     if not write:
         return report, None
     out = config.out or default_out(config.paths)

@@ -115,3 +115,22 @@ def sample(trial) -> Arch:
                 pool=trial.suggest_categorical("pool", ["max", "avg"]), head=head,
                 dense=trial.suggest_categorical("dense", [32, 64, 128]) if head == "dense" else 64,
                 dropout=trial.suggest_categorical("dropout", [0.0, 0.1, 0.25])).validate()
+
+
+def params(arch: Arch) -> dict:
+    """The Optuna parameters `sample` would draw for `arch` (to enqueue presets as starting points)."""
+    out = {"depth": len(arch.blocks), **{f"width{i + 1}": w for i, w in enumerate(arch.blocks)},
+           "head": arch.head, "kernel": arch.kernel, "batch_norm": arch.batch_norm, "pool": arch.pool,
+           "dropout": arch.dropout}
+    if len(arch.blocks) > 1:
+        out["separable"] = arch.separable
+    if arch.head == "dense":
+        out["dense"] = arch.dense
+    return out
+
+
+# Starting points enqueued at the start of a study: the presets and a few small models known to do well
+STARTS = [*PRESETS.values(),
+          Arch(blocks=(12, 24), batch_norm=True, dense=32), Arch(blocks=(16, 32), batch_norm=True, dense=32),
+          Arch(blocks=(16, 32), separable=True, batch_norm=True, dense=32),
+          Arch(blocks=(24, 48), separable=True, batch_norm=True, head="gap")]

@@ -31,7 +31,8 @@ from ..files import atomic_path, write_bytes
 from ..options import fraction, positive_float, positive_int, setting
 from ..rundir import DatasetInfo, TrainReport, TrialResult, TuneDir, TuneReport
 from . import import_tf, versions
-from .arch import Arch, sample
+from .arch import STARTS, WIDTHS, Arch, sample
+from .arch import params as arch_params
 from .model import build_model
 
 STUDY = "edgefashion-tune"
@@ -109,6 +110,9 @@ def open_study(config: TuneConfig):
     recorded = study.user_attrs.get("identity")
     if recorded is None:
         study.set_user_attr("identity", config.identity())
+        for start in STARTS:  # the presets and a few known-good small models first, then the search
+            if all(w in WIDTHS for w in start.blocks):
+                study.enqueue_trial(arch_params(start), skip_if_exists=True)
     elif recorded != config.identity():
         raise InputError(f"{config.out}: the study there was run with {recorded}, not {config.identity()}; "
                          f"use another --out")

@@ -88,3 +88,18 @@ def test_compare_two_bench_files(fixture_models, tmp_path):
     assert "tflite int8/f32" in done.stdout
     assert (tmp_path / "c.png").is_file() or "matplotlib not installed" in done.stderr  # no matplotlib on a device
     assert cli("compare", a, "--batch", 64).returncode == 2
+
+
+def test_profile_per_operator(fixture_models, tmp_path):
+    out = tmp_path / "bench.json"
+    done = cli("bench", fixture_models, "--profile", "--runs", 20, "--warmup", 1, "--min-time", 0, "--out", out,
+               check=0)
+    profiles = json.loads(out.read_text())["profiles"]
+    assert set(profiles) == {"model_int8.tflite", "model_f32.tflite", "model_f32.onnx", "model_int8.onnx"}
+    tflite = profiles["model_int8.tflite"]
+    assert [op["type"] for op in tflite["ops"]][0] == "CONV_2D" and tflite["ops"][0]["dtype"] == "int8"
+    assert "QLinearConv" in {op["type"] for op in profiles["model_int8.onnx"]["ops"]}
+    for prof in profiles.values():
+        assert prof["total_us"] > 0 and prof["model_us"] > 0 and 0.3 < prof["sum_vs_model"] < 10
+        assert abs(sum(op["share"] for op in prof["ops"]) - 1) < 0.01
+    assert "per operator at batch 1" in done.stdout
