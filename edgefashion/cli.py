@@ -171,12 +171,15 @@ def cmd_bench(args) -> int:
 
 
 def add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="put bench.json files of several devices side by side",
+    p = sub.add_parser("compare", help="put bench, verify and selftest results of several devices side by side",
                        description="Read bench.json files (from `edgefashion bench` on each machine) and print, "
                                    "per format, the p50 latency per image on each device, and each device's "
                                    "int8/float ratio; plot them side by side. Devices are labelled by board or "
-                                   "CPU, cores, machine, governor, and marked when emulated.")
-    p.add_argument("files", nargs="+", type=Path, metavar="BENCH_JSON", help="bench.json of each device")
+                                   "CPU, cores, machine, governor, runtime, and marked when emulated. verify.json "
+                                   "files give the accuracy per format per device, `selftest --json` outputs the "
+                                   "checks passed and failed.")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="bench.json, verify.json or a saved `selftest --json` output, of each device")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size to compare (default 1)")
     p.add_argument("--threads", type=thread_count, default=1, help="thread count to compare (default 1)")
     p.add_argument("--plot", type=Path, default=Path("compare.png"), help="plot to write (default compare.png)")
@@ -184,14 +187,25 @@ def add_compare(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    reports = compare.load(args.files)
-    for i, (label, _) in enumerate(reports):
-        print(printable(f"D{i + 1}: {label}"))
-    rows = compare.compare_rows(reports, args.batch, args.threads)
-    print(table(rows))
-    check_output(args.plot, ".png", args.files)
-    if compare.plot(reports, rows, args.plot, args.batch, args.threads):
-        print(f"-> {args.plot}")
+    benches, verifies, selftests = compare.load(args.files)
+    if benches:
+        for i, (label, _) in enumerate(benches):
+            print(printable(f"D{i + 1}: {label}"))
+        rows = compare.compare_rows(benches, args.batch, args.threads)
+        print(table(rows))
+        check_output(args.plot, ".png", args.files)
+        if compare.plot(benches, rows, args.plot, args.batch, args.threads):
+            print(f"-> {args.plot}")
+    if verifies:
+        print()
+        for i, (label, _) in enumerate(verifies):
+            print(printable(f"V{i + 1}: {label}"))
+        print(table(compare.accuracy_rows(verifies)))
+    if selftests:
+        print()
+        for i, (label, _) in enumerate(selftests):
+            print(printable(f"S{i + 1}: {label}"))
+        print(table(compare.selftest_rows(selftests)))
     return 0
 
 

@@ -1,12 +1,14 @@
-"""`edgefashion compare`: bench.json files from several machines, side by side (device-safe)."""
+"""`edgefashion compare`: bench.json, verify.json and `selftest --json` files from several machines,
+side by side (device-safe). Each file is recognised by its content."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import read_json
 from ..report import _pyplot, _save
-from ..rundir import FLOAT_OF, BenchReport
+from ..rundir import FLOAT_OF, BenchReport, VerifyReport
 
 
 def device_label(report: BenchReport, path: Path) -> str:
@@ -20,10 +22,43 @@ def device_label(report: BenchReport, path: Path) -> str:
     return f"{path.name}: " + ", ".join(parts) + f"; runtimes {', '.join(runtimes)}"
 
 
-def load(paths) -> list[tuple[str, BenchReport]]:
-    if len(paths) < 1:
-        raise InputError("compare needs at least one bench.json")
-    return [(device_label(report, Path(p)), report) for p in paths for report in [BenchReport.read(p)]]
+def load(paths) -> tuple[list, list, list]:
+    """(bench, verify, selftest) files, each as (label, content)."""
+    benches, verifies, selftests = [], [], []
+    for path in map(Path, paths):
+        obj = read_json(path, "bench.json, verify.json or selftest --json output")
+        if isinstance(obj, dict) and "results" in obj:
+            report = BenchReport.from_json(obj, str(path))
+            benches.append((device_label(report, path), report))
+        elif isinstance(obj, dict) and "reference" in obj and "models" in obj:
+            report = VerifyReport.from_json(obj, str(path))
+            verifies.append((f"{path.name}: {report.cpu.model}, int8 path {report.cpu.int8_path}; "
+                             f"{report.reference.samples} images of {report.reference.source}", report))
+        elif isinstance(obj, dict) and isinstance(obj.get("checks"), list):
+            cpu = obj.get("cpu") or {}
+            selftests.append((f"{path.name}: {cpu.get('model', 'unknown CPU')}, {cpu.get('machine', '?')}, int8 path "
+                              f"{cpu.get('int8_path', '?')}", obj))
+        else:
+            raise InputError(f"{path}: not a bench.json, verify.json or selftest --json output")
+    return benches, verifies, selftests
+
+
+def accuracy_rows(verifies: list) -> list[dict]:
+    """Per format: test accuracy on each device's verify.json."""
+    formats = list(dict.fromkeys(f for _, r in verifies for f in r.accuracies()))
+    return [{"format": fmt, **{f"V{i + 1}": r.accuracies().get(fmt) for i, (_, r) in enumerate(verifies)}}
+            for fmt in formats]
+
+
+def selftest_rows(selftests: list) -> list[dict]:
+    rows = []
+    for i, (label, obj) in enumerate(selftests):
+        checks = obj["checks"]
+        rows.append({"device": f"S{i + 1}", "passed": sum(bool(c.get("passed")) and not c.get("skipped") for c in checks),
+                     "failed": sum(not c.get("passed") for c in checks),
+                     "skipped": sum(bool(c.get("skipped")) for c in checks),
+                     "result": "PASS" if obj.get("passed") else "FAIL"})
+    return rows
 
 
 def compare_rows(reports: list[tuple[str, BenchReport]], batch: int, threads: int) -> list[dict]:

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from edgefashion.device import bench
-from helpers import cli
+from helpers import FIXTURES, cli
 
 
 def test_bench_json_schema_and_sane_values(fixture_run, tmp_path):
@@ -88,6 +88,12 @@ def test_compare_two_bench_files(fixture_models, tmp_path):
     assert "tflite int8/f32" in done.stdout
     assert (tmp_path / "c.png").is_file() or "matplotlib not installed" in done.stderr  # no matplotlib on a device
     assert cli("compare", a, "--batch", 64).returncode == 2
+    selftest = tmp_path / "selftest.json"
+    selftest.write_text(cli("selftest", FIXTURES / "tiny-bundle.tar.gz", "--json", check=0).stdout)
+    mixed = cli("compare", a, selftest, "--plot", tmp_path / "d.png", check=0).stdout
+    assert "S1: selftest.json" in mixed and "PASS" in mixed
+    (tmp_path / "other.json").write_text("{}")
+    assert cli("compare", tmp_path / "other.json").returncode == 2
 
 
 def test_profile_per_operator(fixture_models, tmp_path):
