@@ -94,19 +94,12 @@ def open_study(config: TuneConfig):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
         storage = JournalStorage(JournalFileBackend(str(folder.journal)))
-    # Optuna 5 reads the budgets from Trial.set_constraint; Optuna 4 from a constraints function
-    modern = hasattr(optuna.trial.Trial, "set_constraint")
-    worker = int(os.environ.get(WORKER_ENV, "0"))  # each worker its own random stream, or they sample alike
-    # NSGA-II samples its first generation at random: a generation of a quarter of the trials (4-50)
-    # leaves room for the search proper in a short study
-    population = max(4, min(50, config.trials // 4))
-    sampler = optuna.samplers.NSGAIISampler(seed=config.seed + 1000 * worker, population_size=population,
-                                            **({} if modern else {"constraints_func": _constraints}))
     try:
-        study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, sampler=sampler,
+        study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
                                     directions=["maximize", "minimize", "minimize"])
     except Exception as exc:  # a bad URL, an unreachable database, a corrupt journal
         raise InputError(f"cannot open the study in {config.storage or folder.journal}: {str(exc)[:200]}") from None
+    study.sampler = _sampler(optuna, config, len(study.trials))
     recorded = study.user_attrs.get("identity")
     if recorded is None:
         study.set_user_attr("identity", config.identity())
@@ -117,6 +110,17 @@ def open_study(config: TuneConfig):
         raise InputError(f"{config.out}: the study there was run with {recorded}, not {config.identity()}; "
                          f"use another --out")
     return study
+
+
+def _sampler(optuna, config: TuneConfig, trials_so_far: int):
+    """NSGA-II. Its random stream starts from the seed, the worker and the trials already in the study:
+    two workers, or a resumed study, must not draw the same architectures again."""
+    modern = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna 5 reads budgets from set_constraint
+    worker = int(os.environ.get(WORKER_ENV, "0"))
+    # the first generation is random: a quarter of the trials (4-50) leaves room for the search proper
+    population = max(4, min(50, config.trials // 4))
+    return optuna.samplers.NSGAIISampler(seed=config.seed + 1000 * worker + trials_so_far, population_size=population,
+                                         **({} if modern else {"constraints_func": _constraints}))
 
 
 def _constraints(trial) -> list[float]:
