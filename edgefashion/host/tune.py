@@ -430,6 +430,8 @@ def plot_front(result: TuneReport, path: Path) -> None:
     if chosen:
         ax.annotate(f"chosen: trial {chosen.number}", (chosen.latency_us, chosen.accuracy),
                     textcoords="offset points", xytext=(8, -12))
+    if result.budgets.get("max_latency_us"):
+        ax.axvline(result.budgets["max_latency_us"], color="#2ca02c", linestyle="--", label="latency budget")
     ax.set_xscale("log")
     ax.set_xlabel(f"int8 p50 latency, batch 1, 1 thread (µs, {result.cpu.model})")
     ax.set_ylabel("int8 validation accuracy")
