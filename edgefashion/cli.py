@@ -47,7 +47,7 @@ def gates_from(args) -> Gates:
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser("train", help="fit the seed CNN on Fashion-MNIST (host)",
+    p = sub.add_parser("train", help="fit the seed CNN (or another --arch) on Fashion-MNIST (host)",
                        description="Fit the seed CNN. Writes RUN/model.keras (best epoch by val_accuracy), "
                                    "history.json, training_curves.png and config.json, then evaluates "
                                    "on the held-out test set.")
