@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError, Unsupported
 from . import numpy_kernels as k
-from .tflite_file import Graph, Operator, Tensor, read
+from .tflite_file import Operator, Tensor, read
 
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "MEAN",
              "SOFTMAX", "RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "QUANTIZE", "DEQUANTIZE")

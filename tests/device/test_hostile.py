@@ -28,7 +28,7 @@ from edgefashion import cli
 from edgefashion.device import trust
 from edgefashion.device.runtime import Model
 from edgefashion.rundir import Run, report_leftovers
-from helpers import FIXTURES, sample_rows, write_csv
+from helpers import FIXTURES
 
 BUNDLE = FIXTURES / "tiny-bundle.tar.gz"
 EXPORT = FIXTURES / "run" / "export"
