@@ -91,8 +91,34 @@ def _zp(t: Tensor) -> int:
 def _per_channel(x_t: Tensor, w_t: Tensor, out_t: Tensor, channels: int):
     """Multipliers and shifts per output channel: input * filter scale / output scale, in double."""
     scales = np.broadcast_to(w_t.scale.astype(np.float64), (channels,))
-    pairs = [k.quantize_multiplier(float(x_t.scale[0]) * s / float(out_t.scale[0])) for s in scales]
+    return _multipliers(float(x_t.scale[0]) * s / float(out_t.scale[0]) for s in scales)
+
+
+def _multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """(multipliers, shifts) of real multipliers, as int64 arrays."""
+    pairs = [k.quantize_multiplier(float(real)) for real in reals]
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def _windows(x: np.ndarray, kh: int, kw: int, o: dict) -> np.ndarray:
+    """(N, OH, OW, C, KH, KW) windows with the operator's strides, dilation and padding."""
+    return k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
+                     o["padding"])
+
+
+def _columns(x: np.ndarray, kh: int, kw: int, o: dict) -> tuple[np.ndarray, tuple]:
+    """im2col: one row per output position, (kh, kw, channel) order as TFLite lays out conv filters."""
+    win = _windows(x, kh, kw, o)
+    n, oh, ow, c = win.shape[:4]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c), (n, oh, ow)
+
+
+def _depthwise(x: np.ndarray, weights: np.ndarray, mult: int, o: dict) -> np.ndarray:
+    """Each input channel (repeated `mult` times) against its own (kh, kw) filter: a few products a sum."""
+    win = _windows(x, *weights.shape[:2], o)
+    if mult > 1:
+        win = np.repeat(win, mult, axis=3)
+    return np.einsum("nhwckl,klc->nhwc", win, weights)
 
 
 def _bias(b_t: Tensor | None, channels: int) -> np.ndarray:
@@ -105,7 +131,7 @@ def conv_2d(tensors, out_t, o):
     x_t, w_t, b_t = (tensors + [None])[:3]
     for t, what in ((x_t, "input"), (w_t, "filter"), (out_t, "output")):
         _int8(t, what)
-    cout, kh, kw, cin = w_t.shape
+    cout, kh, kw, _ = w_t.shape
     if np.any(w_t.zero_point != 0):
         raise InputError("filter zero points must be 0 (symmetric int8 weights)")
     zp_in, zp_out = _zp(x_t), _zp(out_t)
@@ -114,10 +140,7 @@ def conv_2d(tensors, out_t, o):
     matmul = k.IntMatmul(w_t.data.reshape(cout, -1).T)  # rows in (kh, kw, cin) order
 
     def run(x, *_):
-        win = k.windows(x.astype(np.float32) - zp_in, kh, kw, o["stride_h"], o["stride_w"],
-                        o["dilation_h_factor"], o["dilation_w_factor"], o["padding"])
-        n, oh, ow = win.shape[:3]
-        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * cin)
+        cols, (n, oh, ow) = _columns(x.astype(np.float32) - zp_in, kh, kw, o)
         return requantize(matmul(cols)).reshape(n, oh, ow, cout)
     return run
 
@@ -126,7 +149,7 @@ def depthwise_conv_2d(tensors, out_t, o):
     x_t, w_t, b_t = (tensors + [None])[:3]
     for t, what in ((x_t, "input"), (w_t, "filter"), (out_t, "output")):
         _int8(t, what)
-    _, kh, kw, cout = w_t.shape
+    cout = w_t.shape[3]
     mult = o["depth_multiplier"] or cout // x_t.shape[3]
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
@@ -134,11 +157,7 @@ def depthwise_conv_2d(tensors, out_t, o):
     weights = w_t.data[0].astype(np.float32)  # (kh, kw, cout): a few products a sum, exact in float32
 
     def run(x, *_):
-        win = k.windows(x.astype(np.float32) - zp_in, kh, kw, o["stride_h"], o["stride_w"],
-                        o["dilation_h_factor"], o["dilation_w_factor"], o["padding"])
-        if mult > 1:
-            win = np.repeat(win, mult, axis=3)
-        return requantize(np.einsum("nhwckl,klc->nhwc", win, weights))
+        return requantize(_depthwise(x.astype(np.float32) - zp_in, weights, mult, o))
     return run
 
 
@@ -153,8 +172,7 @@ def fully_connected(tensors, out_t, o):
         raise InputError("weight zero points must be 0 (symmetric int8 weights)")
     # GetQuantizedConvolutionMultipler: the scale product is a float32 product, per channel or not
     scales = np.float32(x_t.scale[0]) * np.broadcast_to(w_t.scale.astype(np.float32), (cout,))
-    pairs = [k.quantize_multiplier(float(s) / float(out_t.scale[0])) for s in scales]
-    multipliers, shifts = np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+    multipliers, shifts = _multipliers(float(s) / float(out_t.scale[0]) for s in scales)
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
     requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"], bias=_bias(b_t, cout))
@@ -323,32 +341,25 @@ def _float_bias(b_t: Tensor | None, channels: int) -> np.ndarray:
 
 def conv_2d_f32(tensors, out_t, o):
     _, w_t, b_t = (tensors + [None])[:3]
-    cout, kh, kw, cin = w_t.shape
+    cout, kh, kw, _ = w_t.shape
     weights, bias = w_t.data.reshape(cout, -1).T.astype(np.float32), _float_bias(b_t, cout)
     act = _float_act(o["fused_activation_function"])
 
     def run(x, *_):
-        win = k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
-                        o["padding"])
-        n, oh, ow = win.shape[:3]
-        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * cin)
+        cols, (n, oh, ow) = _columns(x, kh, kw, o)
         return act(cols @ weights + bias).reshape(n, oh, ow, cout).astype(np.float32)
     return run
 
 
 def depthwise_conv_2d_f32(tensors, out_t, o):
     x_t, w_t, b_t = (tensors + [None])[:3]
-    _, kh, kw, cout = w_t.shape
+    cout = w_t.shape[3]
     mult = o["depth_multiplier"] or cout // x_t.shape[3]
     weights, bias = w_t.data[0].astype(np.float32), _float_bias(b_t, cout)
     act = _float_act(o["fused_activation_function"])
 
     def run(x, *_):
-        win = k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
-                        o["padding"])
-        if mult > 1:
-            win = np.repeat(win, mult, axis=3)
-        return act(np.einsum("nhwckl,klc->nhwc", win, weights) + bias).astype(np.float32)
+        return act(_depthwise(x, weights, mult, o) + bias).astype(np.float32)
     return run
 
 

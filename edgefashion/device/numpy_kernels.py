@@ -6,9 +6,9 @@ Most kernels round twice (a rounding doubling high multiply, then a rounding rig
 int8 fully-connected reference kernel of LiteRT rounds once, at the final shift. Both were told
 apart by measurement against LiteRT's BUILTIN_REF kernels: the other variant differs in 8 of
 100,000 dense-layer values, or in 8,297 of 8.1 M first-convolution values.
-Sums of products are computed as float matrix products of integer values: exact while every
-partial sum stays below 2**24 (float32) or 2**53 (float64), which `exact_dtype` checks per layer;
-long float32 sums are split into chunks that each stay below 2**24 and added as int64.
+Sums of products are computed as float32 matrix products of integer values: exact while every
+partial sum stays below 2**24, which `IntMatmul` checks per layer from the largest weight; longer
+sums are split into chunks that each stay below 2**24 and added as int64.
 """
 
 from __future__ import annotations
@@ -111,15 +111,13 @@ class Requantize:
         self.multipliers, self.shifts = np.asarray(multipliers, np.int64), np.asarray(shifts, np.int64)
         self.bias = None if bias is None else np.asarray(bias, np.int64)
         self.once, self.zero_point, self.act = once, zero_point, act
-        real = self.multipliers * np.exp2(self.shifts.astype(np.float64) - 31)
-        self.real = real.astype(np.float32)
-        right = -self.shifts if not once else np.zeros_like(self.shifts) + 31
-        self.margin = (0.0 if once else np.exp2(-(right + 1.0))) + 2.0 ** -12
-        self.fast = bool(np.all(self.margin < 0.25))
-        self.threshold = (0.5 - np.broadcast_to(self.margin, self.shifts.shape)).astype(np.float32)
-        max_bias = 0 if self.bias is None else int(np.abs(self.bias).max(initial=0))
+        self.real = (self.multipliers * np.exp2(self.shifts - 31.0)).astype(np.float32)
+        # first rounding: at most 2**-(e+1) steps with e = -shift the right shift; float32: 2**-12 of margin
+        margin = 2.0 ** -12 + (0.0 if once else np.exp2(self.shifts - 1.0))
+        self.fast = bool(np.all(margin < 0.25))
+        self.threshold = (0.5 - np.broadcast_to(margin, self.shifts.shape)).astype(np.float32)
         self.bias32 = None if self.bias is None else self.bias.astype(np.float32)
-        self.max_bias = max_bias
+        self.max_bias = 0 if self.bias is None else int(np.abs(self.bias).max(initial=0))
 
     def exact(self, acc, channels=slice(None)) -> np.ndarray:
         t = np.asarray(acc).astype(np.int64)
@@ -152,19 +150,11 @@ class Requantize:
         return q
 
 
-def requantize(acc, multipliers, shifts, zero_point: int, act: tuple[int, int], once: bool = False) -> np.ndarray:
-    return Requantize(multipliers, shifts, zero_point, act, once)(acc)
-
-
 # --- exact integer matrix products ----------------------------------------------------------
 
-def exact_dtype(terms: int, max_input: int, max_weight: int):
-    """float32 where every partial sum of `terms` products stays below 2**24, else float64."""
-    return np.float32 if terms * max_input * max_weight < FLOAT32_EXACT else np.float64
-
-
 class IntMatmul:
-    """x @ W for integer-valued x (|x| <= max_input) and integer W, exactly, as int64."""
+    """x @ W for integer-valued x (|x| <= max_input) and integer W, exactly: float32 sums where they
+    stay below 2**24, else int64 sums of float32 chunks that each do."""
 
     def __init__(self, weights: np.ndarray, max_input: int = 255):
         weights = np.asarray(weights, np.int64)
@@ -186,7 +176,7 @@ class IntMatmul:
             return x.astype(np.float32, copy=False) @ self.weights
         padded = np.zeros((len(x), self.chunks * self.chunk), np.float32)
         padded[:, :self.terms] = x
-        parts = np.matmul(padded.reshape(len(x), self.chunks, 1, self.chunk).transpose(1, 0, 2, 3)[:, :, 0, :],
+        parts = np.matmul(padded.reshape(len(x), self.chunks, self.chunk).transpose(1, 0, 2),
                           self.weights)  # (chunks, N, out)
         return parts.astype(np.int64).sum(axis=0)
 
@@ -222,20 +212,16 @@ def windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
 
 # --- softmax (reference_ops::Softmax for int8, gemmlowp fixed point) -------------------------
 
-def _fp_mul(a, b):
-    return high_mul(a, b)
-
-
 def _exp_on_interval(a):
     """exp(a) for a in [-1/4, 0), Q0.31 in and out."""
     constant_term, one_third = 1895147668, 715827883
     x = a + (1 << 28)
-    x2 = _fp_mul(x, x)
-    x3 = _fp_mul(x2, x)
-    x4 = _fp_mul(x2, x2)
+    x2 = high_mul(x, x)
+    x3 = high_mul(x2, x)
+    x4 = high_mul(x2, x2)
     x4_over_4 = saturating_shift(x4, -2)
-    poly = saturating_shift(_fp_mul(x4_over_4 + x3, one_third) + x2, -1)
-    return constant_term + _fp_mul(constant_term, x + poly)
+    poly = saturating_shift(high_mul(x4_over_4 + x3, one_third) + x2, -1)
+    return constant_term + high_mul(constant_term, x + poly)
 
 
 def exp_on_negative_values(a, integer_bits: int = 5):
@@ -249,17 +235,17 @@ def exp_on_negative_values(a, integer_bits: int = 5):
                                  (2, 39332535), (3, 720401), (4, 242)):
         if integer_bits > exponent:
             bit = 1 << (fractional + exponent)
-            result = np.where(remainder & bit, _fp_mul(result, multiplier), result)
+            result = np.where(remainder & bit, high_mul(result, multiplier), result)
     return np.where(a == 0, INT32_MAX, result)
 
 
 def _one_over_one_plus_x(a):
     """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 in (a >= 0) and out, Newton-Raphson in Q2.29."""
     half_denominator = (a + INT32_MAX + 1) >> 1  # RoundingHalfSum(a, 1.0) for a sum >= 0
-    x = 1515870810 + _fp_mul(half_denominator, -1010580540)
+    x = 1515870810 + high_mul(half_denominator, -1010580540)
     one_q2 = 1 << 29
     for _ in range(3):
-        x = x + saturating_shift(_fp_mul(x, one_q2 - _fp_mul(half_denominator, x)), 2)
+        x = x + saturating_shift(high_mul(x, one_q2 - high_mul(half_denominator, x)), 2)
     return saturating_shift(x, 1)
 
 
