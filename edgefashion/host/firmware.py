@@ -83,10 +83,10 @@ def firmware(config: FirmwareConfig) -> FirmwareReport:
     started = time.monotonic()
     content = path.read_bytes()
     arena = measure_arena(runtime, path)
-    tflm_raw = run_tflm(runtime, path, test.images)
     reference = Model(path, kernels="reference")
-    litert_raw = np.concatenate([reference.run(reference.prepare(test.images[i:i + 500]))
-                                 for i in range(0, len(test), 500)])
+    prepared = reference.prepare(test.images)  # the same int8 input for TFLM and for LiteRT
+    tflm_raw = run_tflm(runtime, path, prepared)
+    litert_raw = np.concatenate([reference.run(prepared[i:i + 500]) for i in range(0, len(test), 500)])
     seconds = time.monotonic() - started
     delta = np.abs(tflm_raw.astype(np.int64) - litert_raw.astype(np.int64))
     accuracy = float((tflm_raw.argmax(1) == test.labels).mean())
@@ -136,20 +136,19 @@ def measure_arena(runtime, path: Path) -> dict:
     return {**figures, "ms_per_image": ms}
 
 
-def run_tflm(runtime, path: Path, images: np.ndarray) -> np.ndarray:
-    """Raw int8 outputs of TFLM, one image at a time (the model's batch is 1)."""
+def run_tflm(runtime, path: Path, prepared: np.ndarray) -> np.ndarray:
+    """Raw int8 outputs of TFLM for already prepared int8 inputs, one image at a time (batch 1)."""
     with quiet():
         interpreter = runtime.Interpreter.from_file(str(path))
-    prepared = Model(path, backend="numpy").prepare(images)  # the same int8 input every runtime gets
     outputs = []
-    with Progress(len(images), "firmware: TFLM") as progress:
-        for i in range(len(images)):
+    with Progress(len(prepared), "firmware: TFLM") as progress:
+        for i in range(len(prepared)):
             interpreter.set_input(prepared[i:i + 1], 0)
             interpreter.invoke()
             outputs.append(interpreter.get_output(0)[0].copy())
             if i % 100 == 99:
                 progress.update(100)
-        progress.update(len(images) % 100)
+        progress.update(len(prepared) % 100)
     return np.stack(outputs)
 
 

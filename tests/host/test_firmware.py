@@ -12,21 +12,11 @@ import pytest
 from edgefashion.device.numpy_interpreter import NumpyInterpreter
 from edgefashion.device.runtime import Model
 from edgefashion.firmware import RESOLVER_METHODS, TARGET_NAMES
+from edgefashion.host.firmware import measure_arena, run_tflm
 from helpers import ROOT, cli
 
 tflm = pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="tflite-micro: x86_64 Linux only")
 ASSETS = ROOT / "firmware_assets"
-
-
-def tflm_outputs(path, images) -> np.ndarray:
-    interpreter = tflm.Interpreter.from_file(str(path))
-    prepared = Model(path, backend="numpy").prepare(images)
-    out = []
-    for i in range(len(images)):
-        interpreter.set_input(prepared[i:i + 1], 0)
-        interpreter.invoke()
-        out.append(interpreter.get_output(0)[0].copy())
-    return np.stack(out)
 
 
 def test_firmware_stage_report_and_header(tiny_run, tmp_path):
@@ -75,7 +65,7 @@ def test_committed_model_on_tflm(few_images):
     """firmware_assets: TFLM reproduces the recorded arena, and its outputs are the TFLM arithmetic."""
     recorded = json.loads((ASSETS / "firmware.json").read_text())
     path = ASSETS / "model_int8.tflite"
-    ours = tflm_outputs(path, few_images.images)
+    ours = run_tflm(tflm, path, Model(path).prepare(few_images.images))
     # bit-exact with TFLite's reference arithmetic as TFLM does it (dense layers rounded twice) ...
     tflm_flavor = NumpyInterpreter(path.read_bytes(), path.name, flavor="tflm")
     assert np.array_equal(ours, tflm_flavor.run(Model(path, backend="numpy").prepare(few_images.images)))
@@ -84,10 +74,5 @@ def test_committed_model_on_tflm(few_images):
     litert = reference.run(reference.prepare(few_images.images))
     assert (ours.argmax(1) == litert.argmax(1)).all()
     assert np.abs(ours.astype(int) - litert.astype(int)).max() <= max(recorded["max_diff_steps"], 1)
-    interpreter = tflm.Interpreter.from_file(str(path))
-    interpreter.set_input(Model(path).prepare(few_images.images[:1]), 0)
-    interpreter.invoke()
-    from edgefashion.console import capture_fd
-    text = capture_fd(interpreter.print_allocations, fd=2)
-    arena = int(text.split("Arena allocation total ")[1].split()[0])
+    arena = measure_arena(tflm, path)["total"]
     assert abs(arena - recorded["arena_bytes"]) <= 0.03 * recorded["arena_bytes"]
