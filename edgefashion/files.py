@@ -52,7 +52,7 @@ def remove_leftovers(folder) -> list[Path]:
         return removed
     for path in folder.iterdir():
         match = _LEFTOVER.match(path.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -61,7 +61,8 @@ def remove_leftovers(folder) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Is process `pid` running on this machine (someone else's counts)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -13,6 +13,7 @@ SQLite) for workers on several machines.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -27,13 +28,14 @@ from .. import cpu, data
 from ..console import quiet, step
 from ..device.runtime import Model
 from ..errors import CheckFailed, InputError, MissingDependency
-from ..files import atomic_path, write_bytes
+from ..files import atomic_path, process_alive, write_bytes
 from ..options import fraction, positive_float, positive_int, setting
 from ..rundir import DatasetInfo, TrainReport, TrialResult, TuneDir, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
 from .arch import params as arch_params
 from .model import build_model
+from .train import load_test_set
 
 STUDY = "edgefashion-tune"
 OBJECTIVES = ("accuracy", "latency_us", "size_bytes")  # maximize, minimize, minimize
@@ -182,18 +184,8 @@ def _fail_abandoned(study) -> None:
     from optuna.trial import TrialState
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
-        if host == platform.node() and pid and not _alive(pid):
+        if host == platform.node() and pid and not process_alive(pid):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _start_workers(config: TuneConfig) -> list[subprocess.Popen]:
@@ -275,13 +267,18 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
             "seconds": round(time.monotonic() - started, 1)}
 
 
-def _split(config: TuneConfig):
-    """The training rows and the validation rows (the last 20 %, as Keras' validation_split)."""
-    train = data.load(config.data, "train")
+@functools.lru_cache(maxsize=1)
+def _training_rows(source: str | None, limit: int | None) -> data.Dataset:
+    """The training data, read once per process rather than once per trial."""
+    train = data.load(source, "train")
     if train.labels is None:
         raise InputError(f"{train.source}: tuning needs a label column")
-    if config.limit:
-        train = train.subset(slice(0, config.limit))
+    return train.subset(slice(0, limit)) if limit else train
+
+
+def _split(config: TuneConfig):
+    """The training rows and the validation rows (the last 20 %, as Keras' validation_split)."""
+    train = _training_rows(str(config.data) if config.data else None, config.limit)
     if len(train) < 50:
         raise InputError(f"{train.source}: {len(train)} rows; tuning needs at least 50")
     cut = int(len(train) * 0.8)
@@ -364,7 +361,9 @@ def make_best_run(trial, config: TuneConfig) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder.trial_model(trial.number), run.model)
     arch = json.dumps(trial.user_attrs["arch"], sort_keys=True)
-    test = _test_set(config)
+    test = load_test_set(config)  # TuneConfig has train's data and test_data fields
+    if test is None:
+        raise InputError("no test set for the chosen model: give --test-data (or run `make data`)")
     from .model import load_model
     model = load_model(run.model, config.verbose)
     with quiet(config.verbose):
@@ -374,7 +373,7 @@ def make_best_run(trial, config: TuneConfig) -> None:
                 "optimizer": "adam", "seed": config.seed, "data": str(config.data) if config.data else None,
                 "test_data": str(config.test_data) if config.test_data else None, "limit": config.limit,
                 "tune_trial": trial.number, "tune_study": str(folder.report)}
-    train = data.load(config.data, "train")
+    train = data.load(config.data, "train")  # the whole training data, as train's config.json records it
     TrainReport(settings=settings, dataset=DatasetInfo(source=train.source, sha256=train.sha256, samples=len(train)),
                 test=DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),
                                  accuracy=float(accuracy)),
@@ -382,14 +381,6 @@ def make_best_run(trial, config: TuneConfig) -> None:
                 epochs_finished=config.epochs, interrupted=False, fit_seconds=trial.user_attrs["figures"]["seconds"],
                 versions=versions(), platform={"machine": platform.machine(), "cpu": asdict(cpu.describe())}
                 ).write(run.config)
-
-
-def _test_set(config: TuneConfig) -> data.Dataset:
-    if config.test_data:
-        return data.load(config.test_data, "test")
-    if config.data is not None and Path(config.data).is_dir():
-        return data.read_idx_split(config.data, "test")
-    return data.load(None, "test")
 
 
 def front_rows(result: TuneReport) -> list[dict]:
