@@ -92,9 +92,14 @@ def non_negative_int(text: str) -> int:
     return _integer(text, 0, "is negative, expected 0 or more")
 
 
+def _comma_list(text: str, item) -> list:
+    """'1,8,32' -> [item('1'), item('8'), item('32')]; an empty list is item('') (its error)."""
+    return [item(part) for part in text.split(",") if part.strip()] or [item(text)]
+
+
 def int_list(text: str) -> list[int]:
     """'1,8,32' -> [1, 8, 32], each a positive integer."""
-    return [positive_int(part) for part in text.split(",") if part.strip()] or [positive_int(text)]
+    return _comma_list(text, positive_int)
 
 
 def name_list(text: str) -> tuple[str, ...]:
@@ -154,7 +159,7 @@ def thread_count(text: str) -> int:
 
 def thread_list(text: str) -> list[int]:
     """'1,2,4' -> [1, 2, 4], each a valid thread count."""
-    return [thread_count(part) for part in text.split(",") if part.strip()] or [thread_count(text)]
+    return _comma_list(text, thread_count)
 
 
 # Types for settings declared without one: numbers are finite, integers not negative (seeds, counts).

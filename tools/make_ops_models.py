@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgefashion import IMAGE_SHAPE, NUM_CLASSES, data  # noqa: E402
 from edgefashion.files import write_bytes  # noqa: E402
 from edgefashion.host import import_tf  # noqa: E402
+from edgefashion.host.export import tflite_converter  # noqa: E402
+from make_test_fixtures import fit_briefly  # noqa: E402  (tools/ is this script's folder)
 
 
 def ops_model(keras):
@@ -42,13 +44,10 @@ def ops_model(keras):
 
 
 def convert(tf, model, calibration, int8: bool, float_io: bool = False) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if not float_io:
-            converter.inference_input_type = converter.inference_output_type = tf.int8
+    """edgefashion's own converter settings; float_io keeps float input and output around the int8 graph."""
+    converter = tflite_converter(tf, model, calibration if int8 else None)
+    if float_io:
+        converter.inference_input_type = converter.inference_output_type = tf.float32
     return converter.convert()
 
 
@@ -59,10 +58,8 @@ def main(argv=None) -> int:
     tf = import_tf()
     keras = tf.keras
     keras.utils.set_random_seed(0)
-    train = data.load(None, "train").subset(slice(0, 6000))
     model = ops_model(keras)
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(data.prepare(train.images), data.one_hot(train.labels), batch_size=100, epochs=1, verbose=2)
+    train = fit_briefly(keras, model)
     calibration = data.prepare(train.images[:200])
     for name, int8, float_io in (("model_ops_int8.tflite", True, False), ("model_ops_int8_float_io.tflite", True, True),
                                  ("model_ops_f32.tflite", False, False)):

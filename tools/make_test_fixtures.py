@@ -39,17 +39,23 @@ def tiny_model(keras):
     ], name="tiny_cnn")
 
 
+def fit_briefly(keras, model, rows: int = 6000):
+    """One epoch of adam on the first `rows` real training images: a small real model (the caller seeds
+    Keras before building it)."""
+    train_set = data.load(None, "train").subset(slice(0, rows))
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(data.prepare(train_set.images), data.one_hot(train_set.labels), batch_size=100, epochs=1, verbose=2)
+    return train_set
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "fixtures")
     args = parser.parse_args(argv)
-    tf = import_tf()
-    keras = tf.keras
+    keras = import_tf().keras
     keras.utils.set_random_seed(0)
-    train_set = data.load(None, "train").subset(slice(0, 6000))
     model = tiny_model(keras)
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(data.prepare(train_set.images), data.one_hot(train_set.labels), batch_size=100, epochs=1, verbose=2)
+    fit_briefly(keras, model)
     with tempfile.TemporaryDirectory() as scratch:
         run = Run(scratch)
         model.save(run.model)

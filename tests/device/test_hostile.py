@@ -27,6 +27,7 @@ import pytest
 from edgefashion import cli
 from edgefashion.device import trust
 from edgefashion.device.runtime import Model
+from edgefashion.files import sha256_bytes
 from edgefashion.rundir import Run, report_leftovers
 from helpers import FIXTURES
 
@@ -63,7 +64,7 @@ def consistent(path: Path, change=None, replace=None, sign_with=None) -> Path:
         change(manifest)
     for name, blob in files.items():
         if name in manifest["files"]:
-            manifest["files"][name] = {"sha256": __import__("hashlib").sha256(blob).hexdigest(), "bytes": len(blob)}
+            manifest["files"][name] = {"sha256": sha256_bytes(blob), "bytes": len(blob)}
     files["manifest.json"] = json.dumps(manifest).encode()
     if sign_with:
         files[trust.SIGNATURE] = trust.sign(sign_with, files["manifest.json"])
