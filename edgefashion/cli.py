@@ -23,7 +23,7 @@ from .console import printable
 from .device import compare, trust
 from .device.bundle import Limits, selftest
 from .device.predict import predict
-from .device.runtime import BACKENDS
+from .device.runtime import BACKEND_HELP, BACKENDS
 from .device.locate import is_bundle
 from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify, verify_bundle
 from .errors import CheckFailed, InputError
@@ -308,10 +308,7 @@ def cmd_predict(args) -> int:
 
 
 def add_backend_option(p) -> None:
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), ai_edge_litert, "
-                        "tflite_runtime, numpy (int8 bit-exact with TFLite's reference kernels, needs only "
-                        "numpy) or tensorflow (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP + " (default auto)")
 
 
 def add_trust_options(p) -> None:

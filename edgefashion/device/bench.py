@@ -33,7 +33,7 @@ from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Environment
 from .locate import is_model_file, models_at
 from .profile import profile as profile_model
 from .trust import Trust
-from .runtime import BACKENDS, Model
+from .runtime import Model, backend_setting
 
 SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
 
@@ -49,9 +49,7 @@ class BenchConfig:
                               type=non_negative_float)
     profile: bool = setting(False, "also time each operator of every model at batch 1 (ONNX Runtime's profiler; "
                                    "for TFLite, truncated copies of the model run by LiteRT)")
-    backend: str = setting("auto", "TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), "
-                                   "ai_edge_litert, tflite_runtime, numpy (int8 bit-exact with TFLite's "
-                                   "reference kernels, numpy only) or tensorflow", choices=BACKENDS)
+    backend: str = backend_setting()
     out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
     trust: Trust | None = None  # which bundles to accept (default: this device's trusted keys)
 

@@ -18,12 +18,19 @@ import numpy as np
 from .. import IMAGE_SHAPE, LABELS, NUM_CLASSES
 from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
-from ..options import max_threads
+from ..options import max_threads, setting
 
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy", "tensorflow")
 AUTO_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy")  # tried in this order
 BACKENDS = ("auto", *TFLITE_BACKENDS)
+BACKEND_HELP = ("TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), ai_edge_litert, tflite_runtime, "
+                "numpy (int8 bit-exact with TFLite's reference kernels, needs only numpy) or tensorflow")
+
+
+def backend_setting():
+    """The --backend option of a stage's settings (bench, verify)."""
+    return setting("auto", BACKEND_HELP, choices=BACKENDS)
 
 
 @dataclass(frozen=True)

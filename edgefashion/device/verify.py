@@ -24,7 +24,7 @@ from ..report import markdown_table, plot_confusion
 from ..rundir import FLOAT_OF, LayerErrors, ModelResult, Reference, Run, VerifyReport
 from .bundle import GOLDEN, load_golden, open_bundle
 from .locate import report_origin
-from .runtime import BACKENDS, Model
+from .runtime import Model, backend_setting
 
 # --- metrics ------------------------------------------------------------------------------
 
@@ -123,9 +123,7 @@ class VerifyConfig:
     batch_size: int = 500
     out: Path | None = None  # verify.json of a bundle's verify (a run's goes to RUN/verify.json)
     threads: int = setting(1, "interpreter threads", type=thread_count)
-    backend: str = setting("auto", "TFLite interpreter: auto (LiteRT, else tflite-runtime, else numpy), "
-                                   "ai_edge_litert, tflite_runtime, numpy (int8 bit-exact with TFLite's "
-                                   "reference kernels, numpy only) or tensorflow", choices=BACKENDS)
+    backend: str = backend_setting()
     verbose: bool = False
 
     def validate(self) -> None:
