@@ -67,10 +67,8 @@ def run(config: RunConfig) -> PipelineState:
         started = time.monotonic()
         try:
             STAGE_FUNCS[name](config)
-        except MissingDependency as exc:
-            if name != "firmware":
-                raise
-            step(f"firmware: skipped ({exc})")  # TFLM has x86_64 wheels only: not a failure of the run
+        except StageSkipped as exc:
+            step(f"{name}: skipped ({exc})")
             state.stages[name] = StageState(status="skipped", error=str(exc))
             state.write(paths.pipeline)
             continue
@@ -98,6 +96,17 @@ def _still_valid(before: PipelineState, settings: dict) -> dict[str, StageState]
     return kept
 
 
+class StageSkipped(Exception):
+    """A stage that cannot run on this machine and is not a failure of the run."""
+
+
+def _firmware(config: RunConfig) -> None:
+    try:
+        firmware(config.firmware)
+    except MissingDependency as exc:  # TFLM has x86_64 wheels only
+        raise StageSkipped(str(exc)) from None
+
+
 def _train(config: RunConfig) -> None:
     if train(config.train).interrupted:
         raise KeyboardInterrupt
@@ -113,7 +122,7 @@ def _verify(config: RunConfig) -> None:
 
 STAGE_FUNCS = {"train": _train, "export": lambda c: export(c.export), "verify": _verify,
                "bench": lambda c: bench(c.bench), "bundle": lambda c: make_bundle(c.bundle),
-               "firmware": lambda c: firmware(c.firmware)}
+               "firmware": _firmware}
 
 
 def summarize(run: Run) -> RunSummary:
