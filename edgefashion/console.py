@@ -56,39 +56,42 @@ def quiet(verbose: bool = False, fds=(1, 2)):
 
 
 @contextlib.contextmanager
-def _fds_silenced(fds=(1, 2)):
-    """Point stdout and stderr at /dev/null at the file-descriptor level, then restore them."""
+def _fds_redirected(fds, target: int, flush_c: bool = False):
+    """Point file descriptors `fds` at `target` (native code writes there too), then restore them."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(fd) for fd in fds]
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         for fd in fds:
-            os.dup2(devnull, fd)
+            os.dup2(target, fd)
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        if flush_c:
+            _flush_c_stdio()  # C stdio output may sit in libc's buffer until flushed
         for fd, copy in zip(fds, saved):
             os.dup2(copy, fd)
             os.close(copy)
+
+
+@contextlib.contextmanager
+def _fds_silenced(fds=(1, 2)):
+    """Point stdout and stderr at /dev/null at the file-descriptor level, then restore them."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with _fds_redirected(fds, devnull):
+            yield
+    finally:
         os.close(devnull)
 
 
 def capture_fd(function, fd: int = 2) -> str:
     """What `function` writes to file descriptor `fd` (native code that prints, such as TFLM's
     print_allocations on stderr), as text."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(fd)
     with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), fd)
-        try:
+        with _fds_redirected((fd,), sink.fileno(), flush_c=True):
             function()
-        finally:
-            _flush_c_stdio()  # C stdio output may sit in libc's buffer until flushed
-            os.dup2(saved, fd)
-            os.close(saved)
         sink.seek(0)
         return sink.read().decode("utf-8", "replace")
 
