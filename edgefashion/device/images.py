@@ -98,13 +98,15 @@ def load_image(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
             ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
-    return to_fashion_mnist(np.asarray(gray, dtype=np.float32), Image)
+    return to_fashion_mnist(np.asarray(gray, dtype=np.float32))
 
 
-def to_fashion_mnist(pixels: np.ndarray, Image) -> np.ndarray:
+def to_fashion_mnist(pixels: np.ndarray) -> np.ndarray:
     """A grayscale photo as Fashion-MNIST draws its products: the background (the median of the
     border) black, the garment light, cropped to its bounding box, scaled so its longer side is 28
     pixels, centred on a black 28x28 canvas."""
+    from PIL import Image  # load_image has checked that Pillow is installed
+
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background = float(np.median(border))
     if background > 127:  # a dark garment on a light background: Fashion-MNIST is the negative
