@@ -39,7 +39,8 @@ from .host.tune import front_rows as tune_front_rows
 from .options import add_options, fraction, from_args, positive_int, thread_count
 from .pipeline import RunConfig, keras_reference, run
 from .report import table
-from .rundir import FORMATS, Run, TuneDir
+from .rundir import Run, TuneDir
+from .formats import FORMATS
 
 
 def gates_from(args) -> Gates:

@@ -1,8 +1,9 @@
 """Errors the command line turns into one line on stderr and an exit code."""
 
 
-class InputError(ValueError):
-    """Bad input from the user (a file, a value, a flag): exit code 2."""
+class InputError(Exception):
+    """Bad input from the user (a file, a value, a flag): exit code 2. Not a ValueError, so a
+    library's ValueError is never taken for one of ours."""
 
     exit_code = 2
 

@@ -8,7 +8,8 @@ import dataclasses
 
 from . import LABELS
 from .files import sha256_bytes, write_text
-from .rundir import Artifact, ExportDir
+from .rundir import ExportDir
+from .schemas import Artifact
 
 
 def c_array_source(content: bytes, name: str = "g_model_int8") -> tuple[str, str]:

@@ -21,7 +21,9 @@ from .host.firmware import FirmwareConfig, firmware
 from .host.model import keras_reference as _keras_reference
 from .host.train import TrainConfig, train
 from .options import plain
-from .rundir import FLOAT_OF, BenchReport, FirmwareReport, PipelineState, Run, RunSummary, StageState, VerifyReport
+from .rundir import Run
+from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, VerifyReport
+from .formats import FLOAT_OF
 
 STAGES = ("train", "export", "verify", "bench", "bundle", "firmware")
 

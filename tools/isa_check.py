@@ -38,7 +38,8 @@ from edgefashion.device.runtime import Model  # noqa: E402
 from edgefashion.errors import InputError  # noqa: E402
 from edgefashion.files import write_json  # noqa: E402
 from edgefashion.report import table  # noqa: E402
-from edgefashion.rundir import FILES, FLOAT_OF, Run  # noqa: E402
+from edgefashion.formats import FLOAT_OF  # noqa: E402
+from edgefashion.rundir import FILES, Run  # noqa: E402
 
 # -cpu models and the int8 kernel path each one takes (x86 ONNX Runtime / XNNPACK)
 CPUS = {"Haswell": "AVX2 without VNNI", "Nehalem": "SSE4.2"}

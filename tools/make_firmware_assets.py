@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgefashion import LABELS  # noqa: E402
 from edgefashion.errors import InputError  # noqa: E402
 from edgefashion.files import sha256_file, write_json, write_text  # noqa: E402
-from edgefashion.rundir import Run, TrainReport, VerifyReport  # noqa: E402
+from edgefashion.rundir import Run  # noqa: E402
+from edgefashion.schemas import TrainReport, VerifyReport  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,9 @@ from ..errors import InputError, MissingDependency, Unsupported
 from ..files import check_output, write_text
 from ..options import int_list, non_negative_float, positive_int, setting, thread_list
 from ..report import plot_latency
-from ..rundir import BENCH_FILE, FLOAT_OF, BenchReport, BenchResult, Environment, Run
+from ..rundir import BENCH_FILE, Run
+from ..schemas import BenchReport, BenchResult, Environment
+from ..formats import FLOAT_OF
 from .locate import is_model_file, models_at
 from .profile import profile as profile_model
 from .trust import Trust

@@ -23,7 +23,8 @@ from ..console import printable
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import read_json
 from ..options import fraction, non_negative_float, non_negative_int, setting
-from ..rundir import FLOAT_OF, FORMATS, BundleManifest
+from ..schemas import BundleManifest
+from ..formats import FLOAT_OF, FORMATS
 from .runtime import Model
 from .trust import SIGNATURE, Provenance, Trust
 from .trust import check as trust_check
@@ -177,8 +178,6 @@ def load_golden(path: Path, manifest: BundleManifest) -> dict[str, np.ndarray]:
             raise InputError(f"{where}: unpacks to {inflated} bytes, more than {MAX_GOLDEN_BYTES // 2**20} MB")
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except InputError:
-        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(f"{where}: not a readable .npz of plain arrays ({printable(str(exc)[:100])})") from None
     needed = {"images": (np.uint8, IMAGE_SHAPE[:2]), "labels": (None, ())}

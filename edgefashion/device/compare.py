@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..files import read_json
 from ..report import _pyplot, _save
-from ..rundir import FLOAT_OF, BenchReport, VerifyReport
+from ..schemas import BenchReport, VerifyReport
+from ..formats import FLOAT_OF
 
 
 def device_label(report: BenchReport, path: Path) -> str:

@@ -93,8 +93,6 @@ def load_image(path: Path) -> np.ndarray:
                 raise InputError(f"{path}: {img.width}x{img.height} pixels, more than the "
                                  f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx allowed; scale it down first")
             gray = ImageOps.exif_transpose(img).convert("L")
-    except InputError:
-        raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
             ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None

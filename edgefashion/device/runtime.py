@@ -20,6 +20,7 @@ from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads, setting
 
+MAX_BATCH = 256  # images per call: inputs and activations of a batch stay small on a Pi
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy", "tensorflow")
 AUTO_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy")  # tried in this order
@@ -106,7 +107,7 @@ class Model:
         probabilities = self.predict_proba(images)
         return Prediction(probabilities, probabilities.argmax(axis=1))
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, batch_size: int = MAX_BATCH) -> np.ndarray:
         """float32 (N, 10) probabilities; large inputs run in batches of `batch_size`."""
         x = _as_batch(images)
         batch_size = min(batch_size, self._runner.max_batch)
@@ -265,7 +266,7 @@ class _NumpyRunner:
         self.interpreter = NumpyInterpreter(content, name)
         self.quantized = self.interpreter.input.dtype is np.int8
         self.input, self.output = (_numpy_spec(t) for t in (self.interpreter.input, self.interpreter.output))
-        self.max_batch = 256
+        self.max_batch = MAX_BATCH
 
     def run(self, x: np.ndarray) -> np.ndarray:
         try:
@@ -300,8 +301,6 @@ class _TFLiteRunner:
                 self.max_batch = _batch_budget(name, self.interpreter.get_tensor_details())
                 self.interpreter.allocate_tensors()
             inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        except InputError:
-            raise
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{name}: not a valid TFLite model ({_first_line(exc)})") from None
         if len(inputs) != 1 or len(outputs) != 1:
@@ -370,16 +369,13 @@ class _OnnxRunner:
         self.name = name
         # QDQ models keep float inputs; their QuantizeLinear nodes mark them as int8.
         self.quantized = bool(onnx_op_types(content) & {"QuantizeLinear", "QLinearConv", "QLinearMatMul"})
-        self.max_batch = ONNX_MAX_BATCH
+        self.max_batch = MAX_BATCH  # ONNX Runtime does not show intermediate shapes before running
 
     def run(self, x: np.ndarray) -> np.ndarray:
         try:
             return self.session.run(self._out_names, {self._in_name: x})[0]
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(f"{self.name}: the model failed to run ({_first_line(exc)})") from None
-
-
-ONNX_MAX_BATCH = 256  # ONNX Runtime does not show intermediate shapes before running: a fixed cap
 
 
 def onnx_op_types(content: bytes) -> set[str]:

@@ -21,7 +21,9 @@ from ..errors import InputError, MissingDependency, Unsupported
 from ..files import write_text
 from ..options import fraction, setting, thread_count
 from ..report import markdown_table, plot_confusion
-from ..rundir import FLOAT_OF, LayerErrors, ModelResult, Reference, Run, VerifyReport
+from ..rundir import Run
+from ..schemas import LayerErrors, ModelResult, Reference, VerifyReport
+from ..formats import FLOAT_OF
 from .bundle import GOLDEN, load_golden, open_bundle
 from .locate import report_origin
 from .runtime import Model, backend_setting

@@ -17,8 +17,8 @@ from .. import LABELS, __version__
 from ..errors import InputError
 from ..files import atomic_path, check_output, sha256_bytes
 from ..options import positive_int, setting
-from ..rundir import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec,
-                      Run, TensorInfo, VerifyReport)
+from ..rundir import Run
+from ..schemas import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec, TensorInfo, VerifyReport)
 from ..device.bundle import GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS, agreements
 from ..device.trust import SIGNATURE, sign
 from ..device.runtime import Model

@@ -23,8 +23,9 @@ from ..errors import CheckFailed, InputError, MissingDependency
 from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, staging_dir, write_bytes
 from ..firmware import write_c_array
 from ..options import name_list, positive_int, setting
-from ..rundir import (FORMATS, Artifact, Calibration, ExportDir, ExportReport, Run, TensorInfo, TrainReport,
-                      indices_sha256, report_leftovers)
+from ..rundir import ExportDir, Run, indices_sha256, report_leftovers
+from ..schemas import Artifact, Calibration, ExportReport, TensorInfo, TrainReport
+from ..formats import FORMATS
 from . import import_tf, quiet, versions
 from .layer_errors import layer_errors, onnx_layer_errors
 from .model import load_model

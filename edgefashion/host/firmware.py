@@ -25,7 +25,8 @@ from ..device.verify import load_test_set
 from ..errors import InputError, MissingDependency
 from ..files import replace_dir, sha256_bytes, staging_dir, write_text
 from ..options import positive_int, setting
-from ..rundir import FirmwareDir, FirmwareReport, Run, TargetVerdict, TensorInfo, TrainReport, VerifyReport
+from ..rundir import FirmwareDir, Run
+from ..schemas import FirmwareReport, TargetVerdict, TensorInfo, TrainReport, VerifyReport
 
 ARENA_NOTE = ("measured by TFLM's RecordingMicroAllocator on a 64-bit host: the smallest arena that runs the "
               "model there (one 16-byte step less fails); 32-bit targets need slightly less for TFLM's structs")

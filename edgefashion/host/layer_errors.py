@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..console import quiet
-from ..rundir import LayerErrors
+from ..schemas import LayerErrors
 
 DEBUG_IMAGES = 100  # enough for stable per-layer statistics, quick on 2 cores
 

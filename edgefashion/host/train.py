@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..files import atomic_path, write_json
 from ..report import plot_history
 from ..options import positive_float, positive_int, setting
-from ..rundir import DatasetInfo, Run, TrainReport
+from ..rundir import Run
+from ..schemas import DatasetInfo, TrainReport
 from . import import_tf, versions
 from .arch import PRESETS
 from .arch import parse as parse_arch

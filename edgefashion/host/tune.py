@@ -30,7 +30,8 @@ from ..device.runtime import Model
 from ..errors import CheckFailed, InputError, MissingDependency
 from ..files import atomic_path, process_alive, write_bytes
 from ..options import fraction, positive_float, positive_int, setting
-from ..rundir import DatasetInfo, TrainReport, TrialResult, TuneDir, TuneReport
+from ..rundir import TuneDir
+from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
 from .arch import params as arch_params

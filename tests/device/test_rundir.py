@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from edgefashion.rundir import ExportReport, LayerErrors, ManifestError, Run
+from edgefashion.rundir import Run
+from edgefashion.schemas import ExportReport, LayerErrors
+from edgefashion.manifest import ManifestError
 
 
 def test_the_committed_run_reads_and_round_trips(fixture_run):

@@ -31,7 +31,8 @@ def test_every_artifact_written_and_recorded(tiny_run):
     assert formats["tflite-int8"]["bytes"] <= 0.26 * formats["tflite-f32"]["bytes"]
     assert not list((tiny_run / "export").glob(".*"))  # no temporary files left behind
     # export owns its calibration: the indices, checked against export.json, and the per-layer table
-    from edgefashion.rundir import LayerErrors, Run
+    from edgefashion.rundir import Run
+    from edgefashion.schemas import LayerErrors
 
     assert len(Run(tiny_run).read_calibration()) == 100
     layers = LayerErrors.read(tiny_run / "export" / "layer_errors.json")
