@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgefashion import cpu, data  # noqa: E402
 from edgefashion.device.runtime import Model  # noqa: E402
-from edgefashion.report import table  # noqa: E402
+from edgefashion.render import table  # noqa: E402
 
 
 def differing(path: Path, images: np.ndarray) -> dict:

@@ -21,7 +21,7 @@ from . import __version__, cpu
 from .device.bench import BenchConfig, bench, table_rows
 from .console import printable
 from .device import compare, trust
-from .device.bundle import Limits, selftest
+from .device.selftest import Limits, selftest
 from .device.predict import predict
 from .device.runtime import BACKEND_HELP, BACKENDS
 from .device.locate import is_bundle
@@ -38,7 +38,7 @@ from .host.tune import TuneConfig, tune
 from .host.tune import front_rows as tune_front_rows
 from .options import add_options, fraction, from_args, positive_int, thread_count
 from .pipeline import RunConfig, keras_reference, run
-from .report import table
+from .render import table
 from .rundir import Run, TuneDir
 from .formats import FORMATS
 
@@ -247,15 +247,13 @@ def add_selftest(sub) -> None:
 def cmd_selftest(args) -> int:
     if not args.bundle.is_file():
         raise InputError(f"{args.bundle}: bundle not found")
-    checks = selftest(args.bundle, threads=args.threads, report=(lambda line: None) if args.json else print,
+    report = selftest(args.bundle, threads=args.threads, on_check=(lambda line: None) if args.json else print,
                       trust=trust_from(args), limits=from_args(Limits, args), backend=args.backend)
-    failed = [c for c in checks if not c.passed]
+    failed, skipped = len(report.failed), report.skipped
     if args.json:
-        print(json.dumps({"passed": not failed, "cpu": asdict(cpu.describe()),
-                          "checks": [c.as_dict() for c in checks]}, indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
-        skipped = sum(c.skipped for c in checks)
-        print(f"{len(checks) - len(failed) - skipped} passed, {len(failed)} failed"
+        print(f"{len(report.checks) - failed - skipped} passed, {failed} failed"
               + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
@@ -286,24 +284,24 @@ def add_predict(sub) -> None:
 def cmd_predict(args) -> int:
     result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads, trust=trust_from(args),
                      backend=args.backend, top=args.top, save_input=args.save_input)
-    unsure = [r for r in result["predictions"] if r["probability"] < args.min_confidence]
+    unsure = [r for r in result.predictions if r.probability < args.min_confidence]
     if unsure:
-        shown = ", ".join(f"{r['input']} ({r['label']} {r['probability']:.2f})" for r in unsure[:3])
-        print(printable(f"warning: {len(unsure)} of {len(result['predictions'])} predictions below confidence "
+        shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in unsure[:3])
+        print(printable(f"warning: {len(unsure)} of {len(result.predictions)} predictions below confidence "
                         f"{args.min_confidence:.2f}: {shown}{' ...' if len(unsure) > 3 else ''}"), file=sys.stderr)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
         return 0
-    rows = [{**{k: v for k, v in r.items() if k != "top"},
-             **({"top": ", ".join(f"{label} {p:.2f}" for label, p in r["top"])} if "top" in r else {})}
-            for r in result["predictions"]]
+    rows = [{"input": r.input, "class": r.class_id, "label": r.label, "probability": r.probability,
+             **({"top": ", ".join(f"{label} {p:.2f}" for label, p in r.top)} if r.top else {}),
+             **({"truth": r.truth} if r.truth is not None else {})} for r in result.predictions]
     print(table(rows[:args.show]))
     if len(rows) > args.show:
         print(f"... {len(rows) - args.show} more (--show N or --json for all)")
-    summary = (f"{len(rows)} image{'s' if len(rows) != 1 else ''}, {result['model']['format']} on "
-               f"{result['model']['backend']}")
-    if result.get("accuracy") is not None:
-        summary += f", accuracy {result['accuracy']:.4f}"
+    summary = (f"{len(rows)} image{'s' if len(rows) != 1 else ''}, {result.model['format']} on "
+               f"{result.model['backend']}")
+    if result.accuracy is not None:
+        summary += f", accuracy {result.accuracy:.4f}"
     print(summary)
     return 0
 

@@ -172,7 +172,7 @@ class Run:
         return remove_leftovers(self.root) + remove_leftovers(self.export_dir)
 
 
-def report_leftovers(run: Run) -> None:
+def clean_leftovers(run: Run) -> None:
     """Remove a killed run's leftovers, and say so on stderr."""
     removed = run.remove_leftovers()
     if removed:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .console import printable
 from .cpu import CpuInfo
 from .formats import FORMATS
 from .manifest import SCHEMA_VERSION, Manifest
@@ -372,3 +373,68 @@ class TuneReport(Manifest):
     chosen: int | None
     cpu: CpuInfo
     schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class Check:
+    """One check of `edgefashion selftest`."""
+
+    name: str
+    passed: bool
+    detail: str
+    figures: dict[str, Any] = field(default_factory=dict)  # the numbers behind `detail`, for --json
+    skipped: bool = False  # a model this device cannot run (no interpreter for it): not a failure
+
+    def line(self) -> str:
+        status = "SKIP" if self.skipped else "PASS" if self.passed else "FAIL"
+        return printable(f"{status}  {self.name}: {self.detail}")
+
+
+@dataclass
+class SelftestReport(Manifest):
+    """`edgefashion selftest --json`: every check of a bundle on one device, and that device's CPU."""
+
+    WHAT: ClassVar[str] = "selftest report (edgefashion selftest --json)"
+    passed: bool
+    cpu: CpuInfo
+    checks: list[Check]
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def skipped(self) -> int:
+        return sum(c.skipped for c in self.checks)
+
+
+@dataclass
+class Prediction:
+    """One input of `edgefashion predict`: its class, probability and, with labels, the truth."""
+
+    input: str
+    label: str
+    probability: float
+    class_id: int
+    truth: str | None = None
+    top: list[Any] | None = None  # [label, probability] of the K most likely classes
+
+
+@dataclass
+class PredictReport:
+    """`edgefashion predict --json`: which model ran where, every prediction, the accuracy with labels.
+    Printed, never read back."""
+
+    model: dict[str, Any]
+    predictions: list[Prediction]
+    accuracy: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict:
+        """As predict has always printed it: "class" for the class id, no "top" or "truth" when absent."""
+        rows = [{"input": p.input, "class": p.class_id, "label": p.label, "probability": p.probability,
+                 **({"top": [list(t) for t in p.top]} if p.top else {}),
+                 **({"truth": p.truth} if p.truth is not None else {})} for p in self.predictions]
+        return {"model": self.model, "predictions": rows, "accuracy": self.accuracy,
+                "schema_version": self.schema_version}

@@ -37,7 +37,7 @@ from edgefashion import cpu, data  # noqa: E402
 from edgefashion.device.runtime import Model  # noqa: E402
 from edgefashion.errors import InputError  # noqa: E402
 from edgefashion.files import write_json  # noqa: E402
-from edgefashion.report import table  # noqa: E402
+from edgefashion.render import table  # noqa: E402
 from edgefashion.formats import FLOAT_OF  # noqa: E402
 from edgefashion.rundir import FILES, Run  # noqa: E402
 

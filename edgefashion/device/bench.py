@@ -28,7 +28,7 @@ from ..console import Progress
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import check_output, write_text
 from ..options import int_list, non_negative_float, positive_int, setting, thread_list
-from ..report import plot_latency
+from ..render import plot_latency
 from ..rundir import BENCH_FILE, Run
 from ..schemas import BenchReport, BenchResult, Environment
 from ..formats import FLOAT_OF

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import read_json
-from ..report import _pyplot, _save
-from ..schemas import BenchReport, VerifyReport
+from ..render import pyplot, save_figure
+from ..schemas import BenchReport, SelftestReport, VerifyReport
 from ..formats import FLOAT_OF
 
 
@@ -35,10 +35,10 @@ def load(paths) -> tuple[list, list, list]:
             report = VerifyReport.from_json(obj, str(path))
             verifies.append((f"{path.name}: {report.cpu.model}, int8 path {report.cpu.int8_path}; "
                              f"{report.reference.samples} images of {report.reference.source}", report))
-        elif isinstance(obj, dict) and isinstance(obj.get("checks"), list):
-            cpu = obj.get("cpu") or {}
-            selftests.append((f"{path.name}: {cpu.get('model', 'unknown CPU')}, {cpu.get('machine', '?')}, int8 path "
-                              f"{cpu.get('int8_path', '?')}", obj))
+        elif isinstance(obj, dict) and "checks" in obj:
+            report = SelftestReport.from_json(obj, str(path))
+            selftests.append((f"{path.name}: {report.cpu.model or 'unknown CPU'}, {report.cpu.machine}, int8 path "
+                              f"{report.cpu.int8_path}", report))
         else:
             raise InputError(f"{path}: not a bench.json, verify.json or selftest --json output")
     return benches, verifies, selftests
@@ -53,12 +53,10 @@ def accuracy_rows(verifies: list) -> list[dict]:
 
 def selftest_rows(selftests: list) -> list[dict]:
     rows = []
-    for i, (label, obj) in enumerate(selftests):
-        checks = obj["checks"]
-        rows.append({"device": f"S{i + 1}", "passed": sum(bool(c.get("passed")) and not c.get("skipped") for c in checks),
-                     "failed": sum(not c.get("passed") for c in checks),
-                     "skipped": sum(bool(c.get("skipped")) for c in checks),
-                     "result": "PASS" if obj.get("passed") else "FAIL"})
+    for i, (label, report) in enumerate(selftests):
+        rows.append({"device": f"S{i + 1}", "passed": len(report.checks) - len(report.failed) - report.skipped,
+                     "failed": len(report.failed), "skipped": report.skipped,
+                     "result": "PASS" if report.passed else "FAIL"})
     return rows
 
 
@@ -79,7 +77,7 @@ def compare_rows(reports: list[tuple[str, BenchReport]], batch: int, threads: in
 
 
 def plot(reports: list[tuple[str, BenchReport]], rows: list[dict], path: Path, batch: int, threads: int):
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     latency = [r for r in rows if "/" not in r["format"]]
@@ -95,4 +93,4 @@ def plot(reports: list[tuple[str, BenchReport]], rows: list[dict], path: Path, b
     ax.set_title("devices side by side (hatched: emulated, not a device number)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

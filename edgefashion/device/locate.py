@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..rundir import Run
 from ..console import printable
-from .bundle import open_bundle
+from .unpack import open_bundle
 from .trust import Trust
 
 BUNDLE_SUFFIXES = (".tar.gz", ".tgz")
@@ -23,12 +23,12 @@ def models_at(path: Path, scratch: Path, trust: Trust | None = None) -> dict[str
         return Run.at(path).exported_models()
     if is_bundle(path):
         folder, manifest, provenance = open_bundle(path, scratch, trust)
-        report_origin(path, provenance)
+        print_origin(path, provenance)
         return {fmt: folder / name for fmt, name in manifest.models.items()}
     return None
 
 
-def report_origin(path: Path, provenance) -> None:
+def print_origin(path: Path, provenance) -> None:
     """The bundle's sha256 and signer on stderr, and a warning where its origin is not checked."""
     print(printable(f"bundle {Path(path).name}: {provenance.line()}"), file=sys.stderr)
     if provenance.warning:

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import LABELS
 from ..errors import InputError
+from ..schemas import Prediction, PredictReport
 from .images import load_inputs
 from .locate import models_at
 from .runtime import Model
@@ -16,8 +17,8 @@ from .trust import Trust
 
 
 def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Trust | None = None,
-            backend: str = "auto", top: int = 1, save_input: Path | None = None) -> dict:
-    """{"model": info, "predictions": [{input, label, probability[, top][, truth]}], "accuracy": float|None};
+            backend: str = "auto", top: int = 1, save_input: Path | None = None) -> PredictReport:
+    """The model's answer for every input (with the accuracy where the inputs have labels);
     `save_input` writes the 28x28 images the model saw, as PNG, into that folder."""
     images, labels, names = load_inputs(inputs)
     if save_input is not None:
@@ -31,15 +32,12 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
         result = model.predict(images)
     rows = []
     for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):
-        row = {"input": name, "class": int(cls), "label": LABELS[cls], "probability": round(float(p), 4)}
-        if top > 1:
-            order = np.argsort(-result.probabilities[i])[:top]
-            row["top"] = [[LABELS[j], round(float(result.probabilities[i, j]), 4)] for j in order]
-        if labels is not None:
-            row["truth"] = LABELS[labels[i]]
-        rows.append(row)
+        order = np.argsort(-result.probabilities[i])[:top] if top > 1 else []
+        rows.append(Prediction(input=name, class_id=int(cls), label=LABELS[cls], probability=round(float(p), 4),
+                               truth=None if labels is None else LABELS[labels[i]],
+                               top=[(LABELS[j], round(float(result.probabilities[i, j]), 4)) for j in order] or None))
     accuracy = None if labels is None else float((result.class_ids == labels).mean())
-    return {"model": {"source": str(source), **model.info()}, "predictions": rows, "accuracy": accuracy}
+    return PredictReport(model={"source": str(source), **model.info()}, predictions=rows, accuracy=accuracy)
 
 
 def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:

@@ -20,12 +20,12 @@ from ..console import Progress, step
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import write_text
 from ..options import fraction, setting, thread_count
-from ..report import markdown_table, plot_confusion
+from ..render import markdown_table, plot_confusion
 from ..rundir import Run
 from ..schemas import LayerErrors, ModelResult, Reference, VerifyReport
 from ..formats import FLOAT_OF
-from .bundle import GOLDEN, load_golden, open_bundle
-from .locate import report_origin
+from .unpack import GOLDEN, load_golden, open_bundle
+from .locate import print_origin
 from .runtime import Model, backend_setting
 
 # --- metrics ------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
     return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
 
 
-def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+def agreement_figures(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy of `probs`, and how far it is from the reference's probabilities."""
     predicted, ref_predicted = probs.argmax(1), reference.argmax(1)
     accuracy, ref_accuracy = float((predicted == labels).mean()), float((ref_predicted == labels).mean())
@@ -181,7 +181,7 @@ def verify_bundle(config: VerifyConfig, trust=None) -> VerifyReport:
     bundle = Path(config.run)
     with tempfile.TemporaryDirectory(prefix="edgefashion-verify-") as scratch:
         folder, manifest, provenance = open_bundle(bundle, Path(scratch), trust)
-        report_origin(bundle, provenance)
+        print_origin(bundle, provenance)
         models = {fmt: folder / name for fmt, name in manifest.models.items()}
         if config.data is not None:
             test = load_test_set(Run(scratch), config.data)
@@ -214,7 +214,7 @@ def check_models(models: dict, config: VerifyConfig, test: data.Dataset, referen
                 continue
             t0 = time.monotonic()
             probs = model.predict_proba(test.images, batch_size=config.batch_size)
-            figures = compare(probs, reference, test.labels)
+            figures = agreement_figures(probs, reference, test.labels)
             failures = config.gates.failures(fmt, figures)
             warnings = []
             if figures["cosine_similarity_min"] < WARN_COSINE or figures["max_abs_diff"] > WARN_ABS_DIFF:

@@ -1,5 +1,5 @@
 """Packing a run for a device: models, labels, golden vectors (test images with this machine's
-outputs) and a manifest with the sha256 of every file. device/bundle.py opens and checks it."""
+outputs) and a manifest with the sha256 of every file. device/unpack.py opens and checks it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from ..files import atomic_path, check_output, sha256_bytes
 from ..options import positive_int, setting
 from ..rundir import Run
 from ..schemas import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec, TensorInfo, VerifyReport)
-from ..device.bundle import GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS, agreements
+from ..device.selftest import agreements
+from ..device.unpack import GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS
 from ..device.trust import SIGNATURE, sign
 from ..device.runtime import Model
 from ..device.verify import load_test_set

@@ -21,9 +21,9 @@ from ..device.runtime import Model
 from ..device.verify import Gates, gate_failure
 from ..errors import CheckFailed, InputError, MissingDependency
 from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, staging_dir, write_bytes
-from ..firmware import write_c_array
+from ..mcu import write_c_array
 from ..options import name_list, positive_int, setting
-from ..rundir import ExportDir, Run, indices_sha256, report_leftovers
+from ..rundir import ExportDir, Run, indices_sha256, clean_leftovers
 from ..schemas import Artifact, Calibration, ExportReport, TensorInfo, TrainReport
 from ..formats import FORMATS
 from . import import_tf, quiet, versions
@@ -100,7 +100,7 @@ def export(config: ExportConfig) -> ExportReport:
         raise InputError(f"{run.root}: run directory not found (run `edgefashion train --out {run.root}` first)")
     with run_lock(run.root, "export"):
         restore_dir(run.export_dir)
-        report_leftovers(run)  # half-written files and staging folders of a killed run
+        clean_leftovers(run)  # half-written files and staging folders of a killed run
         model = load_model(run.model, config.verbose)
         staging = staging_dir(run.export_dir)
         try:

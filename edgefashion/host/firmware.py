@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import firmware as fw
+from .. import mcu
 from ..console import Progress, capture_fd, quiet
 from ..device.runtime import Model
 from ..device.tflite_file import read as read_tflite
@@ -30,8 +30,8 @@ from ..schemas import FirmwareReport, TargetVerdict, TensorInfo, TrainReport, Ve
 
 ARENA_NOTE = ("measured by TFLM's RecordingMicroAllocator on a 64-bit host: the smallest arena that runs the "
               "model there (one 16-byte step less fails); 32-bit targets need slightly less for TFLM's structs")
-UNCOUNTED = (f"not counted: TFLM's code and the application in flash (typically >= {fw.FLASH_RESERVE // fw.KB} KB), "
-             f"the stack, interpreter objects and I/O buffers in RAM (typically >= {fw.RAM_RESERVE // fw.KB} KB); "
+UNCOUNTED = (f"not counted: TFLM's code and the application in flash (typically >= {mcu.FLASH_RESERVE // mcu.KB} KB), "
+             f"the stack, interpreter objects and I/O buffers in RAM (typically >= {mcu.RAM_RESERVE // mcu.KB} KB); "
              f"'tight' means the model fits but leaves less than that")
 
 
@@ -42,8 +42,8 @@ class FirmwareConfig:
                                 flag="--test-data")
     images: int | None = setting(None, "test images to run on TFLM (default all; TFLM runs one image at a time, "
                                        "about 5 ms each for the seed CNN)", type=positive_int, flag="--firmware-images")
-    target: str | None = setting(None, "check one microcontroller: " + ", ".join(fw.TARGET_NAMES) + " (exit 1 if the "
-                                       "model does not fit)", choices=fw.TARGET_NAMES)
+    target: str | None = setting(None, "check one microcontroller: " + ", ".join(mcu.TARGET_NAMES) + " (exit 1 if the "
+                                       "model does not fit)", choices=mcu.TARGET_NAMES)
     ram_kb: int | None = setting(None, "check your own budget: RAM in KB (with --flash-kb)", type=positive_int)
     flash_kb: int | None = setting(None, "check your own budget: flash in KB (with --ram-kb)", type=positive_int)
 
@@ -51,11 +51,11 @@ class FirmwareConfig:
         if (self.ram_kb is None) != (self.flash_kb is None):
             raise InputError("--ram-kb and --flash-kb go together")
 
-    def checked(self) -> list[fw.Target]:
+    def checked(self) -> list[mcu.Target]:
         """The targets the user asked about (exit 1 if one does not fit)."""
-        chosen = [fw.target_named(self.target)] if self.target else []
+        chosen = [mcu.target_named(self.target)] if self.target else []
         if self.ram_kb is not None:
-            chosen.append(fw.Target("custom", "your budget", self.ram_kb * fw.KB, self.flash_kb * fw.KB,
+            chosen.append(mcu.Target("custom", "your budget", self.ram_kb * mcu.KB, self.flash_kb * mcu.KB,
                                     "--ram-kb / --flash-kb"))
         return chosen
 
@@ -92,8 +92,8 @@ def firmware(config: FirmwareConfig) -> FirmwareReport:
     delta = np.abs(tflm_raw.astype(np.int64) - litert_raw.astype(np.int64))
     accuracy = float((tflm_raw.argmax(1) == test.labels).mean())
     keras = _keras_accuracy(run, len(test))
-    extra = [t for t in config.checked() if t not in fw.TARGETS]  # a custom budget
-    targets = [fw.verdict(t, len(content), arena["total"]) for t in fw.TARGETS + extra]
+    extra = [t for t in config.checked() if t not in mcu.TARGETS]  # a custom budget
+    targets = [mcu.verdict(t, len(content), arena["total"]) for t in mcu.TARGETS + extra]
     report = FirmwareReport(
         tflm_version=importlib.metadata.version("tflite-micro"), model=path.name,
         model_sha256=sha256_bytes(content), model_bytes=len(content),
@@ -102,7 +102,7 @@ def firmware(config: FirmwareConfig) -> FirmwareReport:
         agreement_vs_litert_reference=float((tflm_raw.argmax(1) == litert_raw.argmax(1)).mean()),
         differing_values_vs_litert_reference=int((delta > 0).sum()), values=int(delta.size),
         max_diff_steps=int(delta.max()), arena_bytes=arena["total"], arena_head_bytes=arena["head"],
-        arena_tail_bytes=arena["tail"], arena_recommended_bytes=fw.recommended_arena(arena["total"]),
+        arena_tail_bytes=arena["tail"], arena_recommended_bytes=mcu.recommended_arena(arena["total"]),
         arena_note=ARENA_NOTE, ops=dict(Counter(op.op for op in read_tflite(content, path.name).operators)),
         input=TensorInfo(**reference.input.as_dict()), output=TensorInfo(**reference.output.as_dict()),
         targets=[TargetVerdict(**v) for v in targets], uncounted=UNCOUNTED,
@@ -172,8 +172,8 @@ def write_firmware_dir(report: FirmwareReport, content: bytes, run: Run) -> None
     staging = staging_dir(dest)
     try:
         folder = FirmwareDir(staging)
-        _, source = fw.c_array_source(content)
-        write_text(folder.c_header, fw.firmware_header(report))
+        _, source = mcu.c_array_source(content)
+        write_text(folder.c_header, mcu.firmware_header(report))
         write_text(folder.c_source, source)
         report.write(folder.report)
         replace_dir(staging, dest)
@@ -185,20 +185,20 @@ def summary_lines(report: FirmwareReport) -> list[str]:
     keras = (f" (Keras {report.keras_accuracy:.4f}, drop {report.accuracy_drop_pp:.2f} pp)"
              if report.keras_accuracy is not None else "")
     return [
-        f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / fw.KB:,.0f} KB) on "
+        f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / mcu.KB:,.0f} KB) on "
         f"{report.images:,} test images in {report.seconds} s ({report.ms_per_image} ms per image on TFLM)",
         f"accuracy {report.accuracy:.4f}{keras}; vs LiteRT reference kernels: "
         f"{report.differing_values_vs_litert_reference:,} of {report.values:,} values differ (max "
         f"{report.max_diff_steps} steps), top-1 agreement {report.agreement_vs_litert_reference:.2%}",
         f"arena {report.arena_bytes:,} bytes measured (head {report.arena_head_bytes:,}, tail "
         f"{report.arena_tail_bytes:,}) -> kTensorArenaSize {report.arena_recommended_bytes:,} with a "
-        f"{fw.ARENA_MARGIN:.0%} margin",
+        f"{mcu.ARENA_MARGIN:.0%} margin",
         "ops: " + ", ".join(f"{op} x{n}" for op, n in report.ops.items()),
     ]
 
 
 def target_rows(report: FirmwareReport) -> list[dict]:
-    return [{"target": t.target, "RAM_KB": t.ram_bytes // fw.KB, "flash_KB": t.flash_bytes // fw.KB,
-             "needs_RAM_KB": round(t.ram_needed / fw.KB, 1), "needs_flash_KB": round(t.flash_needed / fw.KB, 1),
+    return [{"target": t.target, "RAM_KB": t.ram_bytes // mcu.KB, "flash_KB": t.flash_bytes // mcu.KB,
+             "needs_RAM_KB": round(t.ram_needed / mcu.KB, 1), "needs_flash_KB": round(t.flash_needed / mcu.KB, 1),
              "verdict": t.verdict, "why": t.why} for t in report.targets]
 

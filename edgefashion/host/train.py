@@ -14,7 +14,7 @@ from .. import cpu, data
 from ..console import step
 from ..errors import InputError
 from ..files import atomic_path, write_json
-from ..report import plot_history
+from ..render import plot_history
 from ..options import positive_float, positive_int, setting
 from ..rundir import Run
 from ..schemas import DatasetInfo, TrainReport

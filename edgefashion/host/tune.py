@@ -172,7 +172,7 @@ def tune(config: TuneConfig, worker: bool = False) -> TuneReport:
     if worker:
         return None
     step(f"{_complete(study)} trials complete ({time.monotonic() - started:.0f} s this invocation)")
-    return report(study, config)
+    return summarize(study, config)
 
 
 def _complete(study) -> int:
@@ -306,7 +306,7 @@ def _arena(path: Path) -> int | None:
 
 # --- the result ------------------------------------------------------------------------------
 
-def report(study, config: TuneConfig) -> TuneReport:
+def summarize(study, config: TuneConfig) -> TuneReport:
     """pareto.json, pareto.png, the front on the terminal, the chosen model as DIR/best."""
     folder = TuneDir(config.out)
     results = [_result(t, config) for t in study.get_trials(deepcopy=False)]

@@ -10,7 +10,7 @@ import pytest
 from helpers import ROOT, cli
 from edgefashion import LABELS
 from edgefashion.files import sha256_file
-from edgefashion.firmware import c_array_bytes
+from edgefashion.mcu import c_array_bytes
 from edgefashion.device.runtime import Model
 
 ASSETS = ROOT / "firmware_assets"

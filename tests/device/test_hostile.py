@@ -28,7 +28,7 @@ from edgefashion import cli
 from edgefashion.device import trust
 from edgefashion.device.runtime import Model
 from edgefashion.files import sha256_bytes
-from edgefashion.rundir import Run, report_leftovers
+from edgefashion.rundir import Run, clean_leftovers
 from helpers import FIXTURES
 
 BUNDLE = FIXTURES / "tiny-bundle.tar.gz"
@@ -467,6 +467,6 @@ def test_leftovers_of_a_killed_run_are_removed(fixture_run, capsys):
     staging.mkdir()
     live = fixture_run / f".verify.json.tmp-pid{os.getpid()}-w.part"
     live.write_text("being written")
-    report_leftovers(Run(fixture_run))
+    clean_leftovers(Run(fixture_run))
     assert not any(p.exists() for p in [*stale, staging]) and live.exists()
     assert "removed 3 leftover(s) of an interrupted run" in capsys.readouterr().err

@@ -21,7 +21,7 @@ sys.meta_path.insert(0, Block())
 def test_device_modules_import_without_tensorflow():
     code = BLOCK_TF + """
 import edgefashion.device.runtime, edgefashion.device.verify, edgefashion.device.bench
-import edgefashion.device.bundle, edgefashion.device.predict, edgefashion.data, edgefashion.cli, edgefashion.pipeline
+import edgefashion.device.unpack, edgefashion.device.selftest, edgefashion.device.predict, edgefashion.data, edgefashion.cli, edgefashion.pipeline
 try:
     import tensorflow
 except ImportError:

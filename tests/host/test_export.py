@@ -52,7 +52,7 @@ def test_int8_quantization_parameters_recorded_and_correct(tiny_run):
 
 
 def test_c_array_equals_model_bytes(tiny_run):
-    from edgefashion.firmware import c_array_bytes
+    from edgefashion.mcu import c_array_bytes
 
     source = (tiny_run / "export" / "model_int8_data.cc").read_text()
     assert "alignas(16) const unsigned char g_model_int8[]" in source

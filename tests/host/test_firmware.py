@@ -11,7 +11,7 @@ import pytest
 
 from edgefashion.device.numpy_interpreter import NumpyInterpreter
 from edgefashion.device.runtime import Model
-from edgefashion.firmware import RESOLVER_METHODS, TARGET_NAMES
+from edgefashion.mcu import RESOLVER_METHODS, TARGET_NAMES
 from edgefashion.host.firmware import measure_arena, run_tflm
 from helpers import ROOT, cli
 

@@ -45,7 +45,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the Agg backend, or None where it is not installed (a device)."""
     try:
         import matplotlib
@@ -58,7 +58,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path) -> Path | None:
+def save_figure(fig, path) -> Path | None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -69,7 +69,7 @@ def _save(fig, path) -> Path | None:
 
 def plot_history(history: dict, path, best_epoch: int | None = None) -> Path | None:
     """Loss and accuracy per epoch (whole epochs on the axis), the kept (best) epoch marked."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     from matplotlib.ticker import MaxNLocator
@@ -87,13 +87,13 @@ def plot_history(history: dict, path, best_epoch: int | None = None) -> Path | N
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix, labels, title: str, path, float_matrix=None, float_name: str = "") -> Path | None:
     """The confusion matrix of one model; beside it, for an int8 model, int8 minus its float model
     (red: the int8 model puts more images in that cell, blue: fewer)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     matrix = np.asarray(matrix)
@@ -114,13 +114,13 @@ def plot_confusion(matrix, labels, title: str, path, float_matrix=None, float_na
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
                         color="white" if abs(value) > limit / 2 else "black")
         fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency(results: list, path, device: str = "") -> Path | None:
     """p50 per image with the p90 and p99 above it, for bench results (objects with format, batch,
     threads, latency_us); the title names the device."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     names = [f"{r.format}\nb{r.batch} t{r.threads}" for r in results]
@@ -138,4 +138,4 @@ def plot_latency(results: list, path, device: str = "") -> Path | None:
     ax.set_title("inference latency" + (f" on {device}" if device else ""))
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
