@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgefashion import data  # noqa: E402
 from edgefashion.device.runtime import Model  # noqa: E402
+from edgefashion.rundir import Run  # noqa: E402
 
 CANDIDATES = {  # name: OnnxInt8Settings fields
     "s8s8": dict(activations="int8", weights="int8", reduce_range=False),
@@ -44,7 +45,7 @@ def make(run: Path, out: Path) -> None:
     from edgefashion.files import read_json, write_bytes, write_json
 
     calib_info = read_json(run / "export" / "export.json")["calibration"]
-    calib, _ = calibration_set(ExportConfig(run=run, calibration_count=calib_info["count"], seed=calib_info["seed"]))
+    calib, _ = calibration_set(ExportConfig(calibration_count=calib_info["count"], seed=calib_info["seed"]), Run(run))
     f32 = run / "export" / "model_f32.onnx"
     write_bytes(out / "f32.onnx", f32.read_bytes())
     steps = {}

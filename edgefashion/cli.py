@@ -8,163 +8,116 @@ only by the host commands that need it, so device commands run without it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
-from . import __version__, cpu
-from .device.bench import BenchConfig, bench, table_rows
+from . import __version__
 from .console import printable
 from .device import compare, trust
-from .device.selftest import Limits, selftest
+from .device.bench import bench
+from .device.locate import is_bundle
 from .device.predict import predict
 from .device.runtime import BACKEND_HELP, BACKENDS
-from .device.locate import is_bundle
-from .device.verify import Gates, VerifyConfig, gate_failure, summary_rows, verify, verify_bundle
+from .device.selftest import Limits, selftest
+from .device.verify import verify_bundle
 from .errors import CheckFailed, InputError
 from .files import check_output
-from .host.bundle import BundleConfig, make_bundle
-from .host.export import ExportConfig, export
-from .host.firmware import FirmwareConfig, firmware
-from .host.firmware import summary_lines as firmware_summary
-from .host.firmware import target_rows as firmware_targets
-from .host.train import TrainConfig, train
+from .formats import FORMATS
+from .host.bundle import make_bundle
 from .host.tune import TuneConfig, tune
 from .host.tune import front_rows as tune_front_rows
-from .options import add_options, fraction, from_args, positive_int, thread_count
-from .pipeline import RunConfig, keras_reference, run
+from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain, given, positive_int,
+                      thread_count)
+from .pipeline import STAGES, run, stage_named, verify_on_host
 from .render import table
 from .rundir import Run, TuneDir
-from .formats import FORMATS
+from .stage import Stage
 
 
-def gates_from(args) -> Gates:
-    return from_args(Gates, args).validate()
+def add_stage(sub, stage: Stage, command=None, run_argument: bool = True) -> argparse.ArgumentParser:
+    """A stage's subcommand, built from the stage object: its help, its settings as options, and RUN
+    (positional, or `--out RUN` for the stage that makes the run directory)."""
+    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
+    if run_argument and stage.makes_run:
+        p.add_argument("--out", dest="run", type=Path, required=True, help="run directory to write")
+    elif run_argument:
+        p.add_argument("run", type=Path, help="run directory")
+    add_options(p, stage.settings)
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
+    p.set_defaults(func=command or functools.partial(cmd_stage, stage))
+    return p
 
 
-def add_train(sub) -> None:
-    p = sub.add_parser("train", help="fit the seed CNN (or another --arch) on Fashion-MNIST (host)",
-                       description="Fit the seed CNN. Writes RUN/model.keras (best epoch by val_accuracy), "
-                                   "history.json, training_curves.png and config.json, then evaluates "
-                                   "on the held-out test set.")
-    p.add_argument("--out", type=Path, required=True, help="run directory to write")
-    add_options(p, TrainConfig)
-    p.set_defaults(func=cmd_train)
+def stage_settings(stage: Stage, args):
+    """The stage's settings from its options (and --verbose, where the stage has it)."""
+    verbose = {"verbose": args.verbose} if "verbose" in {f.name for f in fields(stage.settings)} else {}
+    return from_args(stage.settings, args, **verbose)
 
 
-def cmd_train(args) -> int:
-    result = train(from_args(TrainConfig, args, out=args.out, verbose=args.verbose))
-    line = (f"best epoch {result.best_epoch}: val_accuracy {result.val_accuracy:.4f}"
-            if result.best_epoch else "no epoch finished")
-    if result.test and result.test.accuracy is not None:
-        line += f", test accuracy {result.test.accuracy:.4f} on {result.test.samples} images"
-    print(f"{line} ({result.fit_seconds} s) -> {Run(args.out).model}")
-    return 130 if result.interrupted else 0
+def cmd_stage(stage: Stage, args) -> int:
+    """Any stage on one run directory: run it, show its report, exit 1 if it fails, 130 if interrupted."""
+    run = Run(args.run)
+    settings = stage_settings(stage, args)
+    report = stage.run(settings, run)
+    print(json.dumps(report.to_json(), indent=2) if args.json else f"{stage.render(report)}\n-> {stage.output(run)}")
+    failures = stage.failures(settings, report)
+    for line in failures:
+        print(printable("FAILED: " + line), file=sys.stderr)
+    return 130 if getattr(report, "interrupted", False) else 1 if failures else 0
 
 
-def add_export(sub) -> None:
-    p = sub.add_parser("export", help="quantize RUN/model.keras to int8/float TFLite and ONNX (host)",
-                       description="Write RUN/export/: model_int8.tflite (full-integer int8), model_f32.tflite, "
-                                   "model_f32.onnx, model_int8.onnx (QDQ: uint8 activations, per-channel 7-bit "
-                                   "int8 weights, the same integers on every CPU), the int8 model as a C array, "
-                                   "the calibration indices, the per-layer int8 error table and export.json. "
-                                   "Each model is checked against Keras on the calibration images with the "
-                                   "gates below; the new set replaces the old one only whole.")
-    p.add_argument("run", type=Path, help="run directory holding model.keras")
-    add_options(p, ExportConfig)
-    add_options(p, Gates)
-    p.set_defaults(func=cmd_export)
-
-
-def cmd_export(args) -> int:
-    manifest = export(from_args(ExportConfig, args, run=args.run, gates=gates_from(args), verbose=args.verbose))
-    rows = [{"file": a.file, "format": a.format, "bytes": a.bytes,
-             "check": ", ".join(f"{k} {v:.3g}" for k, v in (a.check or {}).items()), "seconds": a.seconds}
-            for a in manifest.artifacts]
-    print(table(rows))
-    print(f"calibration: {manifest.calibration.count} training images, seed {manifest.calibration.seed}"
-          f" -> {Run(args.run).export_manifest}")
-    return 0
-
-
-def add_verify(sub) -> None:
-    p = sub.add_parser("verify", help="cross-check every exported model against the float model",
-                       description="Run the float reference (Keras on the host, model_f32.tflite without "
-                                   "TensorFlow) and every exported model on the held-out test set. Writes "
-                                   "RUN/verify.json, verify.md and confusion_*.png. On a device, give the bundle "
-                                   "instead: its models against its float model on --data or its golden images, "
-                                   "no TensorFlow (--out writes verify.json). Exit 1 if a gate fails.")
+def add_verify(sub, stage: Stage) -> None:
+    p = add_stage(sub, stage, command=cmd_verify, run_argument=False)
     p.add_argument("run", type=Path, metavar="RUN|BUNDLE", help="run directory with export/export.json, or a bundle")
-    add_options(p, VerifyConfig)
-    add_options(p, Gates)
-    p.add_argument("--json", action="store_true", help="print verify.json instead of the table")
     p.add_argument("--out", type=Path, help="verify.json to write for a bundle (a run writes RUN/verify.json)")
     add_trust_options(p)
-    p.set_defaults(func=cmd_verify)
 
 
 def cmd_verify(args) -> int:
-    config = from_args(VerifyConfig, args, run=args.run, gates=gates_from(args), verbose=args.verbose,
-                       out=args.out)
+    stage = stage_named("verify")
+    config = stage_settings(stage, args)
     if is_bundle(args.run):
         if args.out is not None:
             check_output(args.out, ".json", [args.run])
-        report = verify_bundle(config, trust_from(args))
+        report = verify_bundle(config, args.run, args.out, trust_from(args))
+        written = args.out
     else:
-        report = verify(config, keras_reference(config))
+        report = verify_on_host(config, Run(args.run))
+        written = stage.output(Run(args.run))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print(table(summary_rows(report)))
-        written = args.out if is_bundle(args.run) else Run(args.run).verify
-        print(f"{report.reference.samples} images, {report.seconds} s" + (f" -> {written}" if written else ""))
+        print(stage.render(report) + (f" -> {written}" if written else ""))
     for r in report.models:
         for warning in r.warnings:
             print(printable(f"warning: {warning}"), file=sys.stderr)
-    where = f"on {report.reference.samples} test images vs {report.reference.format}"
-    for r in report.models:
-        if r.failures:
-            print("FAILED: " + gate_failure(r.file, r.failures, where), file=sys.stderr)
+    for line in stage.failures(config, report):
+        print("FAILED: " + line, file=sys.stderr)
     return 0 if report.passed else 1
 
 
-def add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="measure inference latency of exported models (edge runtime only)",
-                       description="Benchmark model files, run directories (their export/ models) or bundles. "
-                                   "Each model and thread count runs in a fresh process: warm-up runs, then "
-                                   "timed runs. Writes bench.json, bench.csv and bench.png.")
+def add_bench(sub, stage: Stage) -> None:
+    p = add_stage(sub, stage, command=cmd_bench, run_argument=False)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="model file, run directory or bundle")
-    add_options(p, BenchConfig)
     p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
-    p.add_argument("--json", action="store_true", help="print bench.json instead of the table (and write "
-                                                          "files only with --out)")
     add_trust_options(p)
-    p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    config = from_args(BenchConfig, args, paths=args.paths, out=args.out, trust=trust_from(args))
-    report, written = bench(config, write=not args.json or args.out is not None)  # --json alone writes nothing
+    stage = stage_named("bench")
+    report, written = bench(stage_settings(stage, args), args.paths, args.out, trust_from(args),
+                                        write=not args.json or args.out is not None)  # --json alone writes nothing
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
-    env = report.environment
-    print(f"{env.cpu_model} ({env.cores} cores, {env.machine}); int8 path: {env.cpu.int8_path}; "
-          f"governor {env.cpu_governor or 'unknown'}" + (f"; board {env.board_model}" if env.board_model else ""))
-    print(table(table_rows(report.results)))
-    if report.comparison:
-        print("\nint8 vs float (p50):")
-        print(table(report.comparison))
-    for name, prof in (report.profiles or {}).items():
-        print(f"\n{name} ({prof['format']}), per operator at batch 1: {prof['method']}")
-        print(table([{"op": op["name"], "type": op["type"], "dtype": op["dtype"], "us": op["us"],
-                      "share": f"{op['share']:.1%}" if op["share"] is not None else "-"} for op in prof["ops"]]))
-        print(f"sum {prof['total_us']} us vs whole model {prof['model_us']} us (x{prof['sum_vs_model']})")
+    print(stage.render(report))
     for note in report.warnings:
         print(f"warning: {note}", file=sys.stderr)
     print(f"-> {written}")
@@ -182,7 +135,7 @@ def add_compare(sub) -> None:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE",
                    help="bench.json, verify.json or a saved `selftest --json` output, of each device")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size to compare (default 1)")
-    p.add_argument("--threads", type=thread_count, default=1, help="thread count to compare (default 1)")
+    add_threads_option(p, "thread count to compare")
     p.add_argument("--plot", type=Path, default=Path("compare.png"), help="plot to write (default compare.png)")
     p.set_defaults(func=cmd_compare)
 
@@ -210,22 +163,18 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def add_bundle(sub) -> None:
-    p = sub.add_parser("bundle", help="pack a run's models, labels and golden vectors for a device",
-                       description="Write one .tar.gz with the int8 and float models (TFLite and ONNX), "
-                                   "labels, golden vectors (test images with the host's outputs), the host's "
-                                   "verify and bench summaries, and manifest.json (sha256 of every file).")
-    p.add_argument("run", type=Path, help="run directory with export/")
+def add_bundle(sub, stage: Stage) -> None:
+    p = add_stage(sub, stage, command=cmd_bundle)
     p.add_argument("--out", type=Path, required=True, help="bundle file to write (.tar.gz)")
-    add_options(p, BundleConfig)
-    p.set_defaults(func=cmd_bundle)
 
 
 def cmd_bundle(args) -> int:
-    manifest = make_bundle(from_args(BundleConfig, args, run=args.run, out=args.out))
-    size = args.out.stat().st_size
-    print(f"{args.out}: {len(manifest.files) + 1} files, {size / 1e6:.2f} MB, "
-          f"{manifest.golden.count} golden images, models: {', '.join(manifest.models)}")
+    stage = stage_named("bundle")
+    manifest = make_bundle(stage_settings(stage, args), Run(args.run), args.out)
+    if args.json:
+        print(json.dumps(manifest.to_json(), indent=2))
+    else:
+        print(f"{args.out}: {args.out.stat().st_size / 1e6:.2f} MB, {stage.render(manifest)}")
     return 0
 
 
@@ -236,7 +185,7 @@ def add_selftest(sub) -> None:
                                    "the host's, and repeat the int8-vs-float cross-check. Exit 0 only if "
                                    "every check passes.")
     p.add_argument("bundle", type=Path, help="bundle .tar.gz made by `edgefashion bundle`")
-    p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
+    add_threads_option(p)
     add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print the checks as JSON (with this CPU's int8 path)")
     add_trust_options(p)
@@ -267,7 +216,7 @@ def add_predict(sub) -> None:
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CSV, .npy, or image files")
     p.add_argument("--format", default=None, choices=FORMATS,
                    help="which model of a bundle or run to use (default tflite-int8)")
-    p.add_argument("--threads", type=thread_count, default=1, help="interpreter threads (default 1)")
+    add_threads_option(p)
     add_backend_option(p)
     p.add_argument("--show", "--limit", dest="show", type=positive_int, default=20, metavar="N",
                    help="rows shown in the table (default 20; --json for all)")
@@ -306,6 +255,10 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def add_threads_option(p, help: str = THREADS_HELP) -> None:
+    p.add_argument("--threads", type=thread_count, default=1, help=f"{help} (default 1)")
+
+
 def add_backend_option(p) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP + " (default auto)")
 
@@ -321,40 +274,6 @@ def trust_from(args) -> trust.Trust:
     return trust.Trust.load(args.trust, args.pin)
 
 
-def add_firmware(sub) -> None:
-    p = sub.add_parser("firmware", help="run the int8 model on TensorFlow Lite Micro; arena, ops, targets (host)",
-                       description="Run RUN/export/model_int8.tflite on the real TensorFlow Lite Micro interpreter "
-                                   "(the tflite-micro package, x86_64 only) over the test set: accuracy, outputs "
-                                   "against LiteRT's reference kernels, the tensor arena TFLM allocates, the "
-                                   "operators to register, and which microcontrollers it fits. Writes "
-                                   "RUN/firmware/firmware.json and a model_int8_data.h/.cc a firmware can use as "
-                                   "they are.")
-    p.add_argument("run", type=Path, help="run directory with export/model_int8.tflite")
-    add_options(p, FirmwareConfig)
-    p.add_argument("--json", action="store_true", help="print firmware.json instead of the summary")
-    p.set_defaults(func=cmd_firmware)
-
-
-def cmd_firmware(args) -> int:
-    config = from_args(FirmwareConfig, args, run=args.run)
-    report = firmware(config)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print("\n".join(firmware_summary(report)))
-        print(table(firmware_targets(report)))
-        print(report.uncounted)
-        print(f"-> {Run(args.run).firmware.folder}/ (firmware.json, model_int8_data.h, model_int8_data.cc)")
-    if report.differing_values_vs_litert_reference:
-        print(f"warning: TFLM differs from LiteRT's reference kernels in {report.differing_values_vs_litert_reference} "
-              f"values", file=sys.stderr)
-    checked = {t.name for t in config.checked()}
-    misfits = [t for t in report.targets if t.target in checked and t.verdict == "does not fit"]
-    for t in misfits:
-        print(f"FAILED: {t.target}: does not fit ({t.why})", file=sys.stderr)
-    return 1 if misfits else 0
-
-
 def add_tune(sub) -> None:
     p = sub.add_parser("tune", help="search the architecture family for models that fit a device (host, Optuna)",
                        description="Multi-objective architecture search with Optuna (NSGA-II): each trial trains on "
@@ -367,15 +286,15 @@ def add_tune(sub) -> None:
                                    "URL shares it between machines.")
     p.add_argument("--out", type=Path, required=True, help="tune directory (the study journal lives here)")
     add_options(p, TuneConfig)
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker", metavar="SETTINGS_JSON", help=argparse.SUPPRESS)  # a worker of --jobs
     p.set_defaults(func=cmd_tune)
 
 
 def cmd_tune(args) -> int:
-    config = from_args(TuneConfig, args, out=args.out, verbose=args.verbose)
-    result = tune(config, worker=args.worker)
-    if args.worker:
+    if args.worker:  # the first process's settings, as they are
+        tune(from_plain(TuneConfig, json.loads(args.worker)), args.out, worker=True)
         return 0
+    result = tune(from_args(TuneConfig, args, verbose=args.verbose), args.out)
     print(table(tune_front_rows(result)))
     best = TuneDir(args.out).best_run
     print(f"{sum(t.state == 'COMPLETE' for t in result.trials)} trials; front: "
@@ -404,43 +323,32 @@ def cmd_keygen(args) -> int:
 
 
 def add_run(sub) -> None:
-    p = sub.add_parser("run", help="the whole job: train -> export -> verify -> bench -> bundle -> firmware",
-                       description="Train with the seed's settings, export, verify, benchmark, bundle, and run "
-                                   "the int8 model on TensorFlow Lite Micro (skipped where tflite-micro is not "
-                                   "installed), all in one run directory. Stops at the first failing stage; run it "
-                                   "again to resume after the last finished stage (--restart to redo everything). "
-                                   "--seed also picks the calibration images, --data also feeds calibration "
-                                   "and --test-data is also verify's and firmware's test set.")
+    names = " -> ".join(s.name for s in STAGES)
+    p = sub.add_parser("run", help=f"the whole job: {names}",
+                       description=f"Run the stages {names} in one run directory: train with the seed's settings, "
+                                   "export, verify, benchmark, bundle, and run the int8 model on TensorFlow Lite "
+                                   "Micro (skipped where tflite-micro is not installed). Stops at the first failing "
+                                   "stage. Run it again to resume: a setting not given keeps the value the run "
+                                   "recorded, a setting given with a new value redoes its stage and those after it "
+                                   "(--restart redoes everything). --seed also picks the calibration images, --data "
+                                   "also feeds calibration and --test-data is also verify's and firmware's test set.")
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory (default runs/latest)")
-    add_options(p, TrainConfig)
-    add_options(p, ExportConfig, skip=("seed", "data"))
-    add_options(p, Gates)
-    add_options(p, VerifyConfig, skip=("data", "threads", "backend"))
-    add_options(p, BenchConfig, skip=("backend",))
-    add_options(p, BundleConfig)
-    add_options(p, FirmwareConfig, skip=("data", "target", "ram_kb", "flash_kb"))
-    p.add_argument("--restart", action="store_true", help="ignore finished stages and start over")
+    seen: set = set()
+    for stage in STAGES:
+        add_options(p, stage.settings, for_run=True, seen=seen)
+    p.add_argument("--restart", action="store_true", help="ignore finished stages and recorded settings; start over")
     p.set_defaults(func=cmd_run)
 
 
-def run_config(args) -> RunConfig:
-    """Each stage's config from the one set of `run` options."""
-    gates = gates_from(args)
-    return RunConfig(
-        out=args.out,
-        train=from_args(TrainConfig, args, out=args.out, verbose=args.verbose),
-        export=from_args(ExportConfig, args, run=args.out, gates=gates, verbose=args.verbose),
-        verify=from_args(VerifyConfig, args, run=args.out, data=args.test_data, threads=1, gates=gates,
-                         verbose=args.verbose),
-        bench=from_args(BenchConfig, args, paths=[args.out], out=Run(args.out).bench),
-        bundle=from_args(BundleConfig, args, run=args.out, out=Run(args.out).bundle),
-        firmware=from_args(FirmwareConfig, args, run=args.out, data=args.test_data),
-        restart=args.restart)
+def run_changes(args) -> dict[str, dict]:
+    """{stage: {setting: value}} of the `run` options given on the command line (the others are absent)."""
+    values = vars(args)
+    return {stage.name: given(stage.settings, values, for_run=True) for stage in STAGES}
 
 
 def cmd_run(args) -> int:
     started = time.monotonic()
-    state = run(run_config(args))
+    state = run(args.out, run_changes(args), restart=args.restart, verbose=args.verbose)
     summary = state.summary
     print(table(summary.rows))
     stages = ", ".join(f"{name} {stage.seconds if stage.seconds is not None else '-'} s"
@@ -472,8 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_train, add_export, add_verify, add_bench, add_compare, add_bundle, add_firmware, add_selftest, add_predict,
-            add_run, add_tune, add_keygen]
+# Stages whose command does more than run the stage on one run directory (a bundle, several paths, --out).
+STAGE_COMMANDS = {"verify": add_verify, "bench": add_bench, "bundle": add_bundle}
+
+
+def add_stages(sub) -> None:
+    for stage in STAGES:
+        STAGE_COMMANDS.get(stage.name, add_stage)(sub, stage)
+
+
+COMMANDS = [add_stages, add_compare, add_selftest, add_predict, add_run, add_tune, add_keygen]
 
 
 MESSAGE_LIMIT = 2000  # characters of one error line

@@ -1,130 +1,132 @@
-"""`edgefashion run`: train -> export -> verify -> bench -> bundle -> firmware in one run directory.
+"""`edgefashion run`: the stages in order, in one run directory.
 
-RUN/pipeline.json records each finished stage, so a second run resumes after the last one.
-This module and cli.py are the two that choose a side: they call host/ and device/ alike.
+RUN/pipeline.json records each finished stage and the settings it ran with. A second run resumes:
+a setting not given keeps its recorded value; a setting given with a new value redoes its stage and
+every stage after it. This module and cli.py are the two that choose a side: they call host/ and
+device/ alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from .console import step
-from .device.bench import BenchConfig, bench
-from .device.verify import FloatReference, VerifyConfig, gate_failure, verify
-from .errors import CheckFailed, MissingDependency
-from .host.bundle import BundleConfig, make_bundle
-from .host.export import ExportConfig, export
-from .host.firmware import FirmwareConfig, firmware
-from .host.model import keras_reference as _keras_reference
-from .host.train import TrainConfig, train
-from .options import plain
+from .device import bench, verify
+from .errors import CheckFailed
+from .formats import FLOAT_OF
+from .host import bundle, export, firmware, train
+from .host.model import keras_reference
 from .rundir import Run
 from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, VerifyReport
-from .formats import FLOAT_OF
-
-STAGES = ("train", "export", "verify", "bench", "bundle", "firmware")
+from .stage import Stage
 
 
-@dataclass
-class RunConfig:
-    """Every stage's own config; `edgefashion run` builds them all from one set of options."""
-
-    out: Path
-    train: TrainConfig
-    export: ExportConfig
-    verify: VerifyConfig
-    bench: BenchConfig
-    bundle: BundleConfig
-    firmware: FirmwareConfig
-    restart: bool = False
-
-    def settings(self) -> dict:
-        """What a finished stage was made with (verbosity aside): a change means starting over."""
-        return {name: {k: v for k, v in plain(getattr(self, name)).items() if k != "verbose"} for name in STAGES}
+def verify_on_host(settings: verify.VerifyConfig, run: Run) -> VerifyReport:
+    """verify with Keras as the float reference where TensorFlow and model.keras are here (else
+    model_f32.tflite, as a device does)."""
+    return verify.verify(settings, run, float_reference(settings, run))
 
 
-def keras_reference(config: VerifyConfig) -> FloatReference | None:
-    """verify's float reference from Keras, where TensorFlow and model.keras are here (else None:
-    verify uses model_f32.tflite, as a device does)."""
-    run = Run(config.run)
-    if config.reference == "tflite-f32" or not run.model.is_file() or importlib.util.find_spec("tensorflow") is None:
+def float_reference(settings: verify.VerifyConfig, run: Run):
+    if settings.reference == "tflite-f32" or not run.model.is_file() or importlib.util.find_spec("tensorflow") is None:
         return None
-    return _keras_reference(run.model, config.batch_size, config.verbose)
+    return keras_reference(run.model, settings.batch_size, settings.verbose)
 
 
-def run(config: RunConfig) -> PipelineState:
-    """Run every unfinished stage; return the state with its summary. Raises at the first failing stage."""
-    paths = Run(config.out)
-    state = PipelineState(settings=config.settings())
-    if paths.pipeline.is_file() and not config.restart:
-        state.stages = _still_valid(PipelineState.read(paths.pipeline), state.settings)
-    for name in STAGES:
-        if name in state.stages and state.stages[name].status == "done":
-            step(f"{name}: done before, skipped (--restart to redo)")
+STAGES: tuple[Stage, ...] = (train.STAGE, export.STAGE, dataclasses.replace(verify.STAGE, run=verify_on_host),
+                             bench.STAGE, bundle.STAGE, firmware.STAGE)
+
+
+def stage_named(name: str) -> Stage:
+    return next(s for s in STAGES if s.name == name)
+
+
+def apply(settings, changes: dict):
+    """`settings` with `changes` ({field: value}; nested settings as {field: {...}}) applied."""
+    values = {}
+    for name, value in changes.items():
+        current = getattr(settings, name)
+        values[name] = apply(current, value) if isinstance(value, dict) and dataclasses.is_dataclass(current) \
+            else value
+    return dataclasses.replace(settings, **values)
+
+
+def plan(before: PipelineState | None, changes: dict[str, dict]) -> tuple[dict, dict[str, StageState], list[str]]:
+    """Each stage's settings (recorded ones, with `changes` applied), the finished stages that stay
+    finished, and a line per stage whose settings changed. The first stage that changed, failed or
+    never ran is redone, and every stage after it."""
+    settings, kept, notes, redo = {}, {}, [], False
+    for stage in STAGES:
+        recorded = before.settings.get(stage.name) if before else None
+        base = stage.restore(recorded) if isinstance(recorded, dict) else stage.defaults()
+        settings[stage.name] = apply(base, changes.get(stage.name, {}))
+        old, new = stage.recorded(base), stage.recorded(settings[stage.name])
+        changed = [f"{key} {_show(old.get(key))} -> {_show(value)}" for key, value in new.items() if old.get(key) != value]
+        state = before.stages.get(stage.name) if before else None
+        if changed and state is not None:
+            notes.append(f"{stage.name} settings changed since the last run: {', '.join(changed)}")
+        if not redo and state is not None and state.status == "done" and not changed:
+            kept[stage.name] = state
+        else:
+            redo = True
+    return settings, kept, notes
+
+
+def _show(value) -> str:
+    return "default" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def run(root, changes: dict[str, dict] | None = None, restart: bool = False, verbose: bool = False) -> PipelineState:
+    """Run every stage not finished with these settings; return the state with its summary. Raises
+    at the first failing stage. `changes`: {stage: {setting: value}}, e.g. {"train": {"epochs": 1}}."""
+    run_dir = Run(root)
+    before = PipelineState.read(run_dir.pipeline) if run_dir.pipeline.is_file() and not restart else None
+    settings, kept, notes = plan(before, changes or {})
+    for note in notes:
+        step(note)
+    state = PipelineState(settings={s.name: s.recorded(settings[s.name]) for s in STAGES}, stages=dict(kept))
+    if notes and len(kept) < len(STAGES):
+        step(f"redoing {STAGES[len(kept)].name} and what follows")
+    for stage in STAGES:
+        if stage.name in kept:
+            step(f"{stage.name}: done before, skipped (same settings; --restart to redo)")
             continue
-        step(f"stage {name}")
+        step(f"stage {stage.name}")
         started = time.monotonic()
         try:
-            STAGE_FUNCS[name](config)
-        except StageSkipped as exc:
-            step(f"{name}: skipped ({exc})")
-            state.stages[name] = StageState(status="skipped", error=str(exc))
-            state.write(paths.pipeline)
-            continue
+            state.stages[stage.name] = _run_stage(stage, _with_verbosity(settings[stage.name], verbose), run_dir)
         except BaseException as exc:
-            state.stages[name] = StageState(status="failed", error=str(exc) or type(exc).__name__)
-            state.write(paths.pipeline)
+            state.stages[stage.name] = StageState(status="failed", error=str(exc) or type(exc).__name__)
             raise
-        state.stages[name] = StageState(status="done", seconds=round(time.monotonic() - started, 1))
-        state.write(paths.pipeline)
-    state.summary = summarize(paths)
-    state.write(paths.pipeline)
+        finally:
+            if stage.name in state.stages and state.stages[stage.name].seconds is None:
+                state.stages[stage.name].seconds = round(time.monotonic() - started, 1)
+            state.write(run_dir.pipeline)
+    state.summary = summarize(run_dir)
+    state.write(run_dir.pipeline)
     return state
 
 
-def _still_valid(before: PipelineState, settings: dict) -> dict[str, StageState]:
-    """The finished stages up to the first whose settings changed: that one and all after it rerun."""
-    kept = {}
-    for name in STAGES:
-        if before.settings.get(name) != settings[name]:
-            if name in before.stages:
-                step(f"{name} settings changed since the last run: redoing {name} and what follows")
-            break
-        if name in before.stages:
-            kept[name] = before.stages[name]
-    return kept
-
-
-class StageSkipped(Exception):
-    """A stage that cannot run on this machine and is not a failure of the run."""
-
-
-def _firmware(config: RunConfig) -> None:
+def _run_stage(stage: Stage, settings, run_dir: Run) -> StageState:
+    """One stage: done, or skipped where it cannot run here; a failed check raises CheckFailed."""
     try:
-        firmware(config.firmware)
-    except MissingDependency as exc:  # TFLM has x86_64 wheels only
-        raise StageSkipped(str(exc)) from None
-
-
-def _train(config: RunConfig) -> None:
-    if train(config.train).interrupted:
+        report = stage.run(settings, run_dir)
+    except stage.skip_when as exc:
+        step(f"{stage.name}: skipped ({exc})")
+        return StageState(status="skipped", error=str(exc))
+    if getattr(report, "interrupted", False):  # train's Ctrl-C: the best epoch is kept, the run stops here
         raise KeyboardInterrupt
-
-
-def _verify(config: RunConfig) -> None:
-    report = verify(config.verify, keras_reference(config.verify))
-    where = f"on {report.reference.samples} test images vs {report.reference.format}"
-    failures = [gate_failure(m.file, m.failures, where) for m in report.models if m.failures]
+    failures = stage.failures(settings, report)
     if failures:
-        raise CheckFailed("verify: " + " | ".join(failures))
+        raise CheckFailed(f"{stage.name}: " + " | ".join(failures))
+    return StageState(status="done")
 
 
-STAGE_FUNCS = {"train": _train, "export": lambda c: export(c.export), "verify": _verify,
-               "bench": lambda c: bench(c.bench), "bundle": lambda c: make_bundle(c.bundle),
-               "firmware": _firmware}
+def _with_verbosity(settings, verbose: bool):
+    names = {f.name for f in dataclasses.fields(settings)}
+    return dataclasses.replace(settings, verbose=verbose) if "verbose" in names else settings
 
 
 def summarize(run: Run) -> RunSummary:

@@ -21,7 +21,6 @@ import numpy as np
 from .console import printable
 from .errors import InputError
 from .files import remove_leftovers, sha256_file
-from .formats import FLOAT_OF, FORMATS  # noqa: F401  (re-exported: the names of a run's models)
 from .manifest import ManifestError
 from .schemas import ExportReport, TrainReport
 
@@ -130,8 +129,10 @@ class Run:
     def exported_models(self) -> dict[str, Path]:
         """{format: path} of every model in export.json, each checked against its sha256 there:
         a set that was changed or mixed after export is refused."""
+        export = self.read_export()
+        self.check_export_source(export)
         found = {}
-        for fmt, entry in self.read_export().models().items():
+        for fmt, entry in export.models().items():
             path = self.export_dir / entry.file
             if Path(entry.file).name != entry.file:
                 raise ManifestError(f"{self.export_manifest}: artifact file {entry.file!r} is not a plain file name")
@@ -144,6 +145,15 @@ class Run:
         if not found:
             raise InputError(f"{self.export_manifest}: lists no models")
         return found
+
+    def check_export_source(self, export: ExportReport) -> None:
+        """Refuse an export whose model.keras has changed since (trained again): its models and the
+        run's would be of two trainings. A copy of a run without model.keras (a device) has nothing to check."""
+        if export.model_sha256 is None or not self.model.is_file():
+            return
+        if sha256_file(self.model) != export.model_sha256:
+            raise InputError(f"{self.model}: changed since {self.export_manifest} was made from it (trained "
+                             f"again?); run `edgefashion export {self.root}` again")
 
     def read_calibration(self):
         """The calibration indices export saved, checked against indices_sha256 in export.json."""

@@ -89,6 +89,7 @@ class ExportReport(Manifest):
     labels: list[str]
     versions: dict[str, Any]
     onnx_int8: dict[str, Any] | None = None
+    model_sha256: str | None = None  # of the model.keras the models were made from
     schema_version: int = SCHEMA_VERSION
 
     def models(self) -> dict[str, Artifact]:

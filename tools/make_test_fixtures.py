@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         run = Run(scratch)
         model.save(run.model)
-        export(ExportConfig(run=run.root, calibration_count=200, data=data.default_dir()))
-        make_bundle(BundleConfig(run=run.root, out=run.bundle, golden_count=40))
+        export(ExportConfig(calibration_count=200, data=data.default_dir()), run)
+        make_bundle(BundleConfig(golden_count=40), run, run.bundle)
         target = Run(args.out / "run")
         shutil.rmtree(target.root, ignore_errors=True)
         shutil.copytree(run.export_dir, target.export_dir)

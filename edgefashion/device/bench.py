@@ -28,7 +28,8 @@ from ..console import Progress
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import check_output, write_text
 from ..options import int_list, non_negative_float, positive_int, setting, thread_list
-from ..render import plot_latency
+from ..render import plot_latency, table
+from ..stage import Stage
 from ..rundir import BENCH_FILE, Run
 from ..schemas import BenchReport, BenchResult, Environment
 from ..formats import FLOAT_OF
@@ -42,7 +43,6 @@ SPREAD_WARNING = 3.0  # warn when p99 > 3 x p50
 
 @dataclass
 class BenchConfig:
-    paths: list
     batches: list = setting([1], "batch sizes, comma-separated", flag="--batch", type=int_list)
     threads: list = setting([1], "thread counts, comma-separated", type=thread_list)
     warmup: int = setting(20, "untimed runs first")
@@ -51,9 +51,7 @@ class BenchConfig:
                               type=non_negative_float)
     profile: bool = setting(False, "also time each operator of every model at batch 1 (ONNX Runtime's profiler; "
                                    "for TFLite, truncated copies of the model run by LiteRT)")
-    backend: str = backend_setting()
-    out: Path | None = None    # bench.json path; default RUN/bench.json or ./bench.json
-    trust: Trust | None = None  # which bundles to accept (default: this device's trusted keys)
+    backend: str = backend_setting(in_run=False)
 
     def validate(self) -> None:
         for flag, values in (("--batch", self.batches), ("--threads", self.threads)):
@@ -63,10 +61,6 @@ class BenchConfig:
                                 ("--min-time", self.min_time, self.min_time >= 0)):
             if not ok:
                 raise InputError(f"{flag} {value}: expected {'at least 1' if flag == '--runs' else '0 or more'}")
-        if not self.paths:
-            raise InputError("no model, run directory or bundle given")
-        if self.out is not None:
-            check_output(self.out, ".json", self.paths)
 
 
 # --- what to benchmark ------------------------------------------------------------------
@@ -208,7 +202,9 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
+def run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict] | dict:
+    """One model at one thread count, measured in a fresh process: a list of results (one per batch
+    size), or {"skipped": why} where no interpreter here runs it."""
     job = {"path": str(path), "threads": threads, "batches": config.batches, "warmup": config.warmup,
            "runs": config.runs, "min_time": config.min_time, "backend": config.backend}
     done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
@@ -219,16 +215,23 @@ def _run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict]:
     return json.loads(done.stdout)  # a list of results, or {"skipped": why}
 
 
-def bench(config: BenchConfig, write: bool = True) -> tuple[BenchReport, Path | None]:
-    """Benchmark every model x thread count x batch size; write bench.json/.csv/.png (unless not `write`)."""
+def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trust | None = None,
+          write: bool = True) -> tuple[BenchReport, Path | None]:
+    """Benchmark every model x thread count x batch size of `paths` (model files, run directories,
+    bundles: those signed by `trust`, default this device's trusted keys); write bench.json/.csv/.png
+    at `out` (default RUN/bench.json or ./bench.json), unless not `write`."""
     config.validate()
+    if not paths:
+        raise InputError("no model, run directory or bundle given")
+    if out is not None:
+        check_output(out, ".json", paths)
     env = environment()
     results, skipped, profiles = [], [], {}
-    with resolve_models(config.paths, config.trust) as models:
+    with resolve_models(paths, trust) as models:
         with Progress(len(models) * len(config.threads), "bench") as progress:
             for path in models:
                 for threads in config.threads:
-                    measured = _run_worker(path, threads, config)
+                    measured = run_worker(path, threads, config)
                     if isinstance(measured, dict):
                         skipped.append(f"skipped {path.name}: {measured['skipped']}")
                     else:
@@ -247,7 +250,7 @@ def bench(config: BenchConfig, write: bool = True) -> tuple[BenchReport, Path | 
                          results=results, comparison=comparison(results), profiles=profiles or None)
     if not write:
         return report, None
-    out = config.out or default_out(config.paths)
+    out = out or default_out(paths)
     report.write(out)
     write_text(out.with_suffix(".csv"), to_csv(results))
     device = ", ".join(v for v in (env.board_model, f"{env.cpu_model} ({env.cores} cores, {env.machine})",
@@ -308,6 +311,34 @@ def table_rows(results: list[BenchResult]) -> list[dict]:
              "us/image": r.latency_per_image_us["p50"], "images/s": r.throughput_ips,
              "init_ms": r.init_ms, "MB": round(r.size_bytes / 1e6, 2), "rss_MB": r.peak_rss_mb}
             for r in results]
+
+
+def bench_run(config: BenchConfig, run: Run) -> BenchReport:
+    """The bench stage of a run: its exported models, into RUN/bench.json."""
+    return bench(config, [run.root], run.bench)[0]
+
+
+def render(report: BenchReport) -> str:
+    env = report.environment
+    out = [f"{env.cpu_model} ({env.cores} cores, {env.machine}); int8 path: {env.cpu.int8_path}; "
+           f"governor {env.cpu_governor or 'unknown'}" + (f"; board {env.board_model}" if env.board_model else ""),
+           table(table_rows(report.results))]
+    if report.comparison:
+        out += ["\nint8 vs float (p50):", table(report.comparison)]
+    for name, prof in (report.profiles or {}).items():
+        out.append(f"\n{name} ({prof['format']}), per operator at batch 1: {prof['method']}")
+        out.append(table([{"op": op["name"], "type": op["type"], "dtype": op["dtype"], "us": op["us"],
+                           "share": f"{op['share']:.1%}" if op["share"] is not None else "-"} for op in prof["ops"]]))
+        out.append(f"sum {prof['total_us']} us vs whole model {prof['model_us']} us (x{prof['sum_vs_model']})")
+    return "\n".join(out)
+
+
+STAGE = Stage(
+    name="bench", help="measure inference latency of exported models (edge runtime only)",
+    description="Benchmark model files, run directories (their export/ models) or bundles. Each model and "
+                "thread count runs in a fresh process: warm-up runs, then timed runs. Writes bench.json, "
+                "bench.csv and bench.png.",
+    settings=BenchConfig, run=bench_run, report=BenchReport, render=render, output=lambda run: run.bench)
 
 
 def _worker(argv: list[str]) -> int:

@@ -29,9 +29,9 @@ BACKEND_HELP = ("TFLite interpreter: auto (LiteRT, else tflite-runtime, else num
                 "numpy (int8 bit-exact with TFLite's reference kernels, needs only numpy) or tensorflow")
 
 
-def backend_setting():
+def backend_setting(in_run: bool | str = True):
     """The --backend option of a stage's settings (bench, verify)."""
-    return setting("auto", BACKEND_HELP, choices=BACKENDS)
+    return setting("auto", BACKEND_HELP, choices=BACKENDS, in_run=in_run)
 
 
 @dataclass(frozen=True)

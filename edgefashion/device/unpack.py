@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath

@@ -19,8 +19,9 @@ from .. import LABELS, NUM_CLASSES, cpu, data
 from ..console import Progress, step
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import write_text
-from ..options import fraction, setting, thread_count
-from ..render import markdown_table, plot_confusion
+from ..options import fraction, setting, threads_setting
+from ..render import markdown_table, plot_confusion, table
+from ..stage import Stage
 from ..rundir import Run
 from ..schemas import LayerErrors, ModelResult, Reference, VerifyReport
 from ..formats import FLOAT_OF
@@ -116,16 +117,14 @@ REFERENCES = ("auto", "keras", "tflite-f32")
 
 @dataclass
 class VerifyConfig:
-    run: Path
     data: Path | None = setting(None, "test CSV (seed format, with labels) or IDX folder (default: the run's "
-                                      "10,000 Fashion-MNIST test images)", type=Path)
+                                      "10,000 Fashion-MNIST test images)", type=Path, in_run="test_data")
     gates: Gates = field(default_factory=Gates)
     reference: str = setting("auto", "float reference: Keras where TensorFlow is installed (auto), or "
                                      "model_f32.tflite", choices=REFERENCES)
     batch_size: int = 500
-    out: Path | None = None  # verify.json of a bundle's verify (a run's goes to RUN/verify.json)
-    threads: int = setting(1, "interpreter threads", type=thread_count)
-    backend: str = backend_setting()
+    threads: int = threads_setting(in_run=False)
+    backend: str = backend_setting(in_run=False)
     verbose: bool = False
 
     def validate(self) -> None:
@@ -149,11 +148,10 @@ FloatReference = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, 28, 28) 
 WARN_COSINE, WARN_ABS_DIFF = 0.9, 0.5
 
 
-def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyReport:
+def verify(config: VerifyConfig, run: Run, keras: FloatReference | None = None) -> VerifyReport:
     """Every exported model against the float reference: `keras` where the host hands it in,
     else model_f32.tflite. Writes RUN/verify.json, verify.md and confusion plots."""
     config.validate()
-    run = Run(config.run)
     models = run.exported_models()
     calibration = run.read_calibration()  # the set export calibrated on, as export.json recorded it
     test = load_test_set(run, config.data)
@@ -174,11 +172,11 @@ def verify(config: VerifyConfig, keras: FloatReference | None = None) -> VerifyR
     return report
 
 
-def verify_bundle(config: VerifyConfig, trust=None) -> VerifyReport:
+def verify_bundle(config: VerifyConfig, bundle: Path, out: Path | None = None, trust=None) -> VerifyReport:
     """verify on a device: a bundle's models against its float TFLite (or ONNX) model, on the test
-    set given with --data or else the bundle's golden images. No TensorFlow. Writes --out if given."""
+    set given with --data or else the bundle's golden images. No TensorFlow. Writes `out` if given."""
     config.validate()
-    bundle = Path(config.run)
+    bundle = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="edgefashion-verify-") as scratch:
         folder, manifest, provenance = open_bundle(bundle, Path(scratch), trust)
         print_origin(bundle, provenance)
@@ -197,8 +195,8 @@ def verify_bundle(config: VerifyConfig, trust=None) -> VerifyReport:
             test.images, batch_size=config.batch_size)
         results = check_models({f: p for f, p in models.items() if f != ref_format}, config, test, reference)
     report = _report(config, ref_format, reference, test, results, started, None, None)
-    if config.out is not None:
-        report.write(config.out)
+    if out is not None:
+        report.write(out)
     return report
 
 
@@ -250,6 +248,16 @@ def _reference(config: VerifyConfig, run: Run, models: dict, test: data.Dataset,
         test.images, batch_size=config.batch_size)
 
 
+def failures(config: VerifyConfig, report: VerifyReport) -> list[str]:
+    """One line per model that fails a gate."""
+    where = f"on {report.reference.samples} test images vs {report.reference.format}"
+    return [gate_failure(m.file, m.failures, where) for m in report.models if m.failures]
+
+
+def render(report: VerifyReport) -> str:
+    return table(summary_rows(report)) + f"\n{report.reference.samples} images, {report.seconds} s"
+
+
 def summary_rows(report: VerifyReport) -> list[dict]:
     rows = [{"model": report.reference.format + " (reference)", "accuracy": report.reference.accuracy,
              "drop_pp": None, "agreement": None, "max_abs_diff": None, "cosine_min": None, "result": "-"}]
@@ -294,3 +302,13 @@ LAYER_NOTES = {
                  "float model's same tensor (the error accumulated so far), and against its own value before "
                  "quantization; ONNX Runtime's qdq_loss_debug.",
 }
+
+
+STAGE = Stage(
+    name="verify", help="cross-check every exported model against the float model",
+    description="Run the float reference (Keras on the host, model_f32.tflite without TensorFlow) and every "
+                "exported model on the held-out test set. Writes RUN/verify.json, verify.md and confusion_*.png. "
+                "On a device, give the bundle instead: its models against its float model on --data or its "
+                "golden images, no TensorFlow (--out writes verify.json). Exit 1 if a gate fails.",
+    settings=VerifyConfig, run=verify, report=VerifyReport, render=render, failures=failures,
+    output=lambda run: run.verify)

@@ -1,5 +1,5 @@
 """Packing a run for a device: models, labels, golden vectors (test images with this machine's
-outputs) and a manifest with the sha256 of every file. device/unpack.py opens and checks it."""
+outputs) and a manifest with the sha256 of every file. device/unpack.py opens it, device/selftest.py checks it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from ..errors import InputError
 from ..files import atomic_path, check_output, sha256_bytes
 from ..options import positive_int, setting
 from ..rundir import Run
-from ..schemas import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy, ModelSpec, TensorInfo, VerifyReport)
+from ..schemas import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy,
+                       ModelSpec, TensorInfo, VerifyReport)
+from ..stage import Stage
 from ..device.selftest import agreements
 from ..device.unpack import GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS
 from ..device.trust import SIGNATURE, sign
@@ -28,8 +30,6 @@ from ..device.verify import load_test_set
 
 @dataclass
 class BundleConfig:
-    run: Path
-    out: Path
     golden_count: int = setting(200, "golden test images, with this machine's outputs for the device to match",
                                 flag="--golden", type=positive_int)
     sign: Path | None = setting(None, "Ed25519 private key (from `edgefashion keygen`) to sign the manifest "
@@ -37,9 +37,9 @@ class BundleConfig:
                                 type=Path, metavar="KEY")
 
 
-def make_bundle(config: BundleConfig) -> BundleManifest:
+def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     """Pack RUN's exported models, labels, golden vectors and summaries into `out` (.tar.gz)."""
-    run, out, golden_count = Run(config.run), Path(config.out), config.golden_count
+    out, golden_count = Path(out), config.golden_count
     if golden_count < 1:
         raise InputError(f"--golden {golden_count}, expected a positive integer")
     check_output(out, ".tar.gz", [run.root])
@@ -120,3 +120,21 @@ def _write_tar(out: Path, files: dict[str, bytes]) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(blob), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(blob))
+
+
+def bundle_run(config: BundleConfig, run: Run) -> BundleManifest:
+    """The bundle stage of a run: RUN/edgefashion-bundle.tar.gz."""
+    return make_bundle(config, run, run.bundle)
+
+
+def render(manifest: BundleManifest) -> str:
+    return (f"{len(manifest.files) + 1} files, {manifest.golden.count} golden images, "
+            f"models: {', '.join(manifest.models)}")
+
+
+STAGE = Stage(
+    name="bundle", help="pack a run's models, labels and golden vectors for a device",
+    description="Write one .tar.gz with the int8 and float models (TFLite and ONNX), labels, golden vectors "
+                "(test images with the host's outputs), the host's verify and bench summaries, and manifest.json "
+                "(sha256 of every file).",
+    settings=BundleConfig, run=bundle_run, report=BundleManifest, render=render, output=lambda run: run.bundle)

@@ -20,12 +20,14 @@ from ..console import step
 from ..device.runtime import Model
 from ..device.verify import Gates, gate_failure
 from ..errors import CheckFailed, InputError, MissingDependency
-from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, staging_dir, write_bytes
+from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, sha256_file, staging_dir, write_bytes
 from ..mcu import write_c_array
 from ..options import name_list, positive_int, setting
 from ..rundir import ExportDir, Run, indices_sha256, clean_leftovers
 from ..schemas import Artifact, Calibration, ExportReport, TensorInfo, TrainReport
 from ..formats import FORMATS
+from ..render import table
+from ..stage import Stage
 from . import import_tf, quiet, versions
 from .layer_errors import layer_errors, onnx_layer_errors
 from .model import load_model
@@ -54,7 +56,6 @@ class OnnxInt8Settings:
 
 @dataclass
 class ExportConfig:
-    run: Path
     formats: tuple = setting(FORMATS, "comma-separated subset of " + ",".join(FORMATS), type=name_list)
     calibration_count: int = setting(500, "training images that calibrate int8", flag="--calibration",
                                      type=positive_int)
@@ -77,10 +78,10 @@ class ExportConfig:
             self.formats = tuple(f for f in FORMATS if f in (*self.formats, "onnx-f32"))
 
 
-def calibration_set(config: ExportConfig) -> tuple[np.ndarray, np.ndarray, Calibration]:
+def calibration_set(config: ExportConfig, run: Run) -> tuple[np.ndarray, np.ndarray, Calibration]:
     """Seeded random training images (never test images): their indices, the images preprocessed
     as at inference, and what export.json records of them."""
-    source = config.data if config.data is not None else TrainReport.read(Run(config.run).config).trained_on
+    source = config.data if config.data is not None else TrainReport.read(run.config).trained_on
     train_set = data.load(source, "train")
     if config.calibration_count > len(train_set):
         raise InputError(f"--calibration {config.calibration_count}, but {train_set.source} "
@@ -92,30 +93,30 @@ def calibration_set(config: ExportConfig) -> tuple[np.ndarray, np.ndarray, Calib
     return indices, data.prepare(train_set.images[indices]), info
 
 
-def export(config: ExportConfig) -> ExportReport:
+def export(config: ExportConfig, run: Run) -> ExportReport:
     """Build every requested artifact, then swap the set in as RUN/export/; return export.json."""
     config.validate()
-    run = Run(config.run)
     if not run.root.is_dir():
         raise InputError(f"{run.root}: run directory not found (run `edgefashion train --out {run.root}` first)")
     with run_lock(run.root, "export"):
         restore_dir(run.export_dir)
         clean_leftovers(run)  # half-written files and staging folders of a killed run
+        model_sha256 = sha256_file(run.model) if run.model.is_file() else None  # what the models come from
         model = load_model(run.model, config.verbose)
         staging = staging_dir(run.export_dir)
         try:
-            manifest = _build(config, model, staging)
+            manifest = _build(config, run, model, model_sha256, staging)
             replace_dir(staging, run.export_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
-def _build(config: ExportConfig, model, out: Path) -> ExportReport:
+def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) -> ExportReport:
     """Everything of RUN/export/, written into `out` (a private folder the caller swaps in)."""
     staged = ExportDir(out)
     tf = import_tf(config.verbose)
-    indices, calib, calib_info = calibration_set(config)
+    indices, calib, calib_info = calibration_set(config, run)
     with quiet(config.verbose):
         reference = model.predict(calib, batch_size=500, verbose=0)
     builders = {"tflite-int8": lambda: _tflite(tf, model, calib, quantize=True),
@@ -146,7 +147,7 @@ def _build(config: ExportConfig, model, out: Path) -> ExportReport:
             errors.write(staged.layer_errors_onnx)
         except Exception as exc:  # a debugging aid: its failure must not fail the export
             step(f"per-layer ONNX errors skipped ({type(exc).__name__}: {str(exc)[:120]})")
-    manifest = ExportReport(source=str(Run(config.run).model), artifacts=artifacts, calibration=calib_info,
+    manifest = ExportReport(source=str(run.model), model_sha256=model_sha256, artifacts=artifacts, calibration=calib_info,
                             gates=asdict(config.gates), labels=list(LABELS), versions=versions(),
                             onnx_int8=asdict(config.onnx_int8) if "onnx-int8" in config.formats else None)
     manifest.write(staged.manifest)
@@ -330,3 +331,22 @@ def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings 
                         activation_type=types[settings.activations], weight_type=types[settings.weights],
                         calibrate_method=CalibrationMethod[settings.calibration_method])
         return quantized.read_bytes()
+
+
+def render(manifest: ExportReport) -> str:
+    rows = [{"file": a.file, "format": a.format, "bytes": a.bytes,
+             "check": ", ".join(f"{k} {v:.3g}" for k, v in (a.check or {}).items()), "seconds": a.seconds}
+            for a in manifest.artifacts]
+    return table(rows) + (f"\ncalibration: {manifest.calibration.count} training images, "
+                          f"seed {manifest.calibration.seed}")
+
+
+STAGE = Stage(
+    name="export", help="quantize RUN/model.keras to int8/float TFLite and ONNX (host)",
+    description="Write RUN/export/: model_int8.tflite (full-integer int8), model_f32.tflite, model_f32.onnx, "
+                "model_int8.onnx (QDQ: uint8 activations, per-channel 7-bit int8 weights, the same integers on "
+                "every CPU), the int8 model as a C array, the calibration indices, the per-layer int8 error "
+                "table and export.json (with the sha256 of the model.keras it came from: the stages after it "
+                "refuse an export whose model.keras has changed since). Each model is checked against Keras on "
+                "the calibration images with the gates below; the new set replaces the old one only whole.",
+    settings=ExportConfig, run=export, report=ExportReport, render=render, output=lambda run: run.export_manifest)

@@ -25,6 +25,8 @@ from ..device.verify import load_test_set
 from ..errors import InputError, MissingDependency
 from ..files import replace_dir, sha256_bytes, staging_dir, write_text
 from ..options import positive_int, setting
+from ..render import table
+from ..stage import Stage
 from ..rundir import FirmwareDir, Run
 from ..schemas import FirmwareReport, TargetVerdict, TensorInfo, TrainReport, VerifyReport
 
@@ -37,15 +39,17 @@ UNCOUNTED = (f"not counted: TFLM's code and the application in flash (typically 
 
 @dataclass
 class FirmwareConfig:
-    run: Path
     data: Path | None = setting(None, "test CSV (with labels) or IDX folder (default: the run's test set)", type=Path,
-                                flag="--test-data")
+                                flag="--test-data", in_run="test_data")
     images: int | None = setting(None, "test images to run on TFLM (default all; TFLM runs one image at a time, "
-                                       "about 5 ms each for the seed CNN)", type=positive_int, flag="--firmware-images")
+                                       "about 5 ms each for the seed CNN)", type=positive_int, flag="--firmware-images",
+                                in_run="firmware_images")
     target: str | None = setting(None, "check one microcontroller: " + ", ".join(mcu.TARGET_NAMES) + " (exit 1 if the "
-                                       "model does not fit)", choices=mcu.TARGET_NAMES)
-    ram_kb: int | None = setting(None, "check your own budget: RAM in KB (with --flash-kb)", type=positive_int)
-    flash_kb: int | None = setting(None, "check your own budget: flash in KB (with --ram-kb)", type=positive_int)
+                                       "model does not fit)", choices=mcu.TARGET_NAMES, in_run=False)
+    ram_kb: int | None = setting(None, "check your own budget: RAM in KB (with --flash-kb)", type=positive_int,
+                                 in_run=False)
+    flash_kb: int | None = setting(None, "check your own budget: flash in KB (with --ram-kb)", type=positive_int,
+                                   in_run=False)
 
     def validate(self) -> None:
         if (self.ram_kb is None) != (self.flash_kb is None):
@@ -70,11 +74,10 @@ def tflm_runtime():
     return runtime
 
 
-def firmware(config: FirmwareConfig) -> FirmwareReport:
+def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     """Run RUN/export/model_int8.tflite on TFLM over the test set; write RUN/firmware/."""
     config.validate()
     runtime = tflm_runtime()
-    run = Run(config.run)
     path = run.exported_models().get("tflite-int8")
     if path is None:
         raise InputError(f"{run.export_manifest}: no tflite-int8 model (export it with --formats tflite-int8)")
@@ -202,3 +205,24 @@ def target_rows(report: FirmwareReport) -> list[dict]:
              "needs_RAM_KB": round(t.ram_needed / mcu.KB, 1), "needs_flash_KB": round(t.flash_needed / mcu.KB, 1),
              "verdict": t.verdict, "why": t.why} for t in report.targets]
 
+
+def failures(config: FirmwareConfig, report: FirmwareReport) -> list[str]:
+    """The targets the user asked about (--target, --ram-kb/--flash-kb) that the model does not fit."""
+    checked = {t.name for t in config.checked()}
+    return [f"{t.target}: does not fit ({t.why})" for t in report.targets
+            if t.target in checked and t.verdict == "does not fit"]
+
+
+def render(report: FirmwareReport) -> str:
+    return "\n".join([*summary_lines(report), table(target_rows(report)), report.uncounted])
+
+
+STAGE = Stage(
+    name="firmware", help="run the int8 model on TensorFlow Lite Micro; arena, ops, targets (host)",
+    description="Run RUN/export/model_int8.tflite on the real TensorFlow Lite Micro interpreter (the tflite-micro "
+                "package, x86_64 only) over the test set: accuracy, outputs against LiteRT's reference kernels, the "
+                "tensor arena TFLM allocates, the operators to register, and which microcontrollers it fits. Writes "
+                "RUN/firmware/firmware.json and a model_int8_data.h/.cc a firmware can use as they are. In `run`, "
+                "skipped where tflite-micro is not installed.",
+    settings=FirmwareConfig, run=firmware, report=FirmwareReport, render=render, failures=failures,
+    skip_when=(MissingDependency,), output=lambda run: run.firmware.folder)

@@ -1,4 +1,5 @@
-"""Fit the seed CNN: seed settings by default, best epoch kept, Ctrl-C leaves a usable model."""
+"""The train stage: fit the seed CNN (seed settings by default), keep the best epoch, and replace
+RUN/model.keras only when training ends (Ctrl-C keeps the best finished epoch)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import cpu, data
-from ..console import step
+from ..console import quiet, step
 from ..errors import InputError
 from ..files import atomic_path, write_json
 from ..render import plot_history
-from ..options import positive_float, positive_int, setting
+from ..stage import Stage
+from ..options import positive_float, positive_int, setting, settings_of
 from ..rundir import Run
 from ..schemas import DatasetInfo, TrainReport
 from . import import_tf, versions
@@ -29,7 +31,6 @@ MIN_ROWS = 10
 
 @dataclass
 class TrainConfig:
-    out: Path
     data: Path | None = setting(None, "training CSV (seed format) or IDX folder (default: the local "
                                       "Fashion-MNIST)", type=Path)
     test_data: Path | None = setting(None, "test CSV or IDX folder (default: beside --data, or the local "
@@ -75,10 +76,9 @@ def load_test_set(config: TrainConfig) -> data.Dataset | None:
     return None
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, run: Run) -> TrainReport:
     """Train, keep the best epoch in RUN/model.keras, write history, curves, config. Returns config.json."""
     config.validate()
-    run = Run(config.out)
     train_set = data.load(config.data, "train")
     if train_set.labels is None:
         raise InputError(f"{train_set.source}: training data needs a label column")
@@ -88,31 +88,24 @@ def train(config: TrainConfig) -> dict:
         raise InputError(f"{train_set.source}: {len(train_set)} labelled row(s), training needs at least {MIN_ROWS} "
                          f"(validation takes {config.validation_split:.0%} of them)")
     test_set = load_test_set(config)
-    tf = import_tf(config.verbose)
-    from tensorflow import keras
-
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()  # same seed, same weights
-    model = build_model(make_optimizer(config.optimizer, config.learning_rate, config.momentum), config.verbose,
-                        parse_arch(config.arch))
-    x, y = data.prepare(train_set.images), data.one_hot(train_set.labels)
-    run.root.mkdir(parents=True, exist_ok=True)
-
-    keeper = BestKeeper(run.model)
-    step(f"training on {len(x)} images from {train_set.source} "
-         f"({int(len(x) * (1 - config.validation_split))} train / validation split {config.validation_split})")
+    step(f"training on {len(train_set)} images from {train_set.source} "
+         f"({validation_cut(len(train_set), config.validation_split)} train / validation split "
+         f"{config.validation_split})")
     started = time.monotonic()
     interrupted = False
+    keeper = BestKeeper()
     try:
-        model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
-                  validation_split=config.validation_split, callbacks=[keeper.callback(keras)],
-                  verbose=1 if sys.stdout.isatty() else 2)
+        model = fit_model(config, train_set, keeper, verbose=1 if sys.stdout.isatty() else 2)
     except KeyboardInterrupt:
         interrupted = True
+        model = keeper.model
+        if keeper.best_epoch is None and (run.model.is_file() or model is None):
+            print("\ninterrupted before the first epoch ended: the run is left as it was", file=sys.stderr)
+            raise
         print("\ninterrupted: keeping the best finished epoch", file=sys.stderr)
-        if keeper.best_epoch is None:  # no epoch finished: save what we have, it still loads
-            keeper.save(model)
     fit_seconds = time.monotonic() - started
+    run.root.mkdir(parents=True, exist_ok=True)
+    keeper.save(model, run.model)  # the one moment model.keras changes: training has ended
 
     history = keeper.history
     write_json(run.history, {**history, "best_epoch": keeper.best_epoch})
@@ -120,19 +113,43 @@ def train(config: TrainConfig) -> dict:
         plot_history(history, run.curves, keeper.best_epoch)
     result = _summary(config, train_set, test_set, keeper, fit_seconds, interrupted)
     if test_set is not None and not interrupted:
-        best = keras.models.load_model(run.model)
-        loss, accuracy = best.evaluate(data.prepare(test_set.images), data.one_hot(test_set.labels),
-                                       batch_size=500, verbose=0)
+        with quiet(config.verbose):
+            loss, accuracy = model.evaluate(data.prepare(test_set.images), data.one_hot(test_set.labels),
+                                            batch_size=500, verbose=0)
         result.test = DatasetInfo(source=test_set.source, sha256=test_set.sha256, samples=len(test_set),
                                   loss=float(loss), accuracy=float(accuracy))
     result.write(run.config)
     return result
 
 
+def validation_cut(rows: int, split: float) -> int:
+    """How many of `rows` train (the rest validate), as Keras' validation_split cuts them."""
+    return int(rows * (1 - split))
+
+
+def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper | None" = None, verbose: int = 0):
+    """The model of `config` fitted on `train_set` with its seed, optimizer, batch and validation split:
+    what train does, and what tune does for each trial. Returns the fitted model."""
+    tf = import_tf(config.verbose)
+    from tensorflow import keras
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()  # same seed, same weights
+    model = build_model(make_optimizer(config.optimizer, config.learning_rate, config.momentum), config.verbose,
+                        parse_arch(config.arch))
+    if keeper is not None:
+        keeper.model = model
+    model.fit(data.prepare(train_set.images), data.one_hot(train_set.labels), batch_size=config.batch_size,
+              epochs=config.epochs, validation_split=config.validation_split,
+              callbacks=[keeper.callback(keras)] if keeper else [], verbose=verbose)
+    if keeper is not None:
+        keeper.restore_best()
+    return model
+
+
 def _summary(config, train_set, test_set, keeper, fit_seconds, interrupted) -> TrainReport:
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     return TrainReport(
-        settings=settings,
+        settings=settings_of(config),
         dataset=DatasetInfo(source=train_set.source, sha256=train_set.sha256, samples=len(train_set)),
         test=None if test_set is None else DatasetInfo(source=test_set.source, sha256=test_set.sha256),
         best_epoch=keeper.best_epoch, val_accuracy=keeper.best_value,
@@ -142,16 +159,24 @@ def _summary(config, train_set, test_set, keeper, fit_seconds, interrupted) -> T
 
 
 class BestKeeper:
-    """Saves the model atomically whenever val_accuracy improves, and records history."""
+    """Keeps the weights of the epoch with the best val_accuracy (in memory: the file on disk changes
+    only when training ends), and records history."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self):
+        self.model = None
         self.best_epoch: int | None = None
         self.best_value: float | None = None
+        self.best_weights = None
         self.history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
 
-    def save(self, model) -> None:
-        with atomic_path(self.path, suffix=".keras") as tmp:
+    def restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def save(self, model, path: Path) -> None:
+        """The best epoch's weights (or, before any epoch ended, the model as it is), written atomically."""
+        self.restore_best()
+        with atomic_path(path, suffix=".keras") as tmp:
             model.save(tmp)
 
     def on_epoch_end(self, model, epoch: int, logs: dict) -> None:
@@ -160,7 +185,7 @@ class BestKeeper:
         value = float(logs.get("val_accuracy", np.nan))
         if self.best_value is None or value > self.best_value:
             self.best_epoch, self.best_value = epoch + 1, value
-            self.save(model)
+            self.best_weights = model.get_weights()
 
     def callback(self, keras):
         keeper = self
@@ -170,3 +195,20 @@ class BestKeeper:
                 keeper.on_epoch_end(self.model, epoch, logs or {})
 
         return _Callback()
+
+
+def render(report: TrainReport) -> str:
+    line = (f"best epoch {report.best_epoch}: val_accuracy {report.val_accuracy:.4f}"
+            if report.best_epoch else "no epoch finished")
+    if report.test and report.test.accuracy is not None:
+        line += f", test accuracy {report.test.accuracy:.4f} on {report.test.samples} images"
+    return f"{line} ({report.fit_seconds} s)"
+
+
+STAGE = Stage(
+    name="train", help="fit the seed CNN (or another --arch) on Fashion-MNIST (host)",
+    description="Fit the seed CNN. Writes RUN/model.keras (best epoch by val_accuracy; replaced only when "
+                "training ends, so Ctrl-C keeps the best finished epoch), history.json, training_curves.png "
+                "and config.json, then evaluates on the held-out test set.",
+    settings=TrainConfig, run=train, report=TrainReport, render=render, output=lambda run: run.model,
+    makes_run=True)

@@ -1,7 +1,7 @@
 """`edgefashion tune`: search the architecture family (host/arch.py) for models that fit a device.
 
-Each trial trains on the training rows (the last 20 % held out for validation), converts to
-full-int8 TFLite and measures int8 validation accuracy, int8 p50 latency at batch 1 on this machine
+Each trial trains as train does (train.fit_model: its optimizer, batch size and validation split),
+converts to full-int8 TFLite and measures int8 validation accuracy, int8 p50 latency at batch 1 on this machine
 (the bench worker, a fresh process), model bytes and, where tflite-micro is installed, the TFLM
 arena. Optuna's NSGA-II keeps the trials on the accuracy / latency / size front; budgets are its
 constraints. Test images are used only for the chosen model.
@@ -26,27 +26,28 @@ from pathlib import Path
 
 from .. import cpu, data
 from ..console import quiet, step
+from ..device.bench import BenchConfig, run_worker
 from ..device.runtime import Model
 from ..errors import CheckFailed, InputError, MissingDependency
 from ..files import atomic_path, process_alive, write_bytes
-from ..options import fraction, positive_float, positive_int, setting
+from ..options import fraction, plain, positive_float, positive_int, setting, settings_of
 from ..rundir import TuneDir
 from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
 from .arch import params as arch_params
-from .model import build_model
-from .train import load_test_set
+from .train import TrainConfig, fit_model, load_test_set, validation_cut
 
 STUDY = "edgefashion-tune"
-OBJECTIVES = ("accuracy", "latency_us", "size_bytes")  # maximize, minimize, minimize
+OBJECTIVES = {"accuracy": "maximize", "latency_us": "minimize", "size_bytes": "minimize"}
 CALIBRATION = 200
+# each trial's int8 latency: the bench worker at batch 1, 1 thread, a shorter run than bench's default
+TRIAL_BENCH = BenchConfig(batches=[1], threads=[1], warmup=20, runs=200, min_time=0.3)
 WORKER_ENV = "EDGEFASHION_TUNE_WORKER"
 
 
 @dataclass
 class TuneConfig:
-    out: Path
     trials: int = setting(20, "trials to complete (a resumed study counts those already done)", type=positive_int)
     jobs: int = setting(1, "worker processes on this machine, all on one study", type=positive_int)
     storage: str | None = setting(None, "Optuna storage URL shared by workers on several machines, e.g. "
@@ -73,6 +74,12 @@ class TuneConfig:
         return {"data": str(self.data) if self.data else None, "limit": self.limit, "epochs": self.epochs,
                 "seed": self.seed}
 
+    def trial_training(self, arch: dict | None) -> TrainConfig:
+        """Train's settings for one trial (arch None: the seed CNN): train's defaults but for these."""
+        return TrainConfig(data=self.data, test_data=self.test_data, limit=self.limit, epochs=self.epochs,
+                           seed=self.seed, verbose=self.verbose,
+                           arch="seed" if arch is None else json.dumps(arch, sort_keys=True))
+
     def budgets(self) -> dict:
         return {"max_latency_us": self.max_latency_us, "max_size_kb": self.max_size_kb,
                 "max_arena_kb": self.max_arena_kb, "min_accuracy": self.min_accuracy}
@@ -87,9 +94,8 @@ def optuna_module():
     return optuna
 
 
-def open_study(config: TuneConfig):
+def open_study(config: TuneConfig, folder: TuneDir):
     optuna = optuna_module()
-    folder = TuneDir(config.out)
     folder.root.mkdir(parents=True, exist_ok=True)
     if config.storage:
         storage = config.storage
@@ -99,7 +105,7 @@ def open_study(config: TuneConfig):
         storage = JournalStorage(JournalFileBackend(str(folder.journal)))
     try:
         study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
-                                    directions=["maximize", "minimize", "minimize"])
+                                    directions=list(OBJECTIVES.values()))
     except Exception as exc:  # a bad URL, an unreachable database, a corrupt journal
         raise InputError(f"cannot open the study in {config.storage or folder.journal}: {str(exc)[:200]}") from None
     study.sampler = _sampler(optuna, config, len(study.trials))
@@ -110,7 +116,7 @@ def open_study(config: TuneConfig):
             if all(w in WIDTHS for w in start.blocks):
                 study.enqueue_trial(arch_params(start), skip_if_exists=True)
     elif recorded != config.identity():
-        raise InputError(f"{config.out}: the study there was run with {recorded}, not {config.identity()}; "
+        raise InputError(f"{folder.root}: the study there was run with {recorded}, not {config.identity()}; "
                          f"use another --out")
     return study
 
@@ -130,16 +136,17 @@ def _constraints(trial) -> list[float]:
     return trial.user_attrs.get("constraints", [1.0])
 
 
-def tune(config: TuneConfig, worker: bool = False) -> TuneReport:
-    """Run (or resume) the study until `trials` trials are complete; report the front and the choice."""
-    study = open_study(config)
-    folder = TuneDir(config.out)
+def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
+    """Run (or resume) the study in folder `out` until `trials` trials are complete; report the front
+    and the choice."""
+    folder = TuneDir(out)
+    study = open_study(config, folder)
     if not worker:
         _fail_abandoned(study)
         if "seed_cnn" not in study.user_attrs:
             step("the seed CNN first, with the same data, epochs and bench, for comparison")
             study.set_user_attr("seed_cnn", _measure(None, config, folder.seed_run.root))
-    helpers = [] if worker else _start_workers(config)
+    helpers = [] if worker else _start_workers(config, folder)
     optuna = optuna_module()
     done = _complete(study)
     started, left = time.monotonic(), max(config.trials - done, 0)
@@ -172,7 +179,7 @@ def tune(config: TuneConfig, worker: bool = False) -> TuneReport:
     if worker:
         return None
     step(f"{_complete(study)} trials complete ({time.monotonic() - started:.0f} s this invocation)")
-    return summarize(study, config)
+    return summarize(study, config, folder)
 
 
 def _complete(study) -> int:
@@ -186,23 +193,15 @@ def _fail_abandoned(study) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
         if host == platform.node() and pid and not process_alive(pid):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL)
 
 
-def _start_workers(config: TuneConfig) -> list[subprocess.Popen]:
-    """jobs - 1 more processes on the same study (this process is the first)."""
+def _start_workers(config: TuneConfig, folder: TuneDir) -> list[subprocess.Popen]:
+    """jobs - 1 more processes on the same study (this process is the first), given its settings as JSON."""
     if config.jobs <= 1:
         return []
-    args = [sys.executable, "-m", "edgefashion", "tune", "--worker", "--out", str(config.out),
-            "--trials", str(config.trials), "--epochs", str(config.epochs), "--seed", str(config.seed),
-            "--jobs", str(config.jobs)]
-    for flag, value in (("--storage", config.storage), ("--data", config.data), ("--limit", config.limit),
-                        ("--timeout-min", config.timeout_min)):
-        if value is not None:
-            args += [flag, str(value)]
-    for key, value in config.budgets().items():
-        if value is not None:
-            args += ["--" + key.replace("_", "-"), str(value)]
+    args = [sys.executable, "-m", "edgefashion", "tune", "--out", str(folder.root), "--worker",
+            json.dumps(plain(config))]
     step(f"starting {config.jobs - 1} more worker process(es) on the study")
     return [subprocess.Popen(args, env={**os.environ, WORKER_ENV: str(i)}) for i in range(1, config.jobs)]
 
@@ -242,30 +241,31 @@ def _violations(figures: dict, config: TuneConfig) -> list[float]:
 # --- one trial ----------------------------------------------------------------------------------
 
 def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
-    """Train on the training rows, convert to int8 TFLite, measure; the models stay in `folder`."""
+    """Train as train does, convert to int8 TFLite, measure on the validation rows; the models stay in `folder`."""
     tf = import_tf(config.verbose)
     if config.jobs > 1:  # share the cores instead of fighting over them
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // config.jobs))
-    train, val = _split(config)
-    keras = tf.keras
-    keras.utils.set_random_seed(config.seed)
+    training = config.trial_training(None if arch is None else arch.as_dict())
+    rows = _training_rows(str(config.data) if config.data else None, config.limit)
+    val = rows.subset(slice(validation_cut(len(rows), training.validation_split), None))  # Keras holds these out
     started = time.monotonic()
     with quiet(config.verbose):
-        model = build_model("adam", config.verbose, arch)
-        model.fit(data.prepare(train.images), data.one_hot(train.labels), batch_size=100, epochs=config.epochs,
-                  verbose=0)
+        model = fit_model(training, rows)
     folder.mkdir(parents=True, exist_ok=True)
     keras_path, int8_path = TuneDir.model_paths(folder)
     with atomic_path(keras_path, suffix=".keras") as tmp:
         model.save(tmp)
     from .export import tflite_converter
     with quiet(config.verbose):
-        content = tflite_converter(tf, model, data.prepare(train.images[:CALIBRATION])).convert()
+        content = tflite_converter(tf, model, data.prepare(rows.images[:CALIBRATION])).convert()
     write_bytes(int8_path, content)
     accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
     return {"accuracy": accuracy, "latency_us": _latency_us(int8_path), "size_bytes": len(content),
             "arena_bytes": _arena(int8_path), "parameters": int(model.count_params()),
             "seconds": round(time.monotonic() - started, 1)}
+
+
+MIN_ROWS = 50
 
 
 @functools.lru_cache(maxsize=1)
@@ -274,26 +274,18 @@ def _training_rows(source: str | None, limit: int | None) -> data.Dataset:
     train = data.load(source, "train")
     if train.labels is None:
         raise InputError(f"{train.source}: tuning needs a label column")
-    return train.subset(slice(0, limit)) if limit else train
-
-
-def _split(config: TuneConfig):
-    """The training rows and the validation rows (the last 20 %, as Keras' validation_split)."""
-    train = _training_rows(str(config.data) if config.data else None, config.limit)
-    if len(train) < 50:
-        raise InputError(f"{train.source}: {len(train)} rows; tuning needs at least 50")
-    cut = int(len(train) * 0.8)
-    return train.subset(slice(0, cut)), train.subset(slice(cut, None))
+    train = train.subset(slice(0, limit)) if limit else train
+    if len(train) < MIN_ROWS:
+        raise InputError(f"{train.source}: {len(train)} rows; tuning needs at least {MIN_ROWS}")
+    return train
 
 
 def _latency_us(path: Path) -> float:
     """int8 p50 at batch 1, 1 thread, in a fresh process (the bench worker)."""
-    job = {"path": str(path), "threads": 1, "batches": [1], "warmup": 20, "runs": 200, "min_time": 0.3}
-    done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise InputError(f"{path}: bench worker failed ({done.stderr.strip()[-200:]})")
-    return float(json.loads(done.stdout)[0]["latency_us"]["p50"])
+    measured = run_worker(path, 1, TRIAL_BENCH)
+    if isinstance(measured, dict):
+        raise InputError(f"{path}: bench worker skipped it ({measured['skipped']})")
+    return float(measured[0]["latency_us"]["p50"])
 
 
 def _arena(path: Path) -> int | None:
@@ -306,9 +298,8 @@ def _arena(path: Path) -> int | None:
 
 # --- the result ------------------------------------------------------------------------------
 
-def summarize(study, config: TuneConfig) -> TuneReport:
+def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
     """pareto.json, pareto.png, the front on the terminal, the chosen model as DIR/best."""
-    folder = TuneDir(config.out)
     results = [_result(t, config) for t in study.get_trials(deepcopy=False)]
     complete = [r for r in results if r.state == "COMPLETE"]
     for r in complete:  # the front of every complete trial, whatever the budgets; `feasible` marks those inside
@@ -330,7 +321,7 @@ def summarize(study, config: TuneConfig) -> TuneReport:
                 f"{closest.size_bytes / 1024:.0f} KB)") if closest else ""
         raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
                           f"see {folder.report}")
-    make_best_run(study.trials[chosen.number], config)
+    make_best_run(study.trials[chosen.number], config, folder)
     return result
 
 
@@ -354,15 +345,14 @@ def _budget_text(config: TuneConfig) -> str:
     return "(" + (", ".join(parts) or "none") + ")"
 
 
-def make_best_run(trial, config: TuneConfig) -> None:
+def make_best_run(trial, config: TuneConfig, folder: TuneDir) -> None:
     """The chosen trial as a normal run directory: model.keras and config.json (with the test accuracy,
     the first time any test image is used)."""
-    folder = TuneDir(config.out)
     run = folder.best_run
     run.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder.trial_model(trial.number), run.model)
-    arch = json.dumps(trial.user_attrs["arch"], sort_keys=True)
-    test = load_test_set(config)  # TuneConfig has train's data and test_data fields
+    training = config.trial_training(trial.user_attrs["arch"])
+    test = load_test_set(training)
     if test is None:
         raise InputError("no test set for the chosen model: give --test-data (or run `make data`)")
     from .model import load_model
@@ -370,10 +360,7 @@ def make_best_run(trial, config: TuneConfig) -> None:
     with quiet(config.verbose):
         loss, accuracy = model.evaluate(data.prepare(test.images), data.one_hot(test.labels), batch_size=500,
                                         verbose=0)
-    settings = {"arch": arch, "epochs": config.epochs, "batch_size": 100, "validation_split": 0.2,
-                "optimizer": "adam", "seed": config.seed, "data": str(config.data) if config.data else None,
-                "test_data": str(config.test_data) if config.test_data else None, "limit": config.limit,
-                "tune_trial": trial.number, "tune_study": str(folder.report)}
+    settings = {**settings_of(training), "tune_trial": trial.number, "tune_study": str(folder.report)}
     train = data.load(config.data, "train")  # the whole training data, as train's config.json records it
     TrainReport(settings=settings, dataset=DatasetInfo(source=train.source, sha256=train.sha256, samples=len(train)),
                 test=DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),

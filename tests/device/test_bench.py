@@ -70,8 +70,8 @@ def test_peak_rss_is_the_workers_own(fixture_run, tmp_path):
     """The worker reports its own peak, not the peak of the process that started it."""
     ballast = bytearray(600 * 2**20)
     ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])  # touch every page: 600 MB resident here
-    report, _ = bench.bench(bench.BenchConfig(paths=[fixture_run / "export" / "model_int8.tflite"], runs=5, warmup=1,
-                                              min_time=0, out=tmp_path / "b.json"))
+    report, _ = bench.bench(bench.BenchConfig(runs=5, warmup=1, min_time=0), [fixture_run / "export" / "model_int8.tflite"],
+                            tmp_path / "b.json")
     assert 10 < report.results[0].peak_rss_mb < 400
     del ballast
 

@@ -7,11 +7,12 @@ from edgefashion.device import verify
 
 def test_device_reference_equals_keras(tiny_run):
     from edgefashion.device.verify import VerifyConfig
-    from edgefashion.pipeline import keras_reference
+    from edgefashion.pipeline import float_reference
+    from edgefashion.rundir import Run
 
-    config = VerifyConfig(run=tiny_run)
-    on_device = verify.verify(config)  # no Keras handed in: model_f32.tflite, as on a device
-    on_host = verify.verify(config, keras_reference(config))
+    config, run = VerifyConfig(), Run(tiny_run)
+    on_device = verify.verify(config, run)  # no Keras handed in: model_f32.tflite, as on a device
+    on_host = verify.verify(config, run, float_reference(config, run))
     assert on_device.reference.format == "tflite-f32" and on_host.reference.format == "keras"
     assert on_device.reference.accuracy == pytest.approx(on_host.reference.accuracy, abs=1e-4)
     for a, b in zip(on_device.models, on_host.models):
