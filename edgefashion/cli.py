@@ -89,8 +89,9 @@ def cmd_verify(args) -> int:
         report = verify_bundle(config, args.run, args.out, trust_from(args))
         written = args.out
     else:
-        report = verify_on_host(config, Run(args.run))
-        written = stage.output(Run(args.run))
+        run_dir = Run(args.run)
+        report = verify_on_host(config, run_dir)
+        written = stage.output(run_dir)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -348,7 +349,8 @@ def run_changes(args) -> dict[str, dict]:
 
 def cmd_run(args) -> int:
     started = time.monotonic()
-    state = run(args.out, run_changes(args), restart=args.restart, verbose=args.verbose)
+    run_dir = Run(args.out)
+    state = run(run_dir, run_changes(args), restart=args.restart, verbose=args.verbose)
     summary = state.summary
     print(table(summary.rows))
     stages = ", ".join(f"{name} {stage.seconds if stage.seconds is not None else '-'} s"
@@ -357,7 +359,7 @@ def cmd_run(args) -> int:
           f"(int8 path: {summary.cpu.int8_path}).\n"
           f"stages: {stages}; this invocation {time.monotonic() - started:.0f} s")
     if summary.firmware:
-        print(summary.firmware + f" (details: {Run(args.out).firmware.report})")
+        print(summary.firmware + f" (details: {run_dir.firmware.report})")
     if summary.bundle_bytes:
         print(f"bundle: {summary.bundle} ({summary.bundle_bytes / 1e6:.2f} MB) -> copy it to the device "
               f"and run `edgefashion selftest {Path(summary.bundle).name}`")

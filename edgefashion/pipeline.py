@@ -79,9 +79,10 @@ def _show(value) -> str:
 
 
 def run(root, changes: dict[str, dict] | None = None, restart: bool = False, verbose: bool = False) -> PipelineState:
-    """Run every stage not finished with these settings; return the state with its summary. Raises
-    at the first failing stage. `changes`: {stage: {setting: value}}, e.g. {"train": {"epochs": 1}}."""
-    run_dir = Run(root)
+    """Run every stage not finished with these settings in the run directory `root` (a path or a Run);
+    return the state with its summary. Raises at the first failing stage.
+    `changes`: {stage: {setting: value}}, e.g. {"train": {"epochs": 1}}."""
+    run_dir = root if isinstance(root, Run) else Run(root)
     before = PipelineState.read(run_dir.pipeline) if run_dir.pipeline.is_file() and not restart else None
     settings, kept, notes = plan(before, changes or {})
     for note in notes:

@@ -55,3 +55,24 @@ def test_calibration_indices_are_checked(fixture_run):
     np.savez(run.calibration, indices=np.arange(200))
     with pytest.raises(ManifestError.__mro__[1], match="indices do not match indices_sha256"):
         run.read_calibration()
+
+
+def test_an_export_whose_model_keras_changed_since_is_refused(fixture_run):
+    """A second training replaced model.keras: the export of the first is refused, in one line."""
+    from edgefashion.files import sha256_bytes
+    from helpers import cli
+
+    run = Run(fixture_run)
+    manifest = json.loads(run.export_manifest.read_text())
+    run.model.write_bytes(b"the model export was made from")
+    manifest["model_sha256"] = sha256_bytes(run.model.read_bytes())
+    run.export_manifest.write_text(json.dumps(manifest))
+    assert set(run.exported_models())  # the same model.keras: accepted
+    run.model.write_bytes(b"a model trained again")
+    with pytest.raises(ManifestError.__mro__[1], match="model.keras: changed since .*export.json was made from it"):
+        run.exported_models()
+    done = cli("bench", fixture_run, "--runs", 1, "--min-time", 0, "--warmup", 0)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert f"run `edgefashion export {fixture_run}` again" in done.stderr
+    run.model.unlink()  # a copy of the run without model.keras (a device) has nothing to check
+    assert set(run.exported_models())

@@ -13,6 +13,10 @@ def test_run_end_to_end_then_resume(tmp_path):
     assert {r["format"] for r in state["summary"]["rows"]} == {"keras", "tflite-int8", "tflite-f32",
                                                                 "onnx-f32", "onnx-int8"}
     model_mtime = (run / "model.keras").stat().st_mtime_ns
+    # no flags at all: the recorded settings (not the defaults), nothing redone
+    resumed = cli("run", "--out", run, check=0)
+    assert "train: done before, skipped" in resumed.stderr and "-- stage" not in resumed.stderr
+    assert "settings changed" not in resumed.stderr and "tflite-int8" in resumed.stdout
     # lose the bench stage: a second run redoes only that
     state["stages"].pop("bench")
     (run / "pipeline.json").write_text(json.dumps(state))
