@@ -177,6 +177,7 @@ class BenchResult:
     throughput_ips: float
     peak_rss_mb: float
     spread_warning: bool
+    inputs: str | None = None  # what it ran on: test images, or random inputs of the model's own shape
 
 
 @dataclass

@@ -151,11 +151,11 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
             backend: str = "auto") -> list[dict]:
     """Load one model with `threads` threads and time it at every batch size. Runs in the worker."""
     started = time.perf_counter()
-    model = Model(path, threads=threads, backend=backend)
+    model = Model(path, threads=threads, backend=backend, classifier=False)
     init_ms = (time.perf_counter() - started) * 1e3
-    results, images = [], bench_images(max(batches))
+    results, feed = [], bench_input(model, max(batches))
     for batch in batches:
-        x = model.prepare(images[:batch])  # inputs ready before the clock starts
+        x = feed[:batch]  # inputs ready before the clock starts
         run, clock = model.run, time.perf_counter_ns
         t0 = clock()
         run(x)
@@ -170,8 +170,23 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
             t1 = clock()  # one clock read per run
             times.append(t1 - t0)
             t0 = t1
-        results.append(_stats(model, path, threads, batch, init_ms, first_ms, np.array(times) / 1e3))
+        results.append({**_stats(model, path, threads, batch, init_ms, first_ms, np.array(times) / 1e3),
+                        "inputs": _feed_name(model)})
     return results
+
+
+def bench_input(model: Model, count: int) -> np.ndarray:
+    """What a model is timed on: test images for edgefashion's own (28, 28, 1) classifiers (so the
+    figures stay those of real images), else seeded random inputs of its declared shape and dtype."""
+    if model.is_image_classifier:
+        return model.prepare(bench_images(count))
+    return model.example_input(count)
+
+
+def _feed_name(model: Model) -> str:
+    if not model.is_image_classifier:
+        return f"random {model.input.dtype} {list(model.input.shape[1:])}, seed 0"
+    return "Fashion-MNIST test images" if data.default_dir() is not None else "random pixels, seed 0"
 
 
 def _stats(model, path, threads, batch, init_ms, first_ms, us: np.ndarray) -> dict:

@@ -49,7 +49,7 @@ class NumpyInterpreter:
 
     def _compile(self, op: Operator):
         if op.op not in SUPPORTED:
-            raise InputError(f"{self.name}: operator {op.op} is not supported by the numpy backend "
+            raise Unsupported(f"{self.name}: operator {op.op} is not supported by the numpy backend "
                              f"(supported: {', '.join(SUPPORTED)})")
         tensors = [self.graph.tensors[i] if i >= 0 else None for i in op.inputs]
         out = self.graph.tensors[op.outputs[0]]

@@ -31,8 +31,8 @@ TFLITE_TYPES = {"int8": "int8", "uint8": "int8", "int32": "int32", "float32": "f
 
 def profile(path: Path, images: np.ndarray, runs: int = 200) -> dict:
     """{"ops": [{name, type, dtype, us, share}], "total_us": sum, "model_us": whole model, "method": ...}"""
-    model = Model(path)
-    x = model.prepare(images[:1])
+    model = Model(path, classifier=False)
+    x = model.prepare(images[:1]) if model.is_image_classifier else model.example_input(1)
     ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
     model_us = _median_us(lambda: model.run(x), runs)
     total = sum(op["us"] for op in ops)

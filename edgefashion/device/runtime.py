@@ -20,6 +20,7 @@ from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads, setting
 
+EXAMPLE_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
 MAX_BATCH = 256  # images per call: inputs and activations of a batch stay small on a Pi
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 TFLITE_BACKENDS = ("ai_edge_litert", "tflite_runtime", "numpy", "tensorflow")
@@ -65,13 +66,16 @@ class Model:
     """An exported classifier. `predict` takes uint8 pixels (0-255) or floats in [0, 1],
     one image (28, 28[, 1]) or a batch (N, 28, 28[, 1]).
 
+    `classifier=False` opens any model with one input and one output (another shape, a model that
+    is not a classifier) for `run` on `example_input`: what bench and profile time.
+
     `kernels="reference"` runs TFLite's reference kernels: slow, but bit-identical on every CPU,
     which the bundle's golden check relies on. The default is the fast kernels (XNNPACK etc.).
     `backend` picks the TFLite interpreter (None or "auto": the first installed of AUTO_BACKENDS);
     "numpy" is reference-exact whatever `kernels` says."""
 
     def __init__(self, source: str | Path | bytes, threads: int = 1, backend: str | None = None,
-                 name: str | None = None, kernels: str = "default"):
+                 name: str | None = None, kernels: str = "default", classifier: bool = True):
         if not isinstance(threads, int) or not 1 <= threads <= max_threads():
             raise InputError(f"threads={threads!r}, expected 1-{max_threads()} (4 per CPU)")
         if kernels not in ("default", "reference"):
@@ -92,7 +96,10 @@ class Model:
             self._runner = _OnnxRunner(content, threads, self.name)
         self.backend = self._runner.backend
         self.input, self.output = self._runner.input, self._runner.output
-        self._check_classifier()
+        if classifier:
+            self._check_classifier()
+        elif self.input.dtype not in EXAMPLE_DTYPES:
+            raise InputError(f"{self.name}: input dtype {self.input.dtype}, expected one of {', '.join(EXAMPLE_DTYPES)}")
         self.quantized = self.input.dtype == "int8" or self._runner.quantized
         self.format = f"{self._runner.kind}-{'int8' if self.quantized else 'f32'}"
         self._from_uint8 = self._uint8_converter()
@@ -142,6 +149,28 @@ class Model:
             return self._to_float[raw.view(np.uint8)]
         return raw.astype(np.float32, copy=False)
 
+    @property
+    def is_image_classifier(self) -> bool:
+        """Does it take edgefashion's (28, 28, 1) images to 10 classes (the models export makes)?"""
+        return tuple(self.input.shape[1:]) == IMAGE_SHAPE and tuple(self.output.shape[1:]) == (NUM_CLASSES,) \
+            and self.input.dtype in ("int8", "float32")
+
+    def example_input(self, batch: int, seed: int = 0) -> np.ndarray:
+        """A seeded random input tensor of the declared shape (batch `batch`) and dtype, as LiteRT's
+        benchmark_model feeds a model: int8/uint8 over their whole range, floats in [0, 1)."""
+        dims = tuple(self.input.shape[1:])
+        if any(d < 1 for d in dims):
+            raise InputError(f"{self.name}: input {self.input.name!r} has dynamic dimensions {list(self.input.shape)}; "
+                             f"only the batch may be dynamic")
+        rng, dtype = np.random.default_rng(seed), np.dtype(self.input.dtype)
+        if dtype.kind == "f":
+            return rng.random((batch, *dims), dtype=np.float32).astype(dtype)
+        if dtype.kind == "b":
+            return rng.integers(0, 2, (batch, *dims)).astype(bool)
+        info = np.iinfo(dtype)
+        high = info.max if dtype.itemsize == 1 else min(info.max, 9)  # wider ints are usually indices: small
+        return rng.integers(max(info.min, -128), high, (batch, *dims), dtype=dtype, endpoint=True)
+
     def info(self) -> dict:
         return {"format": self.format, "backend": self.backend, "bytes": self.size_bytes,
                 "input": self.input.as_dict(), "output": self.output.as_dict()}
@@ -151,6 +180,8 @@ class Model:
     def _uint8_converter(self):
         """Pixel -> model input in one numpy op: a table lookup, or a sign-bit flip when the
         int8 input is the usual scale 1/255, zero point -128 (then q = pixel - 128 exactly)."""
+        if self.input.dtype == "int8" and self.input.scale is None:
+            return None  # not an image input edgefashion knows how to fill from pixels
         if self.input.dtype != "int8":
             return lambda pixels: np.divide(pixels, np.float32(255), dtype=np.float32)
         table = self._quantize(np.arange(256, dtype=np.float32) / 255.0)
@@ -161,7 +192,7 @@ class Model:
 
     def _dequantize_table(self) -> np.ndarray | None:
         """Raw int8 output (viewed as uint8) -> float32, or None for float outputs."""
-        if self.output.dtype != "int8":
+        if self.output.dtype != "int8" or self.output.scale is None:
             return None
         q = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float32)
         return ((q - self.output.zero_point) * self.output.scale).astype(np.float32)
@@ -312,7 +343,7 @@ class _TFLiteRunner:
     def run(self, x: np.ndarray) -> np.ndarray:
         try:  # a model can load and still fail when it runs (XNNPACK, null tensor data, ...)
             if len(x) != self._batch:  # resize once per new batch size, not per call
-                self.interpreter.resize_tensor_input(self._in, [len(x), *IMAGE_SHAPE])
+                self.interpreter.resize_tensor_input(self._in, [len(x), *self.input.shape[1:]])
                 self.interpreter.allocate_tensors()
                 self._batch = len(x)
             self.interpreter.set_tensor(self._in, x)
@@ -421,8 +452,13 @@ def _varint(buffer: bytes, pos: int) -> tuple[int, int]:
     return value, len(buffer)
 
 
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16", "tensor(int32)": "int32",
+              "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
 def _onnx_spec(arg) -> TensorSpec:
-    dtype = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}.get(arg.type, arg.type)
+    dtype = ONNX_TYPES.get(arg.type, arg.type)
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
     return TensorSpec(arg.name, dtype, shape)
 

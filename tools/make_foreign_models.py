@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Make tests/fixtures/foreign/: small models that edgefashion did not train, of other shapes.
+
+  rgb32_5_int8.tflite     a 32x32x3 -> 5-class CNN, full-integer int8 (random weights, calibrated on
+                          seeded random images, as one quantizes a model without its data)
+  autoencoder_int8.tflite a 64 -> 16 -> 64 dense autoencoder, full-integer int8: not a classifier
+  nchw_f32.onnx           a PyTorch-style NCHW (N, 1, 28, 28) -> 10 float model, built with onnx.helper
+
+Needs the host extra.   python tools/make_foreign_models.py [--out tests/fixtures/foreign]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgefashion.files import write_bytes  # noqa: E402
+from edgefashion.host import import_tf  # noqa: E402
+from edgefashion.host.export import tflite_converter  # noqa: E402
+
+
+def rgb_classifier(keras):
+    layers = keras.layers
+    return keras.Sequential([keras.Input((32, 32, 3), name="image"),
+                             layers.Conv2D(8, 3, strides=2, activation="relu"),
+                             layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+                             layers.Conv2D(16, 1, activation="relu"),
+                             layers.GlobalAveragePooling2D(),
+                             layers.Dense(5, activation="softmax")], name="rgb32_5")
+
+
+def autoencoder(keras):
+    layers = keras.layers
+    return keras.Sequential([keras.Input((64,), name="signal"), layers.Dense(16, activation="relu"),
+                             layers.Dense(64, activation="sigmoid")], name="autoencoder")
+
+
+def nchw_onnx() -> bytes:
+    """Conv(4, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(10) -> Softmax, NCHW as PyTorch exports."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 1, 3, 3)).astype(np.float32), "conv_w"),
+               numpy_helper.from_array(np.zeros(4, np.float32), "conv_b"),
+               numpy_helper.from_array(rng.normal(0, 0.5, (4, 10)).astype(np.float32), "fc_w"),
+               numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["l"]),
+             helper.make_node("Softmax", ["l"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "nchw_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                 ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnx.helper")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "foreign")
+    args = parser.parse_args(argv)
+    tf = import_tf()
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    for name, model, calibration in (
+            ("rgb32_5_int8.tflite", rgb_classifier(tf.keras), rng.random((100, 32, 32, 3), dtype=np.float32)),
+            ("autoencoder_int8.tflite", autoencoder(tf.keras), rng.random((100, 64), dtype=np.float32))):
+        write_bytes(args.out / name, bytes(tflite_converter(tf, model, calibration).convert()))
+        print(f"wrote {args.out / name}")
+    write_bytes(args.out / "nchw_f32.onnx", nchw_onnx())
+    print(f"wrote {args.out / 'nchw_f32.onnx'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
