@@ -22,7 +22,7 @@ from . import __version__
 from .console import printable
 from .device import compare, trust
 from .device.bench import bench
-from .device.locate import is_bundle
+from .device.locate import is_bundle, is_model_file
 from .device.predict import predict
 from .device.runtime import BACKEND_HELP, BACKENDS
 from .device.selftest import Limits, selftest
@@ -31,6 +31,7 @@ from .errors import CheckFailed, InputError
 from .files import check_output
 from .formats import FORMATS
 from .host.bundle import make_bundle
+from .host.firmware import model_fit, render_fit
 from .host.tune import TuneConfig, tune
 from .host.tune import front_rows as tune_front_rows
 from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain, given, positive_int,
@@ -382,8 +383,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_firmware(sub, stage: Stage) -> None:
+    p = add_stage(sub, stage, command=cmd_firmware, run_argument=False)
+    p.add_argument("run", type=Path, metavar="RUN|MODEL",
+                   help="run directory with export/model_int8.tflite, or any full-int8 .tflite model (arena, ops "
+                        "and targets only; nothing written)")
+
+
+def cmd_firmware(args) -> int:
+    if not is_model_file(args.run):
+        return cmd_stage(stage_named("firmware"), args)
+    stage = stage_named("firmware")
+    settings = stage_settings(stage, args)
+    report = model_fit(settings, args.run)
+    print(json.dumps(report.to_json(), indent=2) if args.json else render_fit(report))
+    failures = stage.failures(settings, report)
+    for line in failures:
+        print(printable("FAILED: " + line), file=sys.stderr)
+    return 1 if failures else 0
+
+
 # Stages whose command does more than run the stage on one run directory (a bundle, several paths, --out).
-STAGE_COMMANDS = {"verify": add_verify, "bench": add_bench, "bundle": add_bundle}
+STAGE_COMMANDS = {"verify": add_verify, "bench": add_bench, "bundle": add_bundle, "firmware": add_firmware}
 
 
 def add_stages(sub) -> None:

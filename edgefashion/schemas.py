@@ -349,6 +349,30 @@ class FirmwareReport(Manifest):
 
 
 @dataclass
+class ModelFit(Manifest):
+    """`edgefashion firmware MODEL.tflite`: any full-int8 model on TensorFlow Lite Micro, without data:
+    its arena, its ops and which microcontrollers it fits."""
+
+    WHAT: ClassVar[str] = "model fit (edgefashion firmware MODEL)"
+    tflm_version: str
+    model: str
+    model_sha256: str
+    model_bytes: int
+    arena_bytes: int
+    arena_head_bytes: int
+    arena_tail_bytes: int
+    arena_recommended_bytes: int
+    arena_note: str
+    ops: dict[str, int]
+    input: TensorInfo
+    output: TensorInfo
+    targets: list[TargetVerdict]
+    uncounted: str
+    ms_per_image: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
 class TrialResult:
     number: int
     state: str                      # COMPLETE, FAIL, RUNNING, ...

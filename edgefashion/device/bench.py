@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cpu, data, package_versions
+from .. import cpu, package_versions
 from ..console import Progress
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import check_output, write_text
@@ -34,6 +34,8 @@ from ..rundir import BENCH_FILE, Run
 from ..schemas import BenchReport, BenchResult, Environment
 from ..formats import FLOAT_OF
 from .locate import is_model_file, models_at
+from .feed import bench_input
+from .feed import describe as describe_feed
 from .profile import profile as profile_model
 from .trust import Trust
 from .runtime import Model, backend_setting
@@ -52,6 +54,10 @@ class BenchConfig:
     profile: bool = setting(False, "also time each operator of every model at batch 1 (ONNX Runtime's profiler; "
                                    "for TFLite, truncated copies of the model run by LiteRT)")
     backend: str = backend_setting(in_run=False)
+    input: Path | None = setting(None, "a .npy array to time every model on, of the model's own input shape and "
+                                       "dtype (N, ...) (default: test images for edgefashion's classifiers, seeded "
+                                       "random inputs for any other model)", type=Path, metavar="FILE.npy",
+                                 in_run=False)
 
     def validate(self) -> None:
         for flag, values in (("--batch", self.batches), ("--threads", self.threads)):
@@ -137,23 +143,13 @@ def environment_warnings(env: Environment) -> list[str]:
 
 # --- measuring --------------------------------------------------------------------------
 
-def bench_images(count: int) -> np.ndarray:
-    """`count` real test images when Fashion-MNIST is present, else seeded random pixels."""
-    directory = data.default_dir()
-    if directory is not None:
-        images = data.read_idx_split(directory, "test").images[:count]
-    else:
-        images = np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
-    return np.resize(images, (count, 28, 28))  # repeats when count > available
-
-
 def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float,
-            backend: str = "auto") -> list[dict]:
+            backend: str = "auto", array: Path | None = None) -> list[dict]:
     """Load one model with `threads` threads and time it at every batch size. Runs in the worker."""
     started = time.perf_counter()
     model = Model(path, threads=threads, backend=backend, classifier=False)
     init_ms = (time.perf_counter() - started) * 1e3
-    results, feed = [], bench_input(model, max(batches))
+    results, feed = [], bench_input(model, max(batches), array)
     for batch in batches:
         x = feed[:batch]  # inputs ready before the clock starts
         run, clock = model.run, time.perf_counter_ns
@@ -171,22 +167,8 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
             times.append(t1 - t0)
             t0 = t1
         results.append({**_stats(model, path, threads, batch, init_ms, first_ms, np.array(times) / 1e3),
-                        "inputs": _feed_name(model)})
+                        "inputs": describe_feed(model, array)})
     return results
-
-
-def bench_input(model: Model, count: int) -> np.ndarray:
-    """What a model is timed on: test images for edgefashion's own (28, 28, 1) classifiers (so the
-    figures stay those of real images), else seeded random inputs of its declared shape and dtype."""
-    if model.is_image_classifier:
-        return model.prepare(bench_images(count))
-    return model.example_input(count)
-
-
-def _feed_name(model: Model) -> str:
-    if not model.is_image_classifier:
-        return f"random {model.input.dtype} {list(model.input.shape[1:])}, seed 0"
-    return "Fashion-MNIST test images" if data.default_dir() is not None else "random pixels, seed 0"
 
 
 def _stats(model, path, threads, batch, init_ms, first_ms, us: np.ndarray) -> dict:
@@ -221,7 +203,8 @@ def run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict] | di
     """One model at one thread count, measured in a fresh process: a list of results (one per batch
     size), or {"skipped": why} where no interpreter here runs it."""
     job = {"path": str(path), "threads": threads, "batches": config.batches, "warmup": config.warmup,
-           "runs": config.runs, "min_time": config.min_time, "backend": config.backend}
+           "runs": config.runs, "min_time": config.min_time, "backend": config.backend,
+           "input": str(config.input) if config.input else None}
     done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -255,7 +238,7 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
         if config.profile:
             for path in models:
                 if any(r.path == str(path) for r in results):
-                    profiles[path.name] = profile_model(path, bench_images(1), config.runs)
+                    profiles[path.name] = profile_model(path, config.runs, config.input)
     if not results:
         raise InputError("nothing to benchmark: " + "; ".join(skipped))
     skipped = list(dict.fromkeys(skipped))
@@ -361,7 +344,7 @@ def _worker(argv: list[str]) -> int:
     job = json.loads(argv[0])
     try:
         results = measure(Path(job["path"]), job["threads"], job["batches"], job["warmup"], job["runs"],
-                          job["min_time"], job.get("backend", "auto"))
+                          job["min_time"], job.get("backend", "auto"), job.get("input"))
     except (Unsupported, MissingDependency) as exc:  # no interpreter here for this model
         print(json.dumps({"skipped": str(exc)}))
         return 0

@@ -37,13 +37,7 @@ MAX_IMAGE_PIXELS = 50_000_000  # a 50 Mpx photo is plenty; Pillow's own limit is
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    _check_npy_header(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+    array = load_array(path)
     if array.ndim == 2 and array.shape[1] == data.PIXELS:
         array = array.reshape(-1, 28, 28)
     elif array.shape in ((28, 28), (28, 28, 1)):
@@ -57,6 +51,17 @@ def _load_npy(path: Path) -> np.ndarray:
     if array.dtype.kind == "f" and np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1:
         return np.round(array * 255).astype(np.uint8)
     raise InputError(f"{path}: dtype {array.dtype}, expected uint8 pixels 0-255 or floats in [0, 1]")
+
+
+def load_array(path: Path) -> np.ndarray:
+    """Any .npy array (no pickles), its header checked against the file and the budget first."""
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    _check_npy_header(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
 
 
 def _check_npy_header(path: Path) -> None:

@@ -23,16 +23,18 @@ import numpy as np
 
 from ..console import quiet
 from ..errors import InputError, MissingDependency
+from .feed import bench_input
 from .runtime import Model
 from .tflite_file import read as read_tflite
 
 TFLITE_TYPES = {"int8": "int8", "uint8": "int8", "int32": "int32", "float32": "float32"}
 
 
-def profile(path: Path, images: np.ndarray, runs: int = 200) -> dict:
-    """{"ops": [{name, type, dtype, us, share}], "total_us": sum, "model_us": whole model, "method": ...}"""
+def profile(path: Path, runs: int = 200, array: Path | None = None) -> dict:
+    """{"ops": [{name, type, dtype, us, share}], "total_us": sum, "model_us": whole model, "method": ...},
+    at batch 1 on what bench times (feed.py)."""
     model = Model(path, classifier=False)
-    x = model.prepare(images[:1]) if model.is_image_classifier else model.example_input(1)
+    x = bench_input(model, 1, array)
     ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
     model_us = _median_us(lambda: model.run(x), runs)
     total = sum(op["us"] for op in ops)

@@ -28,7 +28,7 @@ from ..options import positive_int, setting
 from ..render import table
 from ..stage import Stage
 from ..rundir import FirmwareDir, Run
-from ..schemas import FirmwareReport, TargetVerdict, TensorInfo, TrainReport, VerifyReport
+from ..schemas import FirmwareReport, ModelFit, TargetVerdict, TensorInfo, TrainReport, VerifyReport
 
 ARENA_NOTE = ("measured by TFLM's RecordingMicroAllocator on a 64-bit host: the smallest arena that runs the "
               "model there (one 16-byte step less fails); 32-bit targets need slightly less for TFLM's structs")
@@ -95,8 +95,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     delta = np.abs(tflm_raw.astype(np.int64) - litert_raw.astype(np.int64))
     accuracy = float((tflm_raw.argmax(1) == test.labels).mean())
     keras = _keras_accuracy(run, len(test))
-    extra = [t for t in config.checked() if t not in mcu.TARGETS]  # a custom budget
-    targets = [mcu.verdict(t, len(content), arena["total"]) for t in mcu.TARGETS + extra]
+    targets = _verdicts(config, len(content), arena["total"])
     report = FirmwareReport(
         tflm_version=importlib.metadata.version("tflite-micro"), model=path.name,
         model_sha256=sha256_bytes(content), model_bytes=len(content),
@@ -112,6 +111,43 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
         ms_per_image=round(arena["ms_per_image"], 2), seconds=round(seconds, 1))
     write_firmware_dir(report, content, run)
     return report
+
+
+def model_fit(config: FirmwareConfig, path: Path) -> ModelFit:
+    """Any full-int8 .tflite model on TFLM, without data: its arena, ops and target verdicts."""
+    config.validate()
+    runtime = tflm_runtime()
+    model = Model(path, classifier=False)
+    if model.format != "tflite-int8" or "int8" not in (model.input.dtype, model.output.dtype):
+        raise InputError(f"{path}: {model.format}, {model.input.dtype} input and {model.output.dtype} output; "
+                         f"TFLM runs full-integer int8 .tflite models")
+    content = path.read_bytes()
+    arena = measure_arena(runtime, path)
+    return ModelFit(tflm_version=importlib.metadata.version("tflite-micro"), model=path.name,
+                    model_sha256=sha256_bytes(content), model_bytes=len(content), arena_bytes=arena["total"],
+                    arena_head_bytes=arena["head"], arena_tail_bytes=arena["tail"],
+                    arena_recommended_bytes=mcu.recommended_arena(arena["total"]), arena_note=ARENA_NOTE,
+                    ops=dict(Counter(op.op for op in read_tflite(content, path.name).operators)),
+                    input=TensorInfo(**model.input.as_dict()), output=TensorInfo(**model.output.as_dict()),
+                    targets=[TargetVerdict(**v) for v in _verdicts(config, len(content), arena["total"])],
+                    uncounted=UNCOUNTED, ms_per_image=round(arena["ms_per_image"], 2))
+
+
+def _verdicts(config: FirmwareConfig, model_bytes: int, arena_bytes: int) -> list[dict]:
+    extra = [t for t in config.checked() if t not in mcu.TARGETS]  # a custom budget
+    return [mcu.verdict(t, model_bytes, arena_bytes) for t in mcu.TARGETS + extra]
+
+
+def render_fit(report: ModelFit) -> str:
+    return "\n".join([
+        f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / mcu.KB:,.0f} KB), "
+        f"{report.input.dtype} {report.input.shape} -> {report.output.dtype} {report.output.shape}, "
+        f"{report.ms_per_image} ms per inference on TFLM",
+        f"arena {report.arena_bytes:,} bytes measured (head {report.arena_head_bytes:,}, tail "
+        f"{report.arena_tail_bytes:,}) -> kTensorArenaSize {report.arena_recommended_bytes:,} with a "
+        f"{mcu.ARENA_MARGIN:.0%} margin",
+        "ops: " + ", ".join(f"{op} x{n}" for op, n in report.ops.items()),
+        table(target_rows(report)), report.uncounted, "accuracy: not measured (a model file; give a run for that)"])
 
 
 def measure_arena(runtime, path: Path) -> dict:

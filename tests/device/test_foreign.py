@@ -60,3 +60,16 @@ def test_bench_skips_what_the_numpy_backend_cannot_run_and_says_so(tmp_path):
     last = alone.stderr.strip().splitlines()[-1]  # after the progress line, one error line
     assert alone.returncode == 2 and last.startswith("error: nothing to benchmark") and "LOGISTIC" in last
     assert alone.stderr.count("error:") == 1 and not (tmp_path / "x.json").exists()
+
+
+def test_bench_on_the_users_own_input_array(tmp_path):
+    good, bad = tmp_path / "signals.npy", tmp_path / "bad.npy"
+    np.save(good, np.random.default_rng(1).integers(-128, 128, (5, 64), dtype=np.int8))
+    np.save(bad, np.zeros((5, 63), np.int8))
+    model = FOREIGN / "autoencoder_int8.tflite"
+    done = cli("bench", model, "--input", good, "--batch", "1,8", "--runs", 3, "--warmup", 0, "--min-time", 0, "--json",
+               check=0)
+    assert [(r["batch"], r["inputs"]) for r in json.loads(done.stdout)["results"]] == [(1, "signals.npy"), (8, "signals.npy")]
+    refused = cli("bench", model, "--input", bad, "--out", tmp_path / "b.json")
+    assert refused.returncode == 2 and "int8 (5, 63), expected int8 (N, 64)" in refused.stderr
+    assert not (tmp_path / "b.json").exists()

@@ -17,6 +17,7 @@ from helpers import ROOT, cli
 
 tflm = pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="tflite-micro: x86_64 Linux only")
 ASSETS = ROOT / "firmware_assets"
+FOREIGN = ROOT / "tests" / "fixtures" / "foreign"
 
 
 def test_firmware_stage_report_and_header(tiny_run, tmp_path):
@@ -76,3 +77,17 @@ def test_committed_model_on_tflm(few_images):
     assert np.abs(ours.astype(int) - litert.astype(int)).max() <= max(recorded["max_diff_steps"], 1)
     arena = measure_arena(tflm, path)["total"]
     assert abs(arena - recorded["arena_bytes"]) <= 0.03 * recorded["arena_bytes"]
+
+
+def test_firmware_of_any_full_int8_model_file(tmp_path):
+    """A model edgefashion did not make: arena, ops and verdicts, no accuracy, nothing written."""
+    model = FOREIGN / "rgb32_5_int8.tflite"
+    done = cli("firmware", model, "--json", cwd=tmp_path, check=0)
+    report = json.loads(done.stdout)
+    assert report["input"]["shape"] == [1, 32, 32, 3] and report["ops"]["DEPTHWISE_CONV_2D"] == 1
+    assert 0 < report["arena_bytes"] < report["arena_recommended_bytes"] and len(report["targets"]) >= 6
+    tight = cli("firmware", model, "--ram-kb", 8, "--flash-kb", 64, cwd=tmp_path)
+    assert tight.returncode == 1 and "FAILED: custom: does not fit" in tight.stderr and "accuracy: not measured" in tight.stdout
+    floating = cli("firmware", FOREIGN / "nchw_f32.onnx", cwd=tmp_path)
+    assert floating.returncode == 2 and "TFLM runs full-integer int8 .tflite models" in floating.stderr
+    assert list(tmp_path.iterdir()) == []

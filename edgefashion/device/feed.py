@@ -1,0 +1,56 @@
+"""What bench and profile time a model on: the test images for edgefashion's own (28, 28, 1)
+classifiers (so the figures are those of real images), a user's .npy array (--input), or seeded
+random inputs of the model's declared shape and dtype, as LiteRT's benchmark_model feeds one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import IMAGE_SHAPE, data
+from ..errors import InputError
+from .images import load_array
+from .runtime import Model
+
+
+def bench_images(count: int) -> np.ndarray:
+    """`count` real test images when Fashion-MNIST is present, else seeded random pixels."""
+    directory = data.default_dir()
+    if directory is not None:
+        images = data.read_idx_split(directory, "test").images[:count]
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    return np.resize(images, (count, 28, 28))  # repeats when count > available
+
+
+def bench_input(model: Model, count: int, array: Path | None = None) -> np.ndarray:
+    """`count` inputs for `model`, ready for `model.run` (rows of `array` repeat when it has fewer)."""
+    if array is not None:
+        x = _checked(model, load_array(Path(array)), Path(array))
+    elif model.is_image_classifier:
+        x = model.prepare(bench_images(count))
+    else:
+        x = model.example_input(count)
+    return np.resize(x, (count, *x.shape[1:]))
+
+
+def describe(model: Model, array: Path | None = None) -> str:
+    if array is not None:
+        return Path(array).name
+    if not model.is_image_classifier:
+        return f"random {model.input.dtype} {list(model.input.shape[1:])}, seed 0"
+    return "Fashion-MNIST test images" if data.default_dir() is not None else "random pixels, seed 0"
+
+
+def _checked(model: Model, x: np.ndarray, path: Path) -> np.ndarray:
+    """The user's array as the model's input: its own shape and dtype (uint8 pixels for edgefashion's classifiers)."""
+    if model.is_image_classifier and x.dtype == np.uint8 and x.shape[1:] in (IMAGE_SHAPE[:2], IMAGE_SHAPE):
+        x = model.prepare(x)
+    expected = tuple(model.input.shape[1:])
+    fits = x.ndim == len(expected) + 1 and len(x) > 0 and all(e < 1 or a == e for a, e in zip(x.shape[1:], expected))
+    if not fits or x.dtype != np.dtype(model.input.dtype):
+        shown = ", ".join("?" if e < 1 else str(e) for e in expected)
+        raise InputError(f"{path}: {x.dtype} {x.shape}, expected {model.input.dtype} (N, {shown}): the input of "
+                         f"{model.name}")
+    return x
