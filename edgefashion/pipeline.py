@@ -97,13 +97,13 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
         step(f"stage {stage.name}")
         started = time.monotonic()
         try:
-            state.stages[stage.name] = _run_stage(stage, _with_verbosity(settings[stage.name], verbose), run_dir)
-        except BaseException as exc:
-            state.stages[stage.name] = StageState(status="failed", error=str(exc) or type(exc).__name__)
+            outcome = _run_stage(stage, _with_verbosity(settings[stage.name], verbose), run_dir)
+        except BaseException as exc:  # recorded in pipeline.json, then raised (Ctrl-C too)
+            outcome = StageState(status="failed", error=str(exc) or type(exc).__name__)
             raise
         finally:
-            if stage.name in state.stages and state.stages[stage.name].seconds is None:
-                state.stages[stage.name].seconds = round(time.monotonic() - started, 1)
+            outcome.seconds = round(time.monotonic() - started, 1)
+            state.stages[stage.name] = outcome
             state.write(run_dir.pipeline)
     state.summary = summarize(run_dir)
     state.write(run_dir.pipeline)

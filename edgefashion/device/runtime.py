@@ -201,7 +201,8 @@ class Model:
         in_shape, out_shape = tuple(self.input.shape[1:]), tuple(self.output.shape[1:])
         if in_shape != IMAGE_SHAPE or out_shape != (NUM_CLASSES,):
             raise InputError(f"{self.name}: model maps {in_shape} -> {out_shape}, "
-                             f"expected a {IMAGE_SHAPE} -> ({NUM_CLASSES},) classifier")
+                             f"expected a {IMAGE_SHAPE} -> ({NUM_CLASSES},) classifier (bench, bench --profile and "
+                             f"firmware take any model)")
         if self.input.dtype not in ("int8", "float32"):
             raise InputError(f"{self.name}: input dtype {self.input.dtype}, expected int8 or float32")
 
