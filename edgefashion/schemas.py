@@ -314,41 +314,7 @@ class TargetVerdict:
     why: str
 
 
-@dataclass
-class FirmwareReport(Manifest):
-    """RUN/firmware/firmware.json: the int8 model run on TensorFlow Lite Micro, its arena, its ops,
-    and which microcontrollers it fits."""
-
-    WHAT: ClassVar[str] = "firmware report (edgefashion firmware RUN)"
-    tflm_version: str
-    model: str
-    model_sha256: str
-    model_bytes: int
-    images: int
-    test_source: str
-    accuracy: float
-    keras_accuracy: float | None
-    accuracy_drop_pp: float | None
-    agreement_vs_litert_reference: float
-    differing_values_vs_litert_reference: int
-    values: int
-    max_diff_steps: int
-    arena_bytes: int
-    arena_head_bytes: int
-    arena_tail_bytes: int
-    arena_recommended_bytes: int
-    arena_note: str
-    ops: dict[str, int]
-    input: TensorInfo
-    output: TensorInfo
-    targets: list[TargetVerdict]
-    uncounted: str
-    ms_per_image: float
-    seconds: float
-    schema_version: int = SCHEMA_VERSION
-
-
-@dataclass
+@dataclass(kw_only=True)
 class ModelFit(Manifest):
     """`edgefashion firmware MODEL.tflite`: any full-int8 model on TensorFlow Lite Micro, without data:
     its arena, its ops and which microcontrollers it fits."""
@@ -370,6 +336,24 @@ class ModelFit(Manifest):
     uncounted: str
     ms_per_image: float
     schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(kw_only=True)
+class FirmwareReport(ModelFit):
+    """RUN/firmware/firmware.json: the run's int8 model on TensorFlow Lite Micro: what ModelFit says of
+    any model, and its accuracy on the test set and its outputs against LiteRT's reference kernels."""
+
+    WHAT: ClassVar[str] = "firmware report (edgefashion firmware RUN)"
+    images: int
+    test_source: str
+    accuracy: float
+    keras_accuracy: float | None
+    accuracy_drop_pp: float | None
+    agreement_vs_litert_reference: float
+    differing_values_vs_litert_reference: int
+    values: int
+    max_diff_steps: int
+    seconds: float
 
 
 @dataclass

@@ -8,6 +8,7 @@ around it. Its wheels are x86_64 Linux only, so this is a workstation step.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import shutil
 import time
@@ -85,8 +86,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     if config.images:
         test = test.subset(slice(0, config.images))
     started = time.monotonic()
-    content = path.read_bytes()
-    arena = measure_arena(runtime, path)
+    fit = model_fit(config, path)  # what TFLM says of any model: arena, ops, targets
     reference = Model(path, kernels="reference")
     prepared = reference.prepare(test.images)  # the same int8 input for TFLM and for LiteRT
     tflm_raw = run_tflm(runtime, path, prepared)
@@ -95,20 +95,14 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     delta = np.abs(tflm_raw.astype(np.int64) - litert_raw.astype(np.int64))
     accuracy = float((tflm_raw.argmax(1) == test.labels).mean())
     keras = _keras_accuracy(run, len(test))
-    targets = _verdicts(config, len(content), arena["total"])
     report = FirmwareReport(
-        tflm_version=importlib.metadata.version("tflite-micro"), model=path.name,
-        model_sha256=sha256_bytes(content), model_bytes=len(content),
+        **{f.name: getattr(fit, f.name) for f in dataclasses.fields(ModelFit)},
         images=len(test), test_source=test.source, accuracy=accuracy, keras_accuracy=keras,
         accuracy_drop_pp=None if keras is None else round((keras - accuracy) * 100, 3),
         agreement_vs_litert_reference=float((tflm_raw.argmax(1) == litert_raw.argmax(1)).mean()),
         differing_values_vs_litert_reference=int((delta > 0).sum()), values=int(delta.size),
-        max_diff_steps=int(delta.max()), arena_bytes=arena["total"], arena_head_bytes=arena["head"],
-        arena_tail_bytes=arena["tail"], arena_recommended_bytes=mcu.recommended_arena(arena["total"]),
-        arena_note=ARENA_NOTE, ops=dict(Counter(op.op for op in read_tflite(content, path.name).operators)),
-        input=TensorInfo(**reference.input.as_dict()), output=TensorInfo(**reference.output.as_dict()),
-        targets=[TargetVerdict(**v) for v in targets], uncounted=UNCOUNTED,
-        ms_per_image=round(arena["ms_per_image"], 2), seconds=round(seconds, 1))
+        max_diff_steps=int(delta.max()), seconds=round(seconds, 1))
+    content = path.read_bytes()
     write_firmware_dir(report, content, run)
     return report
 
