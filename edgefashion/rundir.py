@@ -177,6 +177,10 @@ class Run:
         test = TrainReport.read(self.config).test
         return Path(test.source) if test and Path(test.source).exists() else None
 
+    def trained_on_own_data(self) -> Path | None:
+        """The user's training data (not the local Fashion-MNIST) config.json names, if any."""
+        return TrainReport.read(self.config).trained_on if self.config.is_file() else None
+
     def remove_leftovers(self) -> list[Path]:
         """Half-written files and staging folders a killed train/export/verify/bundle left behind."""
         return remove_leftovers(self.root) + remove_leftovers(self.export_dir)

@@ -33,8 +33,9 @@ MIN_ROWS = 10
 class TrainConfig:
     data: Path | None = setting(None, "training CSV (seed format) or IDX folder (default: the local "
                                       "Fashion-MNIST)", type=Path)
-    test_data: Path | None = setting(None, "test CSV or IDX folder (default: beside --data, or the local "
-                                           "Fashion-MNIST test set)", type=Path)
+    test_data: Path | None = setting(None, "test CSV or IDX folder (default: beside --data: the IDX folder's test "
+                                           "split, or for NAME_train.csv a NAME_test.csv; without --data the local "
+                                           "Fashion-MNIST test set, never for your own data)", type=Path)
     epochs: int = setting(4, "training epochs (the seed's)", type=positive_int)
     batch_size: int = setting(100, "mini-batch size (the seed's)", type=positive_int)
     validation_split: float = setting(0.2, "share of the training rows held out for validation (the seed's)")
@@ -66,14 +67,29 @@ class TrainConfig:
 
 
 def load_test_set(config: TrainConfig) -> data.Dataset | None:
-    """The held-out test set: never used for training, validation or calibration."""
+    """The held-out test set: never used for training, validation or calibration, and for the
+    user's own data never Fashion-MNIST's (None where there is none: no test accuracy)."""
     if config.test_data is not None:
         return data.load(config.test_data, "test")
-    if config.data is not None and Path(config.data).is_dir():
+    if config.data is None:
+        return data.load(None, "test") if data.default_dir() is not None else None
+    if Path(config.data).is_dir():
         return data.read_idx_split(config.data, "test")
-    if data.default_dir() is not None:
-        return data.load(None, "test")
+    beside = Path(config.data).with_name(Path(config.data).name.replace("train", "test"))
+    if beside != Path(config.data) and beside.is_file():
+        return data.load(beside, "test")
+    step(f"no test set for {config.data}: give --test-data (Fashion-MNIST's test set is not used for your data)")
     return None
+
+
+def check_test_classes(train_set: data.Dataset, test_set: data.Dataset | None) -> None:
+    """A test set with classes the training data never shows measures another task: refused."""
+    if test_set is None or test_set.labels is None:
+        return
+    unseen = sorted(set(np.unique(test_set.labels).tolist()) - set(np.unique(train_set.labels).tolist()))
+    if unseen:
+        raise InputError(f"{test_set.source}: test labels {unseen} do not occur in the training data "
+                         f"{train_set.source}; give the test set of the same classes (--test-data)")
 
 
 def train(config: TrainConfig, run: Run) -> TrainReport:
@@ -88,6 +104,7 @@ def train(config: TrainConfig, run: Run) -> TrainReport:
         raise InputError(f"{train_set.source}: {len(train_set)} labelled row(s), training needs at least {MIN_ROWS} "
                          f"(validation takes {config.validation_split:.0%} of them)")
     test_set = load_test_set(config)
+    check_test_classes(train_set, test_set)
     step(f"training on {len(train_set)} images from {train_set.source} "
          f"({validation_cut(len(train_set), config.validation_split)} train / validation split "
          f"{config.validation_split})")

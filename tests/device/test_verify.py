@@ -90,3 +90,18 @@ def test_verify_a_bundle_on_the_device(fixture_bundle, tmp_path):
     assert {m["format"] for m in report["models"]} == {"tflite-int8", "onnx-f32", "onnx-int8"}
     assert all("warnings" in m for m in report["models"]) and "bundle tiny-bundle.tar.gz: sha256" in done.stderr
     assert cli("verify", fixture_bundle, "--out", fixture_bundle).returncode == 2  # never over an input
+
+
+def test_a_run_on_own_data_without_a_test_set_is_not_verified_on_fashion_mnist(fixture_run):
+    """config.json says the run was trained on the user's CSV with no test set: verify refuses to
+    fall back on Fashion-MNIST's test images, in one line, and takes a test set given with --data."""
+    from edgefashion.rundir import Run
+
+    run = Run(fixture_run)
+    config = {"settings": {"data": "/home/me/three_classes.csv"}, "dataset": {"source": "x", "sha256": "y"},
+              "test": None, "best_epoch": 1, "val_accuracy": 0.9, "epochs_finished": 1, "interrupted": False,
+              "fit_seconds": 1.0, "versions": {}, "platform": {}}
+    run.config.write_text(json.dumps(config))
+    done = cli("verify", fixture_run)
+    assert done.returncode == 2 and "trained on /home/me/three_classes.csv without a test set" in done.stderr
+    assert done.stderr.count("error:") == 1

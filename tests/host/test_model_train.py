@@ -64,3 +64,24 @@ def test_ctrl_c_leaves_a_usable_model(tmp_path):
 
     model = load_model(run / "model.keras")
     assert model.predict(np.zeros((1, 28, 28, 1), np.float32), verbose=0).shape == (1, 10)
+
+
+def test_own_data_is_never_tested_on_fashion_mnist(tmp_path, fashion_dir):
+    """A 3-class CSV of the user's: no test accuracy on Fashion-MNIST's 10 classes; a test set with
+    classes the training data lacks is refused; NAME_test.csv beside NAME_train.csv is found."""
+    from edgefashion import data
+    from helpers import labelled_rows, write_csv
+
+    train = data.read_idx_split(fashion_dir, "train").subset(slice(0, 3000))
+    keep = train.labels < 3
+    own = write_csv(tmp_path / "three_train.csv", labelled_rows(train.images[keep][:300], train.labels[keep][:300]))
+    done = cli("train", "--data", own, "--out", tmp_path / "run", "--epochs", 1, check=0)
+    assert "no test set for" in done.stderr and "test accuracy" not in done.stdout
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["test"] is None
+    other = write_csv(tmp_path / "other.csv", labelled_rows(train.images[~keep][:20], train.labels[~keep][:20]))
+    refused = cli("train", "--data", own, "--test-data", other, "--out", tmp_path / "run2")
+    assert refused.returncode == 2 and "do not occur in the training data" in refused.stderr
+    write_csv(tmp_path / "three_test.csv", labelled_rows(train.images[keep][300:400], train.labels[keep][300:400]))
+    beside = cli("train", "--data", own, "--out", tmp_path / "run3", "--epochs", 1, check=0)
+    config = json.loads((tmp_path / "run3" / "config.json").read_text())
+    assert config["test"]["source"].endswith("three_test.csv") and "test accuracy" in beside.stdout
