@@ -5,6 +5,7 @@
                           seeded random images, as one quantizes a model without its data)
   autoencoder_int8.tflite a 64 -> 16 -> 64 dense autoencoder, full-integer int8: not a classifier
   nchw_f32.onnx           a PyTorch-style NCHW (N, 1, 28, 28) -> 10 float model, built with onnx.helper
+  nchw_dynamic_f32.onnx   the same graph with height and width left open: (N, 1, H, W) -> 10
 
 Needs the host extra.   python tools/make_foreign_models.py [--out tests/fixtures/foreign]
 """
@@ -40,7 +41,7 @@ def autoencoder(keras):
                              layers.Dense(64, activation="sigmoid")], name="autoencoder")
 
 
-def nchw_onnx() -> bytes:
+def nchw_onnx(height="28", width="28") -> bytes:
     """Conv(4, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(10) -> Softmax, NCHW as PyTorch exports."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -55,12 +56,16 @@ def nchw_onnx() -> bytes:
              helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["l"]),
              helper.make_node("Softmax", ["l"], ["probabilities"], axis=1)]
     graph = helper.make_graph(nodes, "nchw_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                 ["N", 1, 28, 28])],
+                                                                                 ["N", 1, *map(_dim, (height, width))])],
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnx.helper")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def _dim(d: str):
+    return int(d) if d.isdigit() else d  # a number is fixed, a name is left open
 
 
 def main(argv=None) -> int:
@@ -76,8 +81,9 @@ def main(argv=None) -> int:
             ("autoencoder_int8.tflite", autoencoder(tf.keras), rng.random((100, 64), dtype=np.float32))):
         write_bytes(args.out / name, bytes(tflite_converter(tf, model, calibration).convert()))
         print(f"wrote {args.out / name}")
-    write_bytes(args.out / "nchw_f32.onnx", nchw_onnx())
-    print(f"wrote {args.out / 'nchw_f32.onnx'}")
+    for name, dims in (("nchw_f32.onnx", ("28", "28")), ("nchw_dynamic_f32.onnx", ("H", "W"))):
+        write_bytes(args.out / name, nchw_onnx(*dims))
+        print(f"wrote {args.out / name}")
     return 0
 
 

@@ -58,6 +58,9 @@ class BenchConfig:
                                        "dtype (N, ...) (default: test images for edgefashion's classifiers, seeded "
                                        "random inputs for any other model)", type=Path, metavar="FILE.npy",
                                  in_run=False)
+    input_shape: list | None = setting(None, "the input's dimensions after the batch, for a model that leaves some "
+                                             "open (e.g. 3,224,224); seeded random inputs of that shape",
+                                       type=int_list, metavar="D1,D2,...", in_run=False)
 
     def validate(self) -> None:
         for flag, values in (("--batch", self.batches), ("--threads", self.threads)):
@@ -144,12 +147,12 @@ def environment_warnings(env: Environment) -> list[str]:
 # --- measuring --------------------------------------------------------------------------
 
 def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min_time: float,
-            backend: str = "auto", array: Path | None = None) -> list[dict]:
+            backend: str = "auto", array: Path | None = None, shape: list | None = None) -> list[dict]:
     """Load one model with `threads` threads and time it at every batch size. Runs in the worker."""
     started = time.perf_counter()
     model = Model(path, threads=threads, backend=backend, classifier=False)
     init_ms = (time.perf_counter() - started) * 1e3
-    results, feed = [], bench_input(model, max(batches), array)
+    results, feed = [], bench_input(model, max(batches), array, shape)
     for batch in batches:
         x = feed[:batch]  # inputs ready before the clock starts
         run, clock = model.run, time.perf_counter_ns
@@ -167,7 +170,7 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
             times.append(t1 - t0)
             t0 = t1
         results.append({**_stats(model, path, threads, batch, init_ms, first_ms, np.array(times) / 1e3),
-                        "inputs": describe_feed(model, array)})
+                        "inputs": describe_feed(model, array, shape)})
     return results
 
 
@@ -204,7 +207,7 @@ def run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict] | di
     size), or {"skipped": why} where no interpreter here runs it."""
     job = {"path": str(path), "threads": threads, "batches": config.batches, "warmup": config.warmup,
            "runs": config.runs, "min_time": config.min_time, "backend": config.backend,
-           "input": str(config.input) if config.input else None}
+           "input": str(config.input) if config.input else None, "input_shape": config.input_shape}
     done = subprocess.run([sys.executable, "-m", "edgefashion.device.bench", json.dumps(job)],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -238,7 +241,7 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
         if config.profile:
             for path in models:
                 if any(r.path == str(path) for r in results):
-                    profiles[path.name] = profile_model(path, config.runs, config.input)
+                    profiles[path.name] = profile_model(path, config.runs, config.input, config.input_shape)
     if not results:
         raise InputError("nothing to benchmark: " + "; ".join(skipped))
     skipped = list(dict.fromkeys(skipped))
@@ -344,7 +347,7 @@ def _worker(argv: list[str]) -> int:
     job = json.loads(argv[0])
     try:
         results = measure(Path(job["path"]), job["threads"], job["batches"], job["warmup"], job["runs"],
-                          job["min_time"], job.get("backend", "auto"), job.get("input"))
+                          job["min_time"], job.get("backend", "auto"), job.get("input"), job.get("input_shape"))
     except (Unsupported, MissingDependency) as exc:  # no interpreter here for this model
         print(json.dumps({"skipped": str(exc)}))
         return 0

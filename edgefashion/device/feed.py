@@ -24,22 +24,23 @@ def bench_images(count: int) -> np.ndarray:
     return np.resize(images, (count, 28, 28))  # repeats when count > available
 
 
-def bench_input(model: Model, count: int, array: Path | None = None) -> np.ndarray:
-    """`count` inputs for `model`, ready for `model.run` (rows of `array` repeat when it has fewer)."""
+def bench_input(model: Model, count: int, array: Path | None = None, shape: tuple | None = None) -> np.ndarray:
+    """`count` inputs for `model`, ready for `model.run` (rows of `array` repeat when it has fewer);
+    `shape`: the dimensions after the batch, for a model that leaves some open."""
     if array is not None:
         x = _checked(model, load_array(Path(array)), Path(array))
-    elif model.is_image_classifier:
+    elif model.is_image_classifier and not shape:
         x = model.prepare(bench_images(count))
     else:
-        x = model.example_input(count)
+        x = model.example_input(count, shape=shape)
     return np.resize(x, (count, *x.shape[1:]))
 
 
-def describe(model: Model, array: Path | None = None) -> str:
+def describe(model: Model, array: Path | None = None, shape: tuple | None = None) -> str:
     if array is not None:
         return Path(array).name
-    if not model.is_image_classifier:
-        return f"random {model.input.dtype} {list(model.input.shape[1:])}, seed 0"
+    if shape or not model.is_image_classifier:
+        return f"random {model.input.dtype} {list(shape or model.input.shape[1:])}, seed 0"
     return "Fashion-MNIST test images" if data.default_dir() is not None else "random pixels, seed 0"
 
 

@@ -30,11 +30,11 @@ from .tflite_file import read as read_tflite
 TFLITE_TYPES = {"int8": "int8", "uint8": "int8", "int32": "int32", "float32": "float32"}
 
 
-def profile(path: Path, runs: int = 200, array: Path | None = None) -> dict:
+def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list | None = None) -> dict:
     """{"ops": [{name, type, dtype, us, share}], "total_us": sum, "model_us": whole model, "method": ...},
     at batch 1 on what bench times (feed.py)."""
     model = Model(path, classifier=False)
-    x = bench_input(model, 1, array)
+    x = bench_input(model, 1, array, shape)
     ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
     model_us = _median_us(lambda: model.run(x), runs)
     total = sum(op["us"] for op in ops)

@@ -155,13 +155,17 @@ class Model:
         return tuple(self.input.shape[1:]) == IMAGE_SHAPE and tuple(self.output.shape[1:]) == (NUM_CLASSES,) \
             and self.input.dtype in ("int8", "float32")
 
-    def example_input(self, batch: int, seed: int = 0) -> np.ndarray:
-        """A seeded random input tensor of the declared shape (batch `batch`) and dtype, as LiteRT's
-        benchmark_model feeds a model: int8/uint8 over their whole range, floats in [0, 1)."""
-        dims = tuple(self.input.shape[1:])
-        if any(d < 1 for d in dims):
-            raise InputError(f"{self.name}: input {self.input.name!r} has dynamic dimensions {list(self.input.shape)}; "
-                             f"only the batch may be dynamic")
+    def example_input(self, batch: int, seed: int = 0, shape: tuple | None = None) -> np.ndarray:
+        """A seeded random input tensor of the declared shape (batch `batch`; `shape`, the dimensions
+        after the batch, for a model that leaves some open) and dtype, as LiteRT's benchmark_model
+        feeds a model: int8/uint8 over their whole range, floats in [0, 1)."""
+        declared = tuple(self.input.shape[1:])
+        dims = tuple(shape) if shape else declared
+        if len(dims) != len(declared) or any(0 < d != g for d, g in zip(declared, dims)) or any(d < 1 for d in dims):
+            given = f"--input-shape {','.join(map(str, shape))} does not fit" if shape else "has dynamic dimensions"
+            raise InputError(f"{self.name}: input {self.input.name!r} {list(self.input.shape)}: {given}; give the "
+                             f"dimensions after the batch with --input-shape (e.g. "
+                             f"{','.join(str(d) if d > 0 else '224' for d in declared)})")
         rng, dtype = np.random.default_rng(seed), np.dtype(self.input.dtype)
         if dtype.kind == "f":
             return rng.random((batch, *dims), dtype=np.float32).astype(dtype)
@@ -339,14 +343,14 @@ class _TFLiteRunner:
             raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
         self.input, self.output = _tflite_spec(inputs[0]), _tflite_spec(outputs[0])
         self._in, self._out = inputs[0]["index"], outputs[0]["index"]
-        self._batch = int(inputs[0]["shape"][0])
+        self._shape = tuple(int(d) for d in inputs[0]["shape"])
 
     def run(self, x: np.ndarray) -> np.ndarray:
         try:  # a model can load and still fail when it runs (XNNPACK, null tensor data, ...)
-            if len(x) != self._batch:  # resize once per new batch size, not per call
-                self.interpreter.resize_tensor_input(self._in, [len(x), *self.input.shape[1:]])
+            if x.shape != self._shape:  # resize once per new input shape (a batch size), not per call
+                self.interpreter.resize_tensor_input(self._in, list(x.shape))
                 self.interpreter.allocate_tensors()
-                self._batch = len(x)
+                self._shape = x.shape
             self.interpreter.set_tensor(self._in, x)
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self._out)

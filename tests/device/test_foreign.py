@@ -73,3 +73,15 @@ def test_bench_on_the_users_own_input_array(tmp_path):
     refused = cli("bench", model, "--input", bad, "--out", tmp_path / "b.json")
     assert refused.returncode == 2 and "int8 (5, 63), expected int8 (N, 64)" in refused.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+def test_open_dimensions_take_input_shape(tmp_path):
+    model = FOREIGN / "nchw_dynamic_f32.onnx"  # (N, 1, H, W) -> 10
+    refused = cli("bench", model, "--out", tmp_path / "b.json")
+    assert refused.returncode == 2 and "has dynamic dimensions" in refused.stderr and "--input-shape" in refused.stderr
+    wrong = cli("bench", model, "--input-shape", "3,40,30", "--out", tmp_path / "b.json")
+    assert wrong.returncode == 2 and "--input-shape 3,40,30 does not fit" in wrong.stderr
+    done = cli("bench", model, "--input-shape", "1,40,30", "--batch", "1,2", "--runs", 3, "--warmup", 0, "--min-time", 0,
+               "--json", check=0)
+    results = json.loads(done.stdout)["results"]
+    assert [r["inputs"] for r in results] == ["random float32 [1, 40, 30], seed 0"] * 2
