@@ -42,7 +42,8 @@ from .rundir import Run, TuneDir
 from .stage import Stage
 
 
-def add_stage(sub, stage: Stage, command=None, run_argument: bool = True) -> argparse.ArgumentParser:
+def add_stage(sub, stage: Stage, command=None, run_argument: bool = True,
+              json_help: str = "print the report as JSON instead of the summary") -> argparse.ArgumentParser:
     """A stage's subcommand, built from the stage object: its help, its settings as options, and RUN
     (positional, or `--out RUN` for the stage that makes the run directory)."""
     p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
@@ -51,7 +52,7 @@ def add_stage(sub, stage: Stage, command=None, run_argument: bool = True) -> arg
     elif run_argument:
         p.add_argument("run", type=Path, help="run directory")
     add_options(p, stage.settings)
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=command or functools.partial(cmd_stage, stage))
     return p
 
@@ -106,7 +107,8 @@ def cmd_verify(args) -> int:
 
 
 def add_bench(sub, stage: Stage) -> None:
-    p = add_stage(sub, stage, command=cmd_bench, run_argument=False)
+    p = add_stage(sub, stage, command=cmd_bench, run_argument=False,
+                  json_help="print bench.json instead of the table (and write files only with --out)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="model file, run directory or bundle")
     p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
     add_trust_options(p)
