@@ -41,7 +41,7 @@ CANDIDATES = {  # name: OnnxInt8Settings fields
 
 
 def make(run: Path, out: Path) -> None:
-    from edgefashion.host.export import ExportConfig, OnnxInt8Settings, _onnx_output_quantization, calibration_set
+    from edgefashion.host.export import ExportConfig, OnnxInt8Settings, onnx_output_quantization, calibration_set
     from edgefashion.files import read_json, write_bytes, write_json
 
     calib_info = read_json(run / "export" / "export.json")["calibration"]
@@ -53,7 +53,7 @@ def make(run: Path, out: Path) -> None:
         started = time.monotonic()
         content = _quantize(f32, calib, OnnxInt8Settings(**fields))
         write_bytes(out / f"{name}.onnx", content)
-        steps[name] = _onnx_output_quantization(content)[0]
+        steps[name] = onnx_output_quantization(content)[0]
         print(f"{name}: {len(content)} bytes, {time.monotonic() - started:.1f} s", file=sys.stderr)
     write_json(out / "settings.json", {"candidates": CANDIDATES, "output_scale": steps,
                                        "calibration": calib_info})

@@ -167,7 +167,7 @@ def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, re
     write_bytes(dest, content)
     output = TensorInfo(**exported.output.as_dict())
     if fmt == "onnx-int8":  # float output, but on the int8 grid of its last DequantizeLinear
-        output.scale, output.zero_point = _onnx_output_quantization(content)
+        output.scale, output.zero_point = onnx_output_quantization(content)
     return Artifact(file=dest.name, format=fmt, bytes=len(content), sha256=sha256_bytes(content),
                     input=TensorInfo(**exported.input.as_dict()), output=output, check=check)
 
@@ -271,7 +271,7 @@ def _name_batch_dim(proto) -> None:
         dim.dim_param = "N"
 
 
-def _onnx_output_quantization(content: bytes) -> tuple[float | None, int | None]:
+def onnx_output_quantization(content: bytes) -> tuple[float | None, int | None]:
     """Scale and zero point of the DequantizeLinear that produces the graph output, if any."""
     try:
         import onnx

@@ -159,12 +159,12 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
         trial.set_user_attr("arch", arch.as_dict())
         figures = _measure(arch, config, folder.trial(trial.number))
         trial.set_user_attr("figures", figures)
-        violations = _violations(figures, config)
-        trial.set_user_attr("constraints", violations)
+        over = violations(figures, config)
+        trial.set_user_attr("constraints", over)
         if hasattr(trial, "set_constraint"):
-            for i, value in enumerate(violations):
+            for i, value in enumerate(over):
                 trial.set_constraint(f"budget{i}", value)
-        progress.report(trial.number, figures, _violations(figures, config))
+        progress.report(trial.number, figures, over)
         return figures["accuracy"], figures["latency_us"], figures["size_bytes"]
 
     if left:
@@ -212,18 +212,18 @@ class _Progress:
     def __init__(self, total: int, jobs: int):
         self.total, self.jobs, self.done, self.start = max(total, 1), jobs, 0, time.monotonic()
 
-    def report(self, number: int, figures: dict, violations: list[float]) -> None:
+    def report(self, number: int, figures: dict, over: list[float]) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.start
         eta = elapsed / self.done * max(self.total - self.done * self.jobs, 0) / self.jobs
-        fits = "inside the budgets" if max(violations) <= 0 else "outside a budget"
+        fits = "inside the budgets" if max(over) <= 0 else "outside a budget"
         arena = f", arena {figures['arena_bytes'] / 1024:.1f} KB" if figures.get("arena_bytes") else ""
         step(f"trial {number}: int8 val accuracy {figures['accuracy']:.4f}, {figures['latency_us']:.0f} µs, "
              f"{figures['size_bytes'] / 1024:.0f} KB{arena}, {fits}; {elapsed / 60:.1f} min so far, "
              f"about {eta / 60:.1f} min left")
 
 
-def _violations(figures: dict, config: TuneConfig) -> list[float]:
+def violations(figures: dict, config: TuneConfig) -> list[float]:
     """Optuna constraints: <= 0 is inside a budget."""
     out = [0.0]
     if config.max_latency_us:
@@ -303,7 +303,7 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
     results = [_result(t, config) for t in study.get_trials(deepcopy=False)]
     complete = [r for r in results if r.state == "COMPLETE"]
     for r in complete:  # the front of every complete trial, whatever the budgets; `feasible` marks those inside
-        r.on_front = not any(_dominates(o, r) for o in complete if o is not r)
+        r.on_front = not any(dominates(o, r) for o in complete if o is not r)
     seed = study.user_attrs.get("seed_cnn")
     seed_result = None if seed is None else TrialResult(
         number=-1, state="COMPLETE", arch=None, **{k: seed[k] for k in ("accuracy", "latency_us", "size_bytes",
@@ -316,7 +316,7 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
     result.write(folder.report)
     plot_front(result, folder.plot)
     if chosen is None:
-        closest = max(complete, key=lambda r: -max(_violations(asdict(r), config)), default=None)
+        closest = max(complete, key=lambda r: -max(violations(asdict(r), config)), default=None)
         hint = (f"; closest: trial {closest.number} (accuracy {closest.accuracy:.4f}, {closest.latency_us:.0f} µs, "
                 f"{closest.size_bytes / 1024:.0f} KB)") if closest else ""
         raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
@@ -331,11 +331,11 @@ def _result(trial, config: TuneConfig) -> TrialResult:
     return TrialResult(number=trial.number, state=trial.state.name, arch=trial.user_attrs.get("arch"),
                        accuracy=figures.get("accuracy"), latency_us=figures.get("latency_us"),
                        size_bytes=figures.get("size_bytes"), arena_bytes=figures.get("arena_bytes"),
-                       feasible=(max(_violations(figures, config)) <= 0) if complete and figures else None,
+                       feasible=(max(violations(figures, config)) <= 0) if complete and figures else None,
                        seconds=figures.get("seconds"))
 
 
-def _dominates(a: TrialResult, b: TrialResult) -> bool:
+def dominates(a: TrialResult, b: TrialResult) -> bool:
     better_or_equal = a.accuracy >= b.accuracy and a.latency_us <= b.latency_us and a.size_bytes <= b.size_bytes
     return better_or_equal and (a.accuracy > b.accuracy or a.latency_us < b.latency_us or a.size_bytes < b.size_bytes)
 

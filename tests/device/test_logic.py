@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgefashion import cli, pipeline
-from edgefashion.host.tune import TuneConfig, _dominates, _violations
+from edgefashion.host.tune import TuneConfig, dominates, violations
 from edgefashion.options import from_plain, settings_of
 from edgefashion.schemas import PipelineState, StageState, TrialResult
 
@@ -97,9 +97,9 @@ def trial(number, accuracy, latency, size) -> TrialResult:
 
 def test_pareto_dominance():
     a, b = trial(0, 0.9, 100, 1000), trial(1, 0.8, 200, 2000)
-    assert _dominates(a, b) and not _dominates(b, a)
-    assert not _dominates(a, trial(2, 0.9, 100, 1000))  # equal on every axis: neither dominates
-    assert not _dominates(a, trial(3, 0.95, 300, 1000)) and not _dominates(trial(3, 0.95, 300, 1000), a)
+    assert dominates(a, b) and not dominates(b, a)
+    assert not dominates(a, trial(2, 0.9, 100, 1000))  # equal on every axis: neither dominates
+    assert not dominates(a, trial(3, 0.95, 300, 1000)) and not dominates(trial(3, 0.95, 300, 1000), a)
 
 
 @pytest.mark.parametrize("budgets, figures, inside", [
@@ -110,4 +110,4 @@ def test_pareto_dominance():
     ({"max_arena_kb": 64}, {"accuracy": 0.9, "latency_us": 1, "size_bytes": 1, "arena_bytes": None}, False),
 ])
 def test_budget_violations(budgets, figures, inside):
-    assert (max(_violations(figures, TuneConfig(**budgets))) <= 0) == inside
+    assert (max(violations(figures, TuneConfig(**budgets))) <= 0) == inside
