@@ -15,7 +15,6 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
@@ -39,7 +38,7 @@ from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain
 from .pipeline import STAGES, run, stage_named, verify_on_host
 from .render import table
 from .rundir import Run, TuneDir
-from .stage import Stage
+from .stage import Stage, with_verbosity
 
 
 def add_stage(sub, stage: Stage, command=None, run_argument: bool = True,
@@ -59,8 +58,7 @@ def add_stage(sub, stage: Stage, command=None, run_argument: bool = True,
 
 def stage_settings(stage: Stage, args):
     """The stage's settings from its options (and --verbose, where the stage has it)."""
-    verbose = {"verbose": args.verbose} if "verbose" in {f.name for f in fields(stage.settings)} else {}
-    return from_args(stage.settings, args, **verbose)
+    return with_verbosity(from_args(stage.settings, args), args.verbose)
 
 
 def cmd_stage(stage: Stage, args) -> int:
@@ -68,7 +66,12 @@ def cmd_stage(stage: Stage, args) -> int:
     run = Run(args.run)
     settings = stage_settings(stage, args)
     report = stage.run(settings, run)
-    print(json.dumps(report.to_json(), indent=2) if args.json else f"{stage.render(report)}\n-> {stage.output(run)}")
+    return show(stage, settings, report, args, f"{stage.render(report)}\n-> {stage.output(run)}")
+
+
+def show(stage: Stage, settings, report, args, text: str) -> int:
+    """The report as JSON (--json) or `text`, a FAILED line per failure; the exit code."""
+    print(json.dumps(report.to_json(), indent=2) if args.json else text)
     failures = stage.failures(settings, report)
     for line in failures:
         print(printable("FAILED: " + line), file=sys.stderr)
@@ -117,7 +120,7 @@ def add_bench(sub, stage: Stage) -> None:
 def cmd_bench(args) -> int:
     stage = stage_named("bench")
     report, written = bench(stage_settings(stage, args), args.paths, args.out, trust_from(args),
-                                        write=not args.json or args.out is not None)  # --json alone writes nothing
+                            write=not args.json or args.out is not None)  # --json alone writes nothing
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -245,9 +248,8 @@ def cmd_predict(args) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    rows = [{"input": r.input, "class": r.class_id, "label": r.label, "probability": r.probability,
-             **({"top": ", ".join(f"{label} {p:.2f}" for label, p in r.top)} if r.top else {}),
-             **({"truth": r.truth} if r.truth is not None else {})} for r in result.predictions]
+    rows = [{**row, **({"top": ", ".join(f"{label} {p:.2f}" for label, p in row["top"])} if "top" in row else {})}
+            for row in result.to_json()["predictions"]]
     print(table(rows[:args.show]))
     if len(rows) > args.show:
         print(f"... {len(rows) - args.show} more (--show N or --json for all)")
@@ -398,11 +400,7 @@ def cmd_firmware(args) -> int:
     stage = stage_named("firmware")
     settings = stage_settings(stage, args)
     report = model_fit(settings, args.run)
-    print(json.dumps(report.to_json(), indent=2) if args.json else render_fit(report))
-    failures = stage.failures(settings, report)
-    for line in failures:
-        print(printable("FAILED: " + line), file=sys.stderr)
-    return 1 if failures else 0
+    return show(stage, settings, report, args, render_fit(report))
 
 
 # Stages whose command does more than run the stage on one run directory (a bundle, several paths, --out).

@@ -20,7 +20,7 @@ from .host import bundle, export, firmware, train
 from .host.model import keras_reference
 from .rundir import Run
 from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, VerifyReport
-from .stage import Stage
+from .stage import Stage, with_verbosity
 
 
 def verify_on_host(settings: verify.VerifyConfig, run: Run) -> VerifyReport:
@@ -97,7 +97,7 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
         step(f"stage {stage.name}")
         started = time.monotonic()
         try:
-            outcome = _run_stage(stage, _with_verbosity(settings[stage.name], verbose), run_dir)
+            outcome = _run_stage(stage, with_verbosity(settings[stage.name], verbose), run_dir)
         except BaseException as exc:  # recorded in pipeline.json, then raised (Ctrl-C too)
             outcome = StageState(status="failed", error=str(exc) or type(exc).__name__)
             raise
@@ -123,11 +123,6 @@ def _run_stage(stage: Stage, settings, run_dir: Run) -> StageState:
     if failures:
         raise CheckFailed(f"{stage.name}: " + " | ".join(failures))
     return StageState(status="done")
-
-
-def _with_verbosity(settings, verbose: bool):
-    names = {f.name for f in dataclasses.fields(settings)}
-    return dataclasses.replace(settings, verbose=verbose) if "verbose" in names else settings
 
 
 def summarize(run: Run) -> RunSummary:

@@ -13,11 +13,18 @@ CLI builds each stage's subcommand from the same object, and a notebook calls th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .options import from_plain, settings_of
+
+
+def with_verbosity(settings, verbose: bool):
+    """`settings` with TensorFlow's own log shown or not, where the stage has that switch (not a setting)."""
+    names = {f.name for f in dataclasses.fields(settings)}
+    return dataclasses.replace(settings, verbose=verbose) if "verbose" in names else settings
 
 
 def _no_failures(settings, report) -> list[str]:

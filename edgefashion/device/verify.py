@@ -136,10 +136,12 @@ class VerifyConfig:
 def load_test_set(run: Run, path: Path | None) -> data.Dataset:
     """The test set given, else the one the run was trained with; Fashion-MNIST's only for a run
     trained on Fashion-MNIST (a run on the user's own data without a test set is refused)."""
-    if path is None and run.test_source() is None and run.trained_on_own_data():
-        raise InputError(f"{run.config}: the run was trained on {run.trained_on_own_data()} without a test set; "
-                         f"give one with --data (run: --test-data)")
-    dataset = data.load(path if path is not None else run.test_source(), "test")
+    if path is None:
+        path = run.test_source()
+        if path is None and (own := run.trained_on_own_data()):
+            raise InputError(f"{run.config}: the run was trained on {own} without a test set; give one with --data "
+                             f"(run: --test-data)")
+    dataset = data.load(path, "test")
     if dataset.labels is None:
         raise InputError(f"{dataset.source}: verify needs a label column")
     return dataset

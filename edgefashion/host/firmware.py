@@ -137,11 +137,7 @@ def render_fit(report: ModelFit) -> str:
         f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / mcu.KB:,.0f} KB), "
         f"{report.input.dtype} {report.input.shape} -> {report.output.dtype} {report.output.shape}, "
         f"{report.ms_per_image} ms per inference on TFLM",
-        f"arena {report.arena_bytes:,} bytes measured (head {report.arena_head_bytes:,}, tail "
-        f"{report.arena_tail_bytes:,}) -> kTensorArenaSize {report.arena_recommended_bytes:,} with a "
-        f"{mcu.ARENA_MARGIN:.0%} margin",
-        "ops: " + ", ".join(f"{op} x{n}" for op, n in report.ops.items()),
-        table(target_rows(report)), report.uncounted, "accuracy: not measured (a model file; give a run for that)"])
+        *_arena_and_ops(report), table(target_rows(report)), report.uncounted, "accuracy: not measured (a model file; give a run for that)"])
 
 
 def measure_arena(runtime, path: Path) -> dict:
@@ -223,11 +219,14 @@ def summary_lines(report: FirmwareReport) -> list[str]:
         f"accuracy {report.accuracy:.4f}{keras}; vs LiteRT reference kernels: "
         f"{report.differing_values_vs_litert_reference:,} of {report.values:,} values differ (max "
         f"{report.max_diff_steps} steps), top-1 agreement {report.agreement_vs_litert_reference:.2%}",
-        f"arena {report.arena_bytes:,} bytes measured (head {report.arena_head_bytes:,}, tail "
-        f"{report.arena_tail_bytes:,}) -> kTensorArenaSize {report.arena_recommended_bytes:,} with a "
-        f"{mcu.ARENA_MARGIN:.0%} margin",
-        "ops: " + ", ".join(f"{op} x{n}" for op, n in report.ops.items()),
-    ]
+        *_arena_and_ops(report)]
+
+
+def _arena_and_ops(report: ModelFit) -> list[str]:
+    return [f"arena {report.arena_bytes:,} bytes measured (head {report.arena_head_bytes:,}, tail "
+            f"{report.arena_tail_bytes:,}) -> kTensorArenaSize {report.arena_recommended_bytes:,} with a "
+            f"{mcu.ARENA_MARGIN:.0%} margin",
+            "ops: " + ", ".join(f"{op} x{n}" for op, n in report.ops.items())]
 
 
 def target_rows(report: FirmwareReport) -> list[dict]:
