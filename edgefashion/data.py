@@ -1,4 +1,5 @@
-"""Fashion-MNIST readers: the seed's CSV format and the original IDX files. numpy only.
+"""Image data readers: the seed's CSV format (any image size), the original IDX files, and image
+folders (DIR/<class name>/*.png). numpy only (Pillow for image folders).
 
 The device side uses this module too, so it never imports TensorFlow.
 """
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import NUM_CLASSES
+from . import LABELS
 from .console import printable
-from .errors import InputError
+from .errors import InputError, MissingDependency
 from .files import write_bytes
 
 IMG_ROWS, IMG_COLS = 28, 28
-PIXELS = IMG_ROWS * IMG_COLS
+PIXELS = IMG_ROWS * IMG_COLS  # Fashion-MNIST's
+MAX_LABEL = 255  # labels are stored as uint8: up to 256 classes
+LABELS_FILE = "labels.txt"  # class names beside the data, one per line, in label order
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -46,43 +49,96 @@ DEFAULT_DIRS = (
 
 @dataclass
 class Dataset:
-    """uint8 images (N, 28, 28), uint8 labels (N,) or None, and where they came from."""
+    """uint8 images (N, H, W) for grey or (N, H, W, C), uint8 labels (N,) or None, the class names
+    (None: not known, `class_names` numbers them), and where they came from."""
 
     images: np.ndarray
     labels: np.ndarray | None
     source: str
     sha256: str
+    classes: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return image_shape_of(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes else numbered_classes(self.num_classes)
+
     def subset(self, indices) -> "Dataset":
         labels = None if self.labels is None else self.labels[indices]
-        return Dataset(self.images[indices], labels, self.source, self.sha256)
+        return Dataset(self.images[indices], labels, self.source, self.sha256, self.classes)
+
+
+def numbered_classes(k: int) -> list[str]:
+    """The names of classes nobody named: class 0 ... class K-1."""
+    return [f"class {i}" for i in range(k)]
+
+
+def image_shape_of(images: np.ndarray) -> tuple[int, int, int]:
+    return (*images.shape[1:3], images.shape[3] if images.ndim == 4 else 1)
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """'HxWxC' (or 'HxW': grey) -> (H, W, C), C 1 (grey) or 3 (RGB)."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) == 2:
+        dims = (*dims, 1)
+    if len(dims) != 3 or not all(1 <= d <= 4096 for d in dims[:2]) or dims[2] not in (1, 3):
+        raise InputError(f"--image-shape {text!r}, expected HxWxC with C 1 (grey) or 3 (RGB), e.g. 32x32x3")
+    return dims
+
+
+def holdout(dataset: Dataset, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded held-out test split: `fraction` of each class (at least one row
+    of every class with two or more), so a small data set's test set has every class."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(dataset.labels):
+        rows = np.flatnonzero(dataset.labels == cls)
+        take = min(len(rows) - 1, max(1, round(fraction * len(rows)))) if len(rows) > 1 else 0
+        chosen.append(rng.permutation(rows)[:take])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 # --- preparation (as in the seed's prep_data) -------------------------------------------
 
 def prepare(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) scaled to [0, 1]."""
-    return (images.reshape(len(images), IMG_ROWS, IMG_COLS, 1).astype(np.float32) / 255.0)
+    """uint8 (N, H, W[, C]) -> float32 (N, H, W, C) scaled to [0, 1]."""
+    return images.reshape(len(images), *image_shape_of(images)).astype(np.float32) / 255.0
 
 
-def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def one_hot(labels: np.ndarray, num_classes: int = len(LABELS)) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
 # --- CSV ---------------------------------------------------------------------------------
 
-def read_csv(path, require_labels: bool = True) -> Dataset:
-    """Read the seed's CSV: a header row, then `label,pixel1..pixel784` (label optional
-    when `require_labels` is False). The label column is found by its name, wherever it is.
-    Cells are ASCII digits. Every problem is an InputError naming file and line."""
+def read_csv(path, require_labels: bool = True, image_shape: tuple | None = None) -> Dataset:
+    """Read the seed's CSV: a header row, then `label,pixel1..pixelP` (label optional when
+    `require_labels` is False). The label column is found by its name, wherever it is. P pixels
+    make a square grey image unless `image_shape` (H, W, C) says otherwise. Cells are ASCII digits.
+    Every problem is an InputError naming file and line."""
     path = Path(path)
     raw = _read_file(path)
     text = raw.removeprefix(codecs.BOM_UTF8).replace(b"\r\n", b"\n")
     header, _, body = text.partition(b"\n")
     label_col, pixel_cols = _columns(path, header, require_labels)
+    shape = _csv_image_shape(path, len(pixel_cols), image_shape)
     ncols = len(pixel_cols) + (label_col is not None)
     body = body.rstrip(b"\n")
     if not body.strip():
@@ -93,9 +149,45 @@ def read_csv(path, require_labels: bool = True) -> Dataset:
     labels = None if label_col is None else values[:, label_col]
     pixels = values[:, pixel_cols]
     _check_ranges(path, labels, pixels, label_col, pixel_cols)
-    images = pixels.astype(np.uint8).reshape(-1, IMG_ROWS, IMG_COLS)
+    images = pixels.astype(np.uint8).reshape(-1, *shape[:2], *shape[2:] if shape[2] > 1 else ())
     return Dataset(images, None if labels is None else labels.astype(np.uint8),
-                   str(path), hashlib.sha256(raw).hexdigest())
+                   str(path), hashlib.sha256(raw).hexdigest(), read_labels_beside(path))
+
+
+def _csv_image_shape(path: Path, pixels: int, image_shape: tuple | None) -> tuple[int, int, int]:
+    """The image shape of P pixel columns: the one given, else a square grey image."""
+    if image_shape is not None:
+        if math.prod(image_shape) != pixels:
+            raise InputError(f"{path}: line 1: {pixels} pixel columns, but --image-shape "
+                             f"{'x'.join(map(str, image_shape))} needs {math.prod(image_shape)}")
+        return tuple(image_shape)
+    side = math.isqrt(pixels)
+    if side * side != pixels:
+        raise InputError(f"{path}: line 1: {pixels} pixel columns are not a square grey image; give "
+                         f"--image-shape HxWxC with H x W x C = {pixels}")
+    return side, side, 1
+
+
+def read_labels(path) -> tuple[str, ...]:
+    """Class names, one per line in label order (blank lines and surrounding spaces ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: labels file not found")
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: labels file is not UTF-8 text") from None
+    names = [printable(n)[:64] for n in names if n]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise InputError(f"{path}: {len(names)} class names ({len(set(names))} distinct), expected at least 2 "
+                         f"distinct names, one per line in label order")
+    return tuple(names)
+
+
+def read_labels_beside(path: Path) -> tuple[str, ...] | None:
+    """labels.txt in the data's folder, if there is one."""
+    beside = Path(path).parent / LABELS_FILE
+    return read_labels(beside) if beside.is_file() else None
 
 
 def _read_file(path: Path) -> bytes:
@@ -105,7 +197,7 @@ def _read_file(path: Path) -> bytes:
         raise InputError(f"{path}: is a directory, expected a CSV file")
     raw = path.read_bytes()
     if not raw.strip():
-        raise InputError(f"{path}: file is empty, expected a header row and {PIXELS + 1} columns per row")
+        raise InputError(f"{path}: file is empty, expected a header row, then a label and the pixels per row")
     return raw
 
 
@@ -119,26 +211,23 @@ def _columns(path: Path, header: bytes, require_labels: bool) -> tuple[int | Non
     if all(_NUMBER.match(c) for c in cells):
         raise InputError(f"{path}: line 1: no header row (found numbers), expected column names "
                          f"such as label,pixel1,...,pixel{PIXELS}")
-    allowed = (PIXELS + 1,) if require_labels else (PIXELS + 1, PIXELS)
-    if len(cells) not in allowed:
-        want = " or ".join(str(a) for a in allowed)
-        raise InputError(f"{path}: line 1: header has {len(cells)} columns, expected {want} "
-                         f"(label then {PIXELS} pixels)")
     names = [c.decode("utf-8", "replace").strip().strip('"').strip().lower() for c in cells]
     labels = [i for i, name in enumerate(names) if name == "label"]
-    if len(labels) > 1 or (labels and len(cells) == PIXELS):
-        raise InputError(f"{path}: line 1: {len(labels)} column(s) named 'label' among {len(cells)}, "
-                         f"expected one label and {PIXELS} pixel columns")
-    if len(cells) == PIXELS + 1 and not labels:
+    if len(labels) > 1:
+        raise InputError(f"{path}: line 1: {len(labels)} columns named 'label', expected one")
+    if require_labels and not labels:
         raise InputError(f"{path}: line 1: header has {len(cells)} columns but none is named 'label'; "
-                         f"expected label,pixel1,...,pixel{PIXELS}")
+                         f"expected label,pixel1,...,pixelP")
     label_col = labels[0] if labels else None
     pixel_cols = [i for i in range(len(cells)) if i != label_col]
+    if len(pixel_cols) < 4:
+        raise InputError(f"{path}: line 1: {len(pixel_cols)} pixel columns, expected an image of at least 2x2")
     numbers = [_PIXEL_NAME.match(names[i]) for i in pixel_cols]
-    if all(numbers):  # pixel1..pixel784 (or pixel0..pixel783), in any order: put them in order
+    if all(numbers):  # pixel1..pixelP (or pixel0..pixelP-1), in any order: put them in order
         index = [int(m.group(1)) for m in numbers]
-        if sorted(index) not in (list(range(1, PIXELS + 1)), list(range(PIXELS))):
-            raise InputError(f"{path}: line 1: pixel columns are not pixel1..pixel{PIXELS} "
+        count = len(pixel_cols)
+        if sorted(index) not in (list(range(1, count + 1)), list(range(count))):
+            raise InputError(f"{path}: line 1: pixel columns are not pixel1..pixel{count} "
                              f"(duplicates or gaps)")
         pixel_cols = [c for _, c in sorted(zip(index, pixel_cols))]
     return label_col, pixel_cols
@@ -176,7 +265,7 @@ _CELL = re.compile(rb"^[ \t]*(\d+)(?:\.0*)?[ \t]*$")  # bytes: \d is ASCII 0-9 o
 
 def _parse_cell(path: Path, lineno: int, col: int, cell: bytes, is_label: bool) -> int:
     where = f"{path}: line {lineno}, column {col}"
-    kind, hi = ("label", 9) if is_label else ("pixel", 255)
+    kind, hi = ("label", MAX_LABEL) if is_label else ("pixel", 255)
     match = _CELL.match(cell)
     if match is None:
         shown = printable(cell.decode("utf-8", "replace").strip()[:20])
@@ -190,11 +279,11 @@ def _parse_cell(path: Path, lineno: int, col: int, cell: bytes, is_label: bool) 
 
 def _check_ranges(path: Path, labels, pixels: np.ndarray, label_col, pixel_cols) -> None:
     if labels is not None:
-        bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+        bad = np.flatnonzero((labels < 0) | (labels > MAX_LABEL))
         if bad.size:
             row = int(bad[0])
             raise InputError(f"{path}: line {row + 2}, column {label_col + 1}: label {int(labels[row])} "
-                             f"is outside 0-9")
+                             f"is outside 0-{MAX_LABEL}")
     bad_rows = np.flatnonzero(((pixels < 0) | (pixels > 255)).any(axis=1))
     if bad_rows.size:
         row = int(bad_rows[0])
@@ -205,8 +294,8 @@ def _check_ranges(path: Path, labels, pixels: np.ndarray, label_col, pixel_cols)
 
 def write_csv(dataset: Dataset, path) -> Path:
     """Write a dataset in the seed's CSV format (atomically)."""
-    pixels = dataset.images.reshape(len(dataset), PIXELS)
-    names = [f"pixel{i}" for i in range(1, PIXELS + 1)]
+    pixels = dataset.images.reshape(len(dataset), -1)
+    names = [f"pixel{i}" for i in range(1, pixels.shape[1] + 1)]
     table = pixels if dataset.labels is None else np.column_stack([dataset.labels, pixels])
     if dataset.labels is not None:
         names.insert(0, "label")
@@ -268,9 +357,9 @@ def read_idx_split(directory, split: str) -> Dataset:
         raise InputError(f"{directory}: {split} images have shape {images.shape}, expected (N, 28, 28)")
     if labels.shape != (len(images),):
         raise InputError(f"{directory}: {len(labels)} {split} labels for {len(images)} images")
-    if labels.max(initial=0) >= NUM_CLASSES:
+    if labels.max(initial=0) >= len(LABELS):
         raise InputError(f"{directory}: a {split} label is {labels.max()}, expected 0-9")
-    return Dataset(images, labels, str(directory), digest.hexdigest())
+    return Dataset(images, labels, str(directory), digest.hexdigest(), LABELS)
 
 
 def _idx_path(directory: Path, stem: str) -> Path:
@@ -295,8 +384,9 @@ def default_dir() -> Path | None:
     return next((d for d in candidates if has_idx(d, "train") and has_idx(d, "test")), None)
 
 
-def load(path=None, split: str = "train") -> Dataset:
-    """Load `split` from a CSV file, an IDX directory, or (path None) the local Fashion-MNIST."""
+def load(path=None, split: str = "train", image_shape: tuple | None = None) -> Dataset:
+    """Load `split` from a CSV file, an IDX directory, an image folder, or (path None) the local
+    Fashion-MNIST. `image_shape` (H, W, C): of a CSV's rows, or what an image folder is resized to."""
     if path is None:
         directory = default_dir()
         if directory is None:
@@ -305,8 +395,97 @@ def load(path=None, split: str = "train") -> Dataset:
         return read_idx_split(directory, split)
     path = Path(path)
     if path.is_dir():
-        return read_idx_split(path, split)
-    return read_csv(path)
+        if has_idx(path, split) or not is_image_folder(path):
+            return read_idx_split(path, split)
+        return read_image_folder(path, split, image_shape)
+    return read_csv(path, image_shape=image_shape)
+
+
+# --- image folders -----------------------------------------------------------------------
+
+MAX_IMAGE_PIXELS = 50_000_000  # a 50 Mpx photo is plenty; Pillow's own limit is 178 Mpx
+
+
+def open_image(path: Path):
+    """A PIL image, read in full and turned upright (EXIF), or one InputError naming the file."""
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise MissingDependency("Pillow (for PNG/JPEG input)", "edge") from None
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # an error, not a 2-line warning
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{path}: {img.width}x{img.height} pixels, more than the "
+                                 f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx allowed; scale it down first")
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            ValueError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
+
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+DEFAULT_FOLDER_SIDE = 32  # an image folder's images are resized to 32x32 unless --image-shape says otherwise
+MAX_FOLDER_IMAGES = 200_000
+
+
+def is_image_folder(path) -> bool:
+    """DIR/<class>/*.png, or DIR/train/<class>/*.png (with an optional DIR/test)."""
+    path = Path(path)
+    root = path / "train" if (path / "train").is_dir() else path
+    return any(_class_dirs(root))
+
+
+def image_folder_has_test(path) -> bool:
+    return (Path(path) / "train").is_dir() and (Path(path) / "test").is_dir()
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())) if root.is_dir() else []
+
+
+def read_image_folder(path, split: str = "train", image_shape: tuple | None = None) -> Dataset:
+    """An image folder's `split` (the folder itself when it has no train/test), each image resized
+    to `image_shape` (default 32x32, RGB when any image is in colour), class names from the folder
+    names in sorted order (a test folder's classes must be the training folder's)."""
+    path = Path(path)
+    if image_folder_has_test(path):
+        root = path / split
+    elif split == "test":
+        raise InputError(f"{path}: an image folder without a test/ folder (DIR/train/<class>, DIR/test/<class>); "
+                         f"give --test-data, or train holds out a seeded share (--test-split)")
+    else:
+        root = path / "train" if (path / "train").is_dir() else path
+    classes = [d.name for d in _class_dirs(root)]
+    train_root = path / "train" if (path / "train").is_dir() else path
+    known = [d.name for d in _class_dirs(train_root)]
+    if root != train_root and classes != known:
+        raise InputError(f"{root}: classes {classes} differ from the training folder's {known}")
+    if len(known) < 2:
+        raise InputError(f"{train_root}: {len(known)} class folder(s) with images, expected at least 2 "
+                         f"(DIR/<class name>/*.png)")
+    files = [(label, f) for label, name in enumerate(classes)
+             for f in sorted((root / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(files) > MAX_FOLDER_IMAGES:
+        raise InputError(f"{root}: {len(files)} images, more than the {MAX_FOLDER_IMAGES} an image folder may hold")
+    opened = [open_image(f) for _, f in files]
+    if image_shape is None:
+        colour = any(img.mode not in ("L", "1", "I", "I;16", "LA") for img in opened)
+        image_shape = (DEFAULT_FOLDER_SIDE, DEFAULT_FOLDER_SIDE, 3 if colour else 1)
+    h, w, c = image_shape
+    images = np.stack([np.asarray(img.convert("RGB" if c == 3 else "L").resize((w, h)), dtype=np.uint8)
+                       for img in opened])
+    digest = hashlib.sha256()
+    for label, f in files:
+        digest.update(f"{label}/{f.name}\n".encode())
+        digest.update(f.read_bytes())
+    labels = np.array([label for label, _ in files], dtype=np.uint8)
+    return Dataset(images, labels, str(root), digest.hexdigest(), tuple(known))
 
 
 def download(dest) -> Path:

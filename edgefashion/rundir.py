@@ -1,6 +1,6 @@
 """The run directory's paths: the one place that spells RUN's file names.
 
-    RUN/ model.keras  config.json  history.json  training_curves.png  pipeline.json
+    RUN/ model.keras  config.json  history.json  training_curves.png  pipeline.json  test_split.npz
          export/  model_int8.tflite  model_f32.tflite  model_f32.onnx  model_int8.onnx
                   model_int8_data.cc/.h  calibration.npz  layer_errors.json  export.json
          verify.json  verify.md  confusion_FORMAT.png  bench.json/.csv/.png
@@ -22,7 +22,7 @@ from .console import printable
 from .errors import InputError
 from .files import remove_leftovers, sha256_file
 from .manifest import ManifestError
-from .schemas import ExportReport, TrainReport
+from .schemas import ExportReport
 
 FILES = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite",
          "onnx-f32": "model_f32.onnx", "onnx-int8": "model_int8.onnx"}
@@ -108,6 +108,7 @@ class Run:
     history = property(lambda self: self.root / "history.json")
     curves = property(lambda self: self.root / "training_curves.png")
     pipeline = property(lambda self: self.root / "pipeline.json")
+    test_split = property(lambda self: self.root / "test_split.npz")  # held-out test rows of the training data
     export = property(lambda self: ExportDir(self.root / "export"))
     export_dir = property(lambda self: self.export.folder)
     export_manifest = property(lambda self: self.export.manifest)
@@ -169,17 +170,6 @@ class Run:
         if indices_sha256(indices) != recorded.indices_sha256:
             raise InputError(f"{self.calibration}: indices do not match indices_sha256 in {self.export_manifest}")
         return indices
-
-    def test_source(self) -> Path | None:
-        """The test set the run was evaluated on, if config.json names one that still exists."""
-        if not self.config.is_file():
-            return None
-        test = TrainReport.read(self.config).test
-        return Path(test.source) if test and Path(test.source).exists() else None
-
-    def trained_on_own_data(self) -> Path | None:
-        """The user's training data (not the local Fashion-MNIST) config.json names, if any."""
-        return TrainReport.read(self.config).trained_on if self.config.is_file() else None
 
     def remove_leftovers(self) -> list[Path]:
         """Half-written files and staging folders a killed train/export/verify/bundle left behind."""

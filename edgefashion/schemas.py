@@ -30,6 +30,8 @@ class DatasetInfo:
     samples: int | None = None
     loss: float | None = None
     accuracy: float | None = None
+    held_out: float | None = None        # the test set: this share of the training data, seeded
+    indices_sha256: str | None = None    # of RUN/test_split.npz, the held-out rows
 
 
 @dataclass
@@ -47,6 +49,8 @@ class TrainReport(Manifest):
     fit_seconds: float
     versions: dict[str, Any]
     platform: dict[str, Any]
+    image_shape: list[int] | None = None  # (H, W, C) of the data; None: Fashion-MNIST's (28, 28, 1)
+    labels: list[str] | None = None       # class names in label order; None: Fashion-MNIST's
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -354,6 +358,7 @@ class FirmwareReport(ModelFit):
     values: int
     max_diff_steps: int
     seconds: float
+    labels: list[str] | None = None  # the class names, in the header's g_labels
 
 
 @dataclass

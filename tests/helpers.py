@@ -41,7 +41,8 @@ def cli(*args, check: int | None = None, env=None, cwd=None) -> subprocess.Compl
 def write_csv(path: Path, rows: list[list], header: bool = True, newline: str = "\n") -> Path:
     lines = []
     if header:
-        lines.append(",".join(["label"] + [f"pixel{i}" for i in range(1, 785)]))
+        pixels = len(rows[0]) - 1 if rows else 784
+        lines.append(",".join(["label"] + [f"pixel{i}" for i in range(1, pixels + 1)]))
     lines += [",".join(str(v) for v in row) for row in rows]
     path.write_bytes((newline.join(lines) + newline).encode())
     return path

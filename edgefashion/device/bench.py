@@ -83,9 +83,9 @@ def resolve_models(paths, trust: Trust | None = None):
             if is_model_file(path):
                 found.append(path)
                 continue
-            models = models_at(path, Path(stack.enter_context(tempfile.TemporaryDirectory())), trust)
-            if models is not None:
-                found.extend(models.values())
+            located = models_at(path, Path(stack.enter_context(tempfile.TemporaryDirectory())), trust)
+            if located is not None:
+                found.extend(located[0].values())
             elif path.exists():
                 raise InputError(f"{path}: not a model (.tflite/.onnx), a run directory or a bundle (.tar.gz)")
             else:

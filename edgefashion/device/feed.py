@@ -1,4 +1,4 @@
-"""What bench and profile time a model on: the test images for edgefashion's own (28, 28, 1)
+"""What bench and profile time a model on: the Fashion-MNIST test images for (28, 28, 1) image
 classifiers (so the figures are those of real images), a user's .npy array (--input), or seeded
 random inputs of the model's declared shape and dtype, as LiteRT's benchmark_model feeds one."""
 
@@ -29,7 +29,7 @@ def bench_input(model: Model, count: int, array: Path | None = None, shape: tupl
     `shape`: the dimensions after the batch, for a model that leaves some open."""
     if array is not None:
         x = _checked(model, load_array(Path(array)), Path(array))
-    elif model.is_image_classifier and not shape:
+    elif _fashion_shaped(model) and not shape:
         x = model.prepare(bench_images(count))
     else:
         x = model.example_input(count, shape=shape)
@@ -39,14 +39,20 @@ def bench_input(model: Model, count: int, array: Path | None = None, shape: tupl
 def describe(model: Model, array: Path | None = None, shape: tuple | None = None) -> str:
     if array is not None:
         return Path(array).name
-    if shape or not model.is_image_classifier:
+    if shape or not _fashion_shaped(model):
         return f"random {model.input.dtype} {list(shape or model.input.shape[1:])}, seed 0"
     return "Fashion-MNIST test images" if data.default_dir() is not None else "random pixels, seed 0"
 
 
+def _fashion_shaped(model: Model) -> bool:
+    return model.is_image_classifier and model.image_shape == IMAGE_SHAPE
+
+
 def _checked(model: Model, x: np.ndarray, path: Path) -> np.ndarray:
-    """The user's array as the model's input: its own shape and dtype (uint8 pixels for edgefashion's classifiers)."""
-    if model.is_image_classifier and x.dtype == np.uint8 and x.shape[1:] in (IMAGE_SHAPE[:2], IMAGE_SHAPE):
+    """The user's array as the model's input: its own shape and dtype, or uint8 pixels (N, H, W[, C])
+    of an image classifier's images."""
+    if model.is_image_classifier and x.dtype == np.uint8 and x.ndim in (3, 4) and \
+            x.shape[1:3] == model.image_shape[:2] and (x.ndim == 3 or x.shape[3] in (1, 3)):
         x = model.prepare(x)
     expected = tuple(model.input.shape[1:])
     fits = x.ndim == len(expected) + 1 and len(x) > 0 and all(e < 1 or a == e for a, e in zip(x.shape[1:], expected))

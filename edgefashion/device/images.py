@@ -1,27 +1,30 @@
-"""Inputs for `predict`: seed-format CSV (with or without labels), PNG/JPEG images, or .npy arrays."""
+"""Inputs for `predict`: seed-format CSV (with or without labels), PNG/JPEG images, or .npy arrays,
+as images of the model's size and channels."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .. import data
-from ..errors import InputError, MissingDependency
+from ..data import open_image
+from ..errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def load_inputs(paths) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """(uint8 images (N, 28, 28), labels or None, a name per image) from one or more paths."""
+def load_inputs(paths, shape: tuple = (28, 28, 1)) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """(uint8 images (N, H, W[, C]) of `shape` (H, W, C), labels or None, a name per image) from one
+    or more paths. Photos for a grey model are drawn as Fashion-MNIST draws its products (a light
+    object centred on black); for an RGB model they are resized whole."""
     paths = [Path(p) for p in paths]
     if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
-        dataset = data.read_csv(paths[0], require_labels=False)
+        dataset = data.read_csv(paths[0], require_labels=False, image_shape=shape)
         return dataset.images, dataset.labels, [f"{paths[0].name}:{i + 2}" for i in range(len(dataset))]
     if len(paths) == 1 and paths[0].suffix.lower() == ".npy":
-        images = _load_npy(paths[0])
+        images = _load_npy(paths[0], shape)
         return images, None, [f"{paths[0].name}[{i}]" for i in range(len(images))]
     for p in paths:
         if p.suffix.lower() in (".csv", ".npy"):
@@ -29,23 +32,26 @@ def load_inputs(paths) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
                              f"or any number of images")
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(f"{p}: expected one .csv, one .npy, or image files ({', '.join(IMAGE_SUFFIXES)})")
-    return np.stack([load_image(p) for p in paths]), None, [p.name for p in paths]
+    return np.stack([load_image(p, shape, fashion=shape[2] == 1) for p in paths]), None, [p.name for p in paths]
 
 
 MAX_NPY_BYTES = 1 << 30  # 1 GB of images is ~1.3 M Fashion-MNIST images: more is a mistake or an attack
-MAX_IMAGE_PIXELS = 50_000_000  # a 50 Mpx photo is plenty; Pillow's own limit is 178 Mpx
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, shape: tuple) -> np.ndarray:
+    """(N, H, W), (N, H, W, C), (N, H*W*C) or one image, as (N, H, W[, C])."""
+    h, w, c = shape
+    one = (h, w) if c == 1 else (h, w, c)
     array = load_array(path)
-    if array.ndim == 2 and array.shape[1] == data.PIXELS:
-        array = array.reshape(-1, 28, 28)
-    elif array.shape in ((28, 28), (28, 28, 1)):
-        array = array.reshape(1, 28, 28)
-    elif array.ndim == 4 and array.shape[1:] == (28, 28, 1):
-        array = array.reshape(-1, 28, 28)
-    elif not (array.ndim == 3 and array.shape[1:] == (28, 28)):
-        raise InputError(f"{path}: array shape {array.shape}, expected (N, 28, 28), (N, 28, 28, 1) or (N, 784)")
+    if array.ndim == 2 and array.shape[1] == h * w * c:
+        array = array.reshape(-1, *one)
+    elif array.shape in ((h, w), (h, w, c)):
+        array = array.reshape(1, *one)
+    elif array.ndim == 4 and array.shape[1:] == (h, w, c):
+        array = array.reshape(-1, *one)
+    elif not (array.ndim == 3 and array.shape[1:] == (h, w) and c == 1):
+        raise InputError(f"{path}: array shape {array.shape}, expected (N, {h}, {w}{', ' + str(c) if c > 1 else ''}), "
+                         f"(N, {h}, {w}, {c}) or (N, {h * w * c}): the images the model takes")
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind == "f" and np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1:
@@ -83,31 +89,21 @@ def _check_npy_header(path: Path) -> None:
                          f"{body} bytes (limit {MAX_NPY_BYTES // 2**20} MB)")
 
 
-def load_image(path: Path) -> np.ndarray:
-    """Any photo -> 28x28 uint8 as Fashion-MNIST: grayscale, light object on black, centred."""
-    try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError:
-        raise MissingDependency("Pillow (for PNG/JPEG input)", "edge") from None
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        with warnings.catch_warnings(), Image.open(path) as img:
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # an error, not a 2-line warning
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise InputError(f"{path}: {img.width}x{img.height} pixels, more than the "
-                                 f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx allowed; scale it down first")
-            gray = ImageOps.exif_transpose(img).convert("L")
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
-            ValueError, SyntaxError) as exc:
-        raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
-    return to_fashion_mnist(np.asarray(gray, dtype=np.float32))
+def load_image(path: Path, shape: tuple = (28, 28, 1), fashion: bool = True) -> np.ndarray:
+    """A photo as the model's input image (H, W[, C]) uint8. `fashion`: as Fashion-MNIST draws its
+    products (grey, light object on black, centred); else resized to the whole image, grey or RGB."""
+    img = open_image(path)
+    h, w, c = shape
+    if fashion:
+        return to_fashion_mnist(np.asarray(img.convert("L"), dtype=np.float32), (h, w))
+    pixels = np.asarray(img.convert("RGB" if c == 3 else "L").resize((w, h)), dtype=np.uint8)
+    return pixels
 
 
-def to_fashion_mnist(pixels: np.ndarray) -> np.ndarray:
+def to_fashion_mnist(pixels: np.ndarray, size: tuple = (28, 28)) -> np.ndarray:
     """A grayscale photo as Fashion-MNIST draws its products: the background (the median of the
     border) black, the garment light, cropped to its bounding box, scaled so its longer side is 28
-    pixels, centred on a black 28x28 canvas."""
+    pixels (of `size`), centred on a black 28x28 canvas."""
     from PIL import Image  # load_image has checked that Pillow is installed
 
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
@@ -123,9 +119,10 @@ def to_fashion_mnist(pixels: np.ndarray) -> np.ndarray:
     if rows.size:
         garment = garment[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     crop = Image.fromarray(np.round(garment).astype(np.uint8))
-    scale = 28 / max(crop.width, crop.height)
+    h, w = size
+    scale = min(w / crop.width, h / crop.height)
     crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
                        Image.Resampling.LANCZOS)
-    canvas = Image.new("L", (28, 28), 0)
-    canvas.paste(crop, ((28 - crop.width) // 2, (28 - crop.height) // 2))
+    canvas = Image.new("L", (w, h), 0)
+    canvas.paste(crop, ((w - crop.width) // 2, (h - crop.height) // 2))
     return np.asarray(canvas, dtype=np.uint8)

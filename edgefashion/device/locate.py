@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..rundir import Run
+from ..rundir import ExportDir, Run
+from ..schemas import ExportReport
 from ..console import printable
 from .unpack import open_bundle
 from .trust import Trust
@@ -14,18 +15,25 @@ BUNDLE_SUFFIXES = (".tar.gz", ".tgz")
 MODEL_SUFFIXES = (".tflite", ".onnx")
 
 
-def models_at(path: Path, scratch: Path, trust: Trust | None = None) -> dict[str, Path] | None:
-    """{format: path} for a run directory (or its export/) or a bundle, which is checked against
-    `trust` and extracted into `scratch`; None when `path` is neither. A bundle's origin is
-    reported on stderr."""
+def models_at(path: Path, scratch: Path, trust: Trust | None = None) -> tuple[dict[str, Path], list[str]] | None:
+    """({format: path}, class names) for a run directory (or its export/) or a bundle, which is
+    checked against `trust` and extracted into `scratch`; None when `path` is neither. A bundle's
+    origin is reported on stderr."""
     path = Path(path)
     if path.is_dir():
-        return Run.at(path).exported_models()
+        run = Run.at(path)
+        return run.exported_models(), run.read_export().labels
     if is_bundle(path):
         folder, manifest, provenance = open_bundle(path, scratch, trust)
         print_origin(path, provenance)
-        return {fmt: folder / name for fmt, name in manifest.models.items()}
+        return {fmt: folder / name for fmt, name in manifest.models.items()}, manifest.labels
     return None
+
+
+def labels_beside(model: Path) -> list[str] | None:
+    """The class names export.json records for a model file in a run's export/ folder."""
+    manifest = ExportDir(Path(model).parent).manifest
+    return ExportReport.read(manifest).labels if manifest.is_file() else None
 
 
 def print_origin(path: Path, provenance) -> None:

@@ -7,41 +7,47 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import LABELS
 from ..errors import InputError
 from ..schemas import Prediction, PredictReport
 from .images import load_inputs
-from .locate import models_at
+from .locate import labels_beside, models_at
 from .runtime import Model
 from .trust import Trust
 
 
 def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Trust | None = None,
-            backend: str = "auto", top: int = 1, save_input: Path | None = None) -> PredictReport:
+            backend: str = "auto", top: int = 1, save_input: Path | None = None, labels: list[str] | None = None,
+            input_scale: float = 1 / 255, input_offset: float = 0.0) -> PredictReport:
     """The model's answer for every input (with the accuracy where the inputs have labels);
-    `save_input` writes the 28x28 images the model saw, as PNG, into that folder."""
-    images, labels, names = load_inputs(inputs)
-    if save_input is not None:
-        save_images(images, names, Path(save_input))
+    `save_input` writes the images the model saw, as PNG, into that folder. Class names: `labels`,
+    else the run's or bundle's, else the model's own (TFLite metadata), else class 0 ... K-1."""
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
-        model = Model(_model_path(source, fmt or "tflite-int8", Path(scratch), trust), threads=threads,
-                      backend=backend)
+        path, recorded = _model_path(source, fmt or "tflite-int8", Path(scratch), trust)
+        model = Model(path, threads=threads, backend=backend, labels=labels or recorded,
+                      input_scale=input_scale, input_offset=input_offset)
         if fmt and model.format != fmt:  # a model file given with --format for another one
             raise InputError(f"{source}: is a {model.format} model, not the --format {fmt} asked for")
+        images, truth, names = load_inputs(inputs, model.image_shape)
+        if save_input is not None:
+            save_images(images, names, Path(save_input))
         result = model.predict(images)
+    if truth is not None and truth.max() >= model.num_classes:
+        raise InputError(f"{inputs[0]}: label {int(truth.max())}, but the model has {model.num_classes} classes")
+    names_of = model.labels
     rows = []
     for i, (name, cls, p) in enumerate(zip(names, result.class_ids, result.confidence)):
         order = np.argsort(-result.probabilities[i])[:top] if top > 1 else []
-        rows.append(Prediction(input=name, class_id=int(cls), label=LABELS[cls], probability=round(float(p), 4),
-                               truth=None if labels is None else LABELS[labels[i]],
-                               top=[(LABELS[j], round(float(result.probabilities[i, j]), 4)) for j in order] or None))
-    accuracy = None if labels is None else float((result.class_ids == labels).mean())
-    return PredictReport(model={"source": str(source), **model.info()}, predictions=rows, accuracy=accuracy)
+        rows.append(Prediction(input=name, class_id=int(cls), label=names_of[cls], probability=round(float(p), 4),
+                               truth=None if truth is None else names_of[truth[i]],
+                               top=[(names_of[j], round(float(result.probabilities[i, j]), 4)) for j in order] or None))
+    accuracy = None if truth is None else float((result.class_ids == truth).mean())
+    return PredictReport(model={"source": str(source), **model.info(), "labels": names_of}, predictions=rows,
+                         accuracy=accuracy)
 
 
 def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:
-    """The model's 28x28 inputs as PNG files, to see what it was shown."""
+    """The model's input images as PNG files, to see what it was shown."""
     from PIL import Image
 
     from ..console import printable
@@ -49,18 +55,21 @@ def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, (image, name) in enumerate(zip(images, names)):
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in printable(name))[:80]
-        with atomic_path(folder / f"{i:04d}-{stem}.28x28.png", suffix=".png") as tmp:
+        size = "x".join(map(str, image.shape[:2]))
+        with atomic_path(folder / f"{i:04d}-{stem}.{size}.png", suffix=".png") as tmp:
             Image.fromarray(image).save(tmp)
 
 
-def _model_path(source: Path, fmt: str, scratch: Path, trust: Trust | None) -> Path:
-    models = models_at(source, scratch, trust)
-    if models is None:
+def _model_path(source: Path, fmt: str, scratch: Path, trust: Trust | None) -> tuple[Path, list[str] | None]:
+    """The model file and the class names its run or bundle recorded (None for a loose model file)."""
+    found = models_at(source, scratch, trust)
+    if found is None:
         if not source.exists():
             raise InputError(f"{source}: not found")
-        return source
+        return source, labels_beside(source)
+    models, labels = found
     if fmt not in models:
         raise InputError(f"{source}: no {fmt} model (has {', '.join(models)})")
-    return models[fmt]
+    return models[fmt], labels
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import IMAGE_SHAPE, LABELS, NUM_CLASSES
+from .. import data
 from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads, setting
@@ -50,12 +50,13 @@ class TensorSpec:
 
 @dataclass
 class Prediction:
-    probabilities: np.ndarray  # float32 (N, 10)
+    probabilities: np.ndarray  # float32 (N, K)
     class_ids: np.ndarray      # int64 (N,)
+    class_names: list[str]     # K
 
     @property
     def labels(self) -> list[str]:
-        return [LABELS[i] for i in self.class_ids]
+        return [self.class_names[i] for i in self.class_ids]
 
     @property
     def confidence(self) -> np.ndarray:
@@ -63,8 +64,13 @@ class Prediction:
 
 
 class Model:
-    """An exported classifier. `predict` takes uint8 pixels (0-255) or floats in [0, 1],
-    one image (28, 28[, 1]) or a batch (N, 28, 28[, 1]).
+    """An image classifier: .tflite or .onnx, float or int8, NHWC or NCHW (as PyTorch exports), grey
+    or RGB, any size, K classes. `predict` takes uint8 pixels (0-255) or floats in [0, 1], one image
+    (H, W[, C]) or a batch (N, H, W[, C]), channels last whatever the model's layout; grey and RGB
+    images are converted to the model's channels. A pixel p reaches a float model as
+    p * input_scale + input_offset (edgefashion's models: p / 255), an int8 model quantized with its
+    own input scale and zero point. Class names: `labels`, else a label file packed in the .tflite
+    (TFLite metadata), else class 0 ... class K-1.
 
     `classifier=False` opens any model with one input and one output (another shape, a model that
     is not a classifier) for `run` on `example_input`: what bench and profile time.
@@ -75,7 +81,8 @@ class Model:
     "numpy" is reference-exact whatever `kernels` says."""
 
     def __init__(self, source: str | Path | bytes, threads: int = 1, backend: str | None = None,
-                 name: str | None = None, kernels: str = "default", classifier: bool = True):
+                 name: str | None = None, kernels: str = "default", classifier: bool = True,
+                 labels: list[str] | None = None, input_scale: float = 1 / 255, input_offset: float = 0.0):
         if not isinstance(threads, int) or not 1 <= threads <= max_threads():
             raise InputError(f"threads={threads!r}, expected 1-{max_threads()} (4 per CPU)")
         if kernels not in ("default", "reference"):
@@ -96,12 +103,18 @@ class Model:
             self._runner = _OnnxRunner(content, threads, self.name)
         self.backend = self._runner.backend
         self.input, self.output = self._runner.input, self._runner.output
+        self.layout = image_layout(self.input)
         if classifier:
             self._check_classifier()
         elif self.input.dtype not in EXAMPLE_DTYPES:
             raise InputError(f"{self.name}: input dtype {self.input.dtype}, expected one of {', '.join(EXAMPLE_DTYPES)}")
-        self.quantized = self.input.dtype == "int8" or self._runner.quantized
+        if not (np.isfinite(input_scale) and input_scale > 0 and np.isfinite(input_offset)):
+            raise InputError(f"{self.name}: input scale {input_scale}, offset {input_offset}: expected a positive "
+                             f"scale and a finite offset")
+        self.input_scale, self.input_offset = float(input_scale), float(input_offset)
+        self.quantized = self.input.dtype in ("int8", "uint8") or self._runner.quantized
         self.format = f"{self._runner.kind}-{'int8' if self.quantized else 'f32'}"
+        self.labels = self._class_names(labels, content)
         self._from_uint8 = self._uint8_converter()
         self._to_float = self._dequantize_table()
 
@@ -111,12 +124,26 @@ class Model:
     # --- the public path ------------------------------------------------------------
 
     def predict(self, images: np.ndarray) -> Prediction:
-        probabilities = self.predict_proba(images)
-        return Prediction(probabilities, probabilities.argmax(axis=1))
+        """Classes and probabilities (a model that outputs logits gets their softmax)."""
+        probabilities = as_probabilities(self.predict_proba(images))
+        return Prediction(probabilities, probabilities.argmax(axis=1), self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, C) of the images the model takes, None when it does not take images."""
+        if self.layout is None:
+            return None
+        dims = tuple(self.input.shape[1:])
+        return {"NHWC": dims, "NCHW": (*dims[1:], dims[0]), "NHW": (*dims, 1)}[self.layout]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.output.shape[-1])
 
     def predict_proba(self, images: np.ndarray, batch_size: int = MAX_BATCH) -> np.ndarray:
-        """float32 (N, 10) probabilities; large inputs run in batches of `batch_size`."""
-        x = _as_batch(images)
+        """float32 (N, K) outputs (probabilities for edgefashion's models); large inputs run in
+        batches of `batch_size`."""
+        x = self._as_batch(images)
         batch_size = min(batch_size, self._runner.max_batch)
         if len(x) > batch_size:
             return np.concatenate([self.predict_proba(x[i:i + batch_size], batch_size)
@@ -126,18 +153,27 @@ class Model:
     # --- the pieces, for verify / bench / golden vectors --------------------------------
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        """Validate images and convert them to the model's input tensor (N, 28, 28, 1)."""
-        return self._convert(_as_batch(images))
+        """Validate images and convert them to the model's input tensor."""
+        return self._convert(self._as_batch(images))
 
     def _convert(self, x: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) uint8 pixels or floats in [0, 1] -> the model's input tensor, in its layout."""
         if x.dtype == np.uint8:
-            return self._from_uint8(x)
-        x = x.astype(np.float32, copy=False)
-        return self._quantize(x) if self.input.dtype == "int8" else x
+            x = self._from_uint8(x)
+        else:
+            x = x.astype(np.float32, copy=False)
+            if (self.input_scale, self.input_offset) != (1 / 255, 0.0):
+                x = x * np.float32(255 * self.input_scale) + np.float32(self.input_offset)
+            if self.input.dtype in ("int8", "uint8"):
+                x = self._quantize(x)
+        if self.layout == "NCHW":
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return x[..., 0] if self.layout == "NHW" else x
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
-        """float images in [0, 1] -> int8 with the model's own input scale and zero point."""
-        return np.clip(np.round(x / self.input.scale + self.input.zero_point), -128, 127).astype(np.int8)
+        """float inputs -> int8 (uint8) with the model's own input scale and zero point."""
+        info = np.iinfo(self.input.dtype)
+        return np.clip(np.round(x / self.input.scale + self.input.zero_point), info.min, info.max).astype(info.dtype)
 
     def run(self, prepared: np.ndarray) -> np.ndarray:
         """The model's raw output for an already prepared input (int8 for int8 TFLite)."""
@@ -151,9 +187,9 @@ class Model:
 
     @property
     def is_image_classifier(self) -> bool:
-        """Does it take edgefashion's (28, 28, 1) images to 10 classes (the models export makes)?"""
-        return tuple(self.input.shape[1:]) == IMAGE_SHAPE and tuple(self.output.shape[1:]) == (NUM_CLASSES,) \
-            and self.input.dtype in ("int8", "float32")
+        """Does it take grey or RGB images (NHWC or NCHW) of a fixed size to K >= 2 classes?"""
+        return self.layout is not None and len(self.output.shape) == 2 and self.output.shape[1] >= 2 \
+            and self.input.dtype in CLASSIFIER_DTYPES and (self.input.dtype == "float32" or self.input.scale)
 
     def example_input(self, batch: int, seed: int = 0, shape: tuple | None = None) -> np.ndarray:
         """A seeded random input tensor of the declared shape (batch `batch`; `shape`, the dimensions
@@ -182,33 +218,116 @@ class Model:
     # --- internals -------------------------------------------------------------------------
 
     def _uint8_converter(self):
-        """Pixel -> model input in one numpy op: a table lookup, or a sign-bit flip when the
-        int8 input is the usual scale 1/255, zero point -128 (then q = pixel - 128 exactly)."""
-        if self.input.dtype == "int8" and self.input.scale is None:
+        """Pixel -> model input (channels last) in one numpy op: a table lookup, or a sign-bit flip
+        when the int8 input is the usual scale 1/255, zero point -128 (then q = pixel - 128 exactly)."""
+        if self.input.dtype in ("int8", "uint8") and self.input.scale is None:
             return None  # not an image input edgefashion knows how to fill from pixels
-        if self.input.dtype != "int8":
-            return lambda pixels: np.divide(pixels, np.float32(255), dtype=np.float32)
-        table = self._quantize(np.arange(256, dtype=np.float32) / 255.0)
-        if np.array_equal(table.astype(np.int16), np.arange(256, dtype=np.int16) - 128):
+        values = np.arange(256, dtype=np.float32) * np.float32(self.input_scale) + np.float32(self.input_offset)
+        if self.input.dtype not in ("int8", "uint8"):
+            if (self.input_scale, self.input_offset) == (1 / 255, 0.0):
+                return lambda pixels: np.divide(pixels, np.float32(255), dtype=np.float32)
+            return lambda pixels: np.take(values, pixels)
+        table = self._quantize(values)
+        if self.input.dtype == "int8" and np.array_equal(table.astype(np.int16), np.arange(256, dtype=np.int16) - 128):
             flip = np.uint8(0x80)
             return lambda pixels: (pixels ^ flip).view(np.int8)
         return lambda pixels: np.take(table, pixels)
 
+    def _as_batch(self, images) -> np.ndarray:
+        """One image or a batch as (N, H, W, C) of the model's size and channels (grey <-> RGB)."""
+        h, w, c = self.image_shape
+        x = np.asarray(images)
+        if x.ndim in (2, 3) and x.shape[:2] == (h, w) and (x.ndim == 2 or x.shape[2] in (1, 3)):
+            x = x[None]
+        if x.ndim == 3 and x.shape[1:] == (h, w):
+            x = x[..., None]
+        if not (x.ndim == 4 and x.shape[1:3] == (h, w) and x.shape[3] in (1, 3)):
+            raise InputError(f"input shape={x.shape}, expected ({h}, {w}[, C]) or (N, {h}, {w}[, C]) with C 1 or 3: "
+                             f"the images {self.name} takes")
+        if x.shape[3] != c:
+            x = to_channels(x, c)
+        return _checked_pixels(x)
+
+    def _class_names(self, given, content: bytes) -> list[str]:
+        if not self.is_image_classifier:
+            return []
+        k = self.num_classes
+        if given is not None:
+            if len(given) != k:
+                raise InputError(f"{self.name}: {len(given)} class names for a model of {k} classes")
+            return list(given)
+        return embedded_labels(content, k) or data.numbered_classes(k)
+
     def _dequantize_table(self) -> np.ndarray | None:
-        """Raw int8 output (viewed as uint8) -> float32, or None for float outputs."""
-        if self.output.dtype != "int8" or self.output.scale is None:
+        """Raw int8/uint8 output (viewed as uint8) -> float32, or None for float outputs."""
+        if self.output.dtype not in ("int8", "uint8") or self.output.scale is None:
             return None
-        q = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float32)
+        q = np.arange(256, dtype=np.uint8).view(np.dtype(self.output.dtype)).astype(np.float32)
         return ((q - self.output.zero_point) * self.output.scale).astype(np.float32)
 
     def _check_classifier(self) -> None:
-        in_shape, out_shape = tuple(self.input.shape[1:]), tuple(self.output.shape[1:])
-        if in_shape != IMAGE_SHAPE or out_shape != (NUM_CLASSES,):
-            raise InputError(f"{self.name}: model maps {in_shape} -> {out_shape}, "
-                             f"expected a {IMAGE_SHAPE} -> ({NUM_CLASSES},) classifier (bench, bench --profile and "
-                             f"firmware take any model)")
-        if self.input.dtype not in ("int8", "float32"):
-            raise InputError(f"{self.name}: input dtype {self.input.dtype}, expected int8 or float32")
+        if not self.is_image_classifier:
+            in_shape, out_shape = tuple(self.input.shape[1:]), tuple(self.output.shape[1:])
+            raise InputError(f"{self.name}: a {self.input.dtype} {in_shape} -> {out_shape} model, not an image "
+                             f"classifier (images (H, W, C) or (C, H, W) with C 1 or 3, int8, uint8 or float32, "
+                             f"-> K >= 2 classes); bench, bench --profile and firmware take any model")
+
+
+CLASSIFIER_DTYPES = ("int8", "uint8", "float32")
+
+
+def image_layout(spec: TensorSpec) -> str | None:
+    """NHWC, NCHW (as PyTorch exports) or NHW (grey, no channel axis) for an image input of fixed
+    height and width; None for anything else. (N, 3, H, 3) reads as NHWC."""
+    dims = tuple(spec.shape[1:])
+    if len(dims) == 2 and min(dims) > 1:
+        return "NHW"
+    if len(dims) != 3 or min(dims) < 1:
+        return None
+    if dims[2] in (1, 3) and min(dims[:2]) > 1:
+        return "NHWC"
+    if dims[0] in (1, 3) and min(dims[1:]) > 1:
+        return "NCHW"
+    return None
+
+
+def to_channels(x: np.ndarray, c: int) -> np.ndarray:
+    """(N, H, W, 1|3) -> (N, H, W, c): grey repeated to RGB, RGB to grey as Pillow's "L"
+    (ITU-R 601-2 luma) does."""
+    if c == 3:
+        return np.repeat(x, 3, axis=3)
+    if x.dtype == np.uint8:
+        wide = x.astype(np.uint32)
+        luma = (wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16
+        return luma.astype(np.uint8)[..., None]
+    return (x @ np.array([0.299, 0.587, 0.114], dtype=x.dtype))[..., None]
+
+
+def as_probabilities(out: np.ndarray) -> np.ndarray:
+    """Outputs as probabilities: as they are when they already are, else their softmax (logits)."""
+    if out.size and out.min() >= 0 and np.allclose(out.sum(axis=1), 1, atol=0.02):
+        return out
+    shifted = np.exp(out - out.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def embedded_labels(content: bytes, k: int) -> list[str] | None:
+    """The class names of a .tflite whose TFLite metadata packs a label file (a zip appended to the
+    flatbuffer, as the metadata writer makes it): the first .txt file of K lines."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as packed:
+            for name in packed.namelist():
+                if name.lower().endswith(".txt"):
+                    lines = [line.strip() for line in packed.read(name).decode("utf-8", "replace").splitlines()]
+                    lines = [line for line in lines if line]
+                    if len(lines) == k:
+                        return lines
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return None
 
 
 def _read_model(source, name) -> tuple[bytes, str]:
@@ -227,14 +346,7 @@ def _read_model(source, name) -> tuple[bytes, str]:
     return content, label
 
 
-def _as_batch(images) -> np.ndarray:
-    x = np.asarray(images)
-    if x.shape in ((28, 28), IMAGE_SHAPE):
-        x = x.reshape(1, *IMAGE_SHAPE)
-    elif x.ndim == 3 and x.shape[1:] == (28, 28):
-        x = x.reshape(len(x), *IMAGE_SHAPE)
-    elif not (x.ndim == 4 and x.shape[1:] == IMAGE_SHAPE):
-        raise InputError(f"input shape={x.shape}, expected (28, 28), (28, 28, 1), (N, 28, 28) or (N, 28, 28, 1)")
+def _checked_pixels(x: np.ndarray) -> np.ndarray:
     if len(x) == 0:
         raise InputError("input holds no images")
     if x.dtype == np.uint8:
@@ -373,7 +485,7 @@ def _batch_budget(name: str, tensors: list[dict]) -> int:
 
 def _tflite_spec(detail: dict) -> TensorSpec:
     scale, zero_point = detail.get("quantization", (0.0, 0))
-    quantized = np.dtype(detail["dtype"]) == np.int8 and scale
+    quantized = np.dtype(detail["dtype"]) in (np.int8, np.uint8) and scale
     return TensorSpec(detail["name"], np.dtype(detail["dtype"]).name, tuple(int(d) for d in detail["shape"]),
                       float(scale) if quantized else None, int(zero_point) if quantized else None)
 

@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .. import IMAGE_SHAPE, NUM_CLASSES
 from ..console import printable
 from ..errors import InputError
 from ..files import read_json
@@ -39,8 +38,23 @@ MAX_BUNDLE_BYTES = 512 * 2**20
 MAX_MANIFEST_BYTES = 2**20
 NAME_LIMIT = 120  # longest name shown in a message (a crafted one can be megabytes)
 MAX_GOLDEN_BYTES = 64 * 2**20  # uncompressed arrays in golden.npz (200 images take 0.2 MB)
-INPUT_SPEC = {"shape": [-1, *IMAGE_SHAPE], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
-              "preprocessing": "28x28 grayscale, light object on black, scaled by 1/255 (Fashion-MNIST)"}
+
+
+def input_spec(shape: tuple) -> dict:
+    """What a bundle's manifest says of its models' input: (H, W, C) images, pixels scaled by 1/255."""
+    h, w, c = shape
+    return {"shape": [-1, h, w, c], "layout": "NHWC", "dtype": "uint8 pixels 0-255 or float32 in [0, 1]",
+            "preprocessing": f"{h}x{w} {'grayscale' if c == 1 else 'RGB'}, scaled by 1/255",
+            "input_scale": 1 / 255, "input_offset": 0.0}
+
+
+def bundle_image_shape(manifest: BundleManifest) -> tuple[int, int, int]:
+    """(H, W, C) of the bundle's images, from its manifest."""
+    shape = manifest.input.get("shape") if isinstance(manifest.input, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:])
+            and shape[3] in (1, 3)):
+        raise InputError(f"{MANIFEST}: input shape {shape!r}, expected [-1, H, W, C] with C 1 or 3")
+    return tuple(shape[1:])
 
 
 # --- opening a bundle (device) -------------------------------------------------------------
@@ -177,11 +191,13 @@ def load_golden(path: Path, manifest: BundleManifest) -> dict[str, np.ndarray]:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(f"{where}: not a readable .npz of plain arrays ({printable(str(exc)[:100])})") from None
-    needed = {"images": (np.uint8, IMAGE_SHAPE[:2]), "labels": (None, ())}
+    h, w, c = bundle_image_shape(manifest)
+    k = len(manifest.labels)
+    needed = {"images": (np.uint8, (h, w) if c == 1 else (h, w, c)), "labels": (None, ())}
     for fmt in manifest.models:
-        needed[f"raw_{fmt}"] = (None, (NUM_CLASSES,))
+        needed[f"raw_{fmt}"] = (None, (k,))
         if fmt in REFERENCE_KERNELS:
-            needed[f"fast_{fmt}"] = (None, (NUM_CLASSES,))
+            needed[f"fast_{fmt}"] = (None, (k,))
     count = len(arrays["images"]) if "images" in arrays and arrays["images"].ndim else 0
     for name, (dtype, shape) in needed.items():
         array = arrays.get(name)
@@ -192,6 +208,6 @@ def load_golden(path: Path, manifest: BundleManifest) -> dict[str, np.ndarray]:
             raise InputError(f"{where}: {name} is {array.dtype} {array.shape}, expected {count or 'N'} "
                              f"rows of shape {shape} (N >= 1)")
     labels = arrays["labels"]
-    if labels.dtype.kind not in "ui" or labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise InputError(f"{where}: labels must be integers 0-{NUM_CLASSES - 1}")
+    if labels.dtype.kind not in "ui" or labels.min() < 0 or labels.max() >= k:
+        raise InputError(f"{where}: labels must be integers 0-{k - 1} (the manifest names {k} classes)")
     return arrays

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import LABELS, NUM_CLASSES, cpu, data
+from .. import cpu, data, rundata
 from ..console import Progress, step
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import write_text
@@ -25,14 +25,14 @@ from ..stage import Stage
 from ..rundir import Run
 from ..schemas import LayerErrors, ModelResult, Reference, VerifyReport
 from ..formats import FLOAT_OF
-from .unpack import GOLDEN, load_golden, open_bundle
+from .unpack import GOLDEN, bundle_image_shape, load_golden, open_bundle
 from .locate import print_origin
 from .runtime import Model, backend_setting
 
 # --- metrics ------------------------------------------------------------------------------
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = NUM_CLASSES) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     return np.bincount(labels.astype(np.int64) * k + predicted, minlength=k * k).reshape(k, k)
 
@@ -42,12 +42,14 @@ def per_class_accuracy(matrix: np.ndarray) -> list[float | None]:
     return [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(len(matrix))]
 
 
-def agreement_figures(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy of `probs`, and how far it is from the reference's probabilities."""
+def agreement_figures(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    """Accuracy of `probs`, and how far it is from the reference's probabilities (`names`: the K classes)."""
     predicted, ref_predicted = probs.argmax(1), reference.argmax(1)
     accuracy, ref_accuracy = float((predicted == labels).mean()), float((ref_predicted == labels).mean())
-    matrix = confusion_matrix(labels, predicted)
-    per_class, ref_per_class = per_class_accuracy(matrix), per_class_accuracy(confusion_matrix(labels, ref_predicted))
+    k = len(names)
+    matrix = confusion_matrix(labels, predicted, k)
+    per_class = per_class_accuracy(matrix)
+    ref_per_class = per_class_accuracy(confusion_matrix(labels, ref_predicted, k))
     diff = np.abs(probs.astype(np.float64) - reference)
     norms = np.linalg.norm(probs, axis=1) * np.linalg.norm(reference, axis=1)
     cosine = np.sum(probs.astype(np.float64) * reference, axis=1) / np.maximum(norms, 1e-12)
@@ -55,9 +57,9 @@ def agreement_figures(probs: np.ndarray, reference: np.ndarray, labels: np.ndarr
         "accuracy": accuracy,
         "accuracy_drop_pp": round(100 * (ref_accuracy - accuracy), 4),
         "top1_agreement": float((predicted == ref_predicted).mean()),
-        "per_class_accuracy": dict(zip(LABELS, per_class)),
+        "per_class_accuracy": dict(zip(names, per_class)),
         "per_class_drop_pp": {label: None if a is None or r is None else round(100 * (r - a), 4)
-                              for label, a, r in zip(LABELS, per_class, ref_per_class)},
+                              for label, a, r in zip(names, per_class, ref_per_class)},
         "confusion_matrix": matrix.tolist(),
         "mean_abs_diff": float(diff.mean()),
         "max_abs_diff": float(diff.max()),
@@ -117,8 +119,9 @@ REFERENCES = ("auto", "keras", "tflite-f32")
 
 @dataclass
 class VerifyConfig:
-    data: Path | None = setting(None, "test CSV (seed format, with labels) or IDX folder (default: the run's "
-                                      "10,000 Fashion-MNIST test images)", type=Path, in_run="test_data")
+    data: Path | None = setting(None, "test CSV (seed format, with labels), IDX folder or image folder (default: "
+                                      "the run's test set: its --test-data, its held-out rows, or for Fashion-MNIST "
+                                      "the 10,000 test images)", type=Path, in_run="test_data")
     gates: Gates = field(default_factory=Gates)
     reference: str = setting("auto", "float reference: Keras where TensorFlow is installed (auto), or "
                                      "model_f32.tflite", choices=REFERENCES)
@@ -133,21 +136,7 @@ class VerifyConfig:
             raise InputError(f"--reference {self.reference!r}, expected {', '.join(REFERENCES)}")
 
 
-def load_test_set(run: Run, path: Path | None) -> data.Dataset:
-    """The test set given, else the one the run was trained with; Fashion-MNIST's only for a run
-    trained on Fashion-MNIST (a run on the user's own data without a test set is refused)."""
-    if path is None:
-        path = run.test_source()
-        if path is None and (own := run.trained_on_own_data()):
-            raise InputError(f"{run.config}: the run was trained on {own} without a test set; give one with --data "
-                             f"(run: --test-data)")
-    dataset = data.load(path, "test")
-    if dataset.labels is None:
-        raise InputError(f"{dataset.source}: verify needs a label column")
-    return dataset
-
-
-FloatReference = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, 28, 28) -> probabilities (N, 10)
+FloatReference = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, H, W[, C]) -> probabilities (N, K)
 
 
 # Not a gate: a loud warning when an int8 model's probabilities are far from the float model's on
@@ -161,10 +150,11 @@ def verify(config: VerifyConfig, run: Run, keras: FloatReference | None = None) 
     config.validate()
     models = run.exported_models()
     calibration = run.read_calibration()  # the set export calibrated on, as export.json recorded it
-    test = load_test_set(run, config.data)
+    test = rundata.test_set(run, config.data)
+    names = run.read_export().labels
     started = time.monotonic()
     ref_format, reference = _reference(config, run, models, test, keras)
-    results = check_models(models, config, test, reference)
+    results = check_models(models, config, test, reference, names)
     layers = {fmt: LayerErrors.read(path) for fmt, path in (("tflite-int8", run.layer_errors),
                                                            ("onnx-int8", run.export.layer_errors_onnx))
               if path.is_file()}
@@ -174,7 +164,7 @@ def verify(config: VerifyConfig, run: Run, keras: FloatReference | None = None) 
     by_format = {r.format: r for r in results}
     for r in results:
         paired = by_format.get(FLOAT_OF.get(r.format))
-        plot_confusion(r.confusion_matrix, LABELS, f"{r.format}: accuracy {r.accuracy:.4f}", run.confusion(r.format),
+        plot_confusion(r.confusion_matrix, names, f"{r.format}: accuracy {r.accuracy:.4f}", run.confusion(r.format),
                        paired.confusion_matrix if paired else None, paired.format if paired else "")
     return report
 
@@ -189,7 +179,7 @@ def verify_bundle(config: VerifyConfig, bundle: Path, out: Path | None = None, t
         print_origin(bundle, provenance)
         models = {fmt: folder / name for fmt, name in manifest.models.items()}
         if config.data is not None:
-            test = load_test_set(Run(scratch), config.data)
+            test = bundle_test_set(config.data, manifest)
         else:
             golden = load_golden(folder / manifest.golden.file, manifest)
             test = data.Dataset(golden["images"], golden["labels"].astype(np.uint8),
@@ -200,14 +190,29 @@ def verify_bundle(config: VerifyConfig, bundle: Path, out: Path | None = None, t
             raise InputError(f"{bundle}: no float model to verify against")
         reference = Model(models[ref_format], threads=config.threads, backend=config.backend).predict_proba(
             test.images, batch_size=config.batch_size)
-        results = check_models({f: p for f, p in models.items() if f != ref_format}, config, test, reference)
+        results = check_models({f: p for f, p in models.items() if f != ref_format}, config, test, reference,
+                               manifest.labels)
     report = _report(config, ref_format, reference, test, results, started, None, None)
     if out is not None:
         report.write(out)
     return report
 
 
-def check_models(models: dict, config: VerifyConfig, test: data.Dataset, reference: np.ndarray) -> list[ModelResult]:
+def bundle_test_set(path: Path, manifest) -> data.Dataset:
+    """A test set for a bundle's models: of its image shape, with labels of its classes."""
+    shape = bundle_image_shape(manifest)
+    test = data.load(path, "test", shape)
+    if test.labels is None:
+        raise InputError(f"{test.source}: a test set needs a label column")
+    if test.shape != shape or int(test.labels.max()) >= len(manifest.labels):
+        raise InputError(f"{test.source}: {'x'.join(map(str, test.shape))} images with labels up to "
+                         f"{int(test.labels.max())}; the bundle's models take {'x'.join(map(str, shape))} images "
+                         f"of {len(manifest.labels)} classes")
+    return test
+
+
+def check_models(models: dict, config: VerifyConfig, test: data.Dataset, reference: np.ndarray,
+                 names: list[str]) -> list[ModelResult]:
     results = []
     with Progress(len(models), "verify") as progress:
         for fmt, path in models.items():
@@ -219,7 +224,7 @@ def check_models(models: dict, config: VerifyConfig, test: data.Dataset, referen
                 continue
             t0 = time.monotonic()
             probs = model.predict_proba(test.images, batch_size=config.batch_size)
-            figures = agreement_figures(probs, reference, test.labels)
+            figures = agreement_figures(probs, reference, test.labels, names)
             failures = config.gates.failures(fmt, figures)
             warnings = []
             if figures["cosine_similarity_min"] < WARN_COSINE or figures["max_abs_diff"] > WARN_ABS_DIFF:
@@ -285,8 +290,9 @@ def render_markdown(report: VerifyReport) -> str:
            f"{report.cpu.int8_path}.\n\n",
            markdown_table(summary_rows(report)),
            "\n## Per-class accuracy drop (pp)\n\n"]
+    names = list(report.models[0].per_class_drop_pp) if report.models else []
     per_class = [{"class": label, **{r.format: r.per_class_drop_pp[label] for r in report.models}}
-                 for label in LABELS]
+                 for label in names]
     out.append(markdown_table(per_class))
     for r in report.models:
         out.append(f"\n![confusion matrix {r.format}](confusion_{r.format}.png)\n")

@@ -81,10 +81,13 @@ def parse(text: str) -> Arch | None:
         raise InputError(f"--arch {text!r}: {exc}") from None
 
 
-def build(arch: Arch, keras):
-    """The Keras model of one point of the space (uncompiled)."""
+def build(arch: Arch, keras, image_shape: tuple = IMAGE_SHAPE, classes: int = NUM_CLASSES):
+    """The Keras model of one point of the space (uncompiled) for (H, W, C) images and K classes."""
+    if min(image_shape[:2]) < 2 ** len(arch.blocks):
+        raise InputError(f"images of {image_shape[0]}x{image_shape[1]} are too small for {len(arch.blocks)} "
+                         f"blocks (each halves them)")
     layers = keras.layers
-    x = inputs = keras.Input(IMAGE_SHAPE, name="input")
+    x = inputs = keras.Input(tuple(image_shape), name="input")
     for i, width in enumerate(arch.blocks):
         conv = layers.SeparableConv2D if arch.separable and i > 0 else layers.Conv2D
         x = conv(width, arch.kernel, padding="same", use_bias=not arch.batch_norm, name=f"conv{i + 1}")(x)
@@ -100,7 +103,7 @@ def build(arch: Arch, keras):
         x = layers.Dense(arch.dense, activation="relu", name="dense")(x)
     if arch.dropout:
         x = layers.Dropout(arch.dropout, name="dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="edge_cnn")
 
 

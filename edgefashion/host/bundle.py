@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import LABELS, __version__
+from .. import __version__
 from ..errors import InputError
 from ..files import atomic_path, check_output, sha256_bytes
 from ..options import positive_int, setting
@@ -22,10 +22,10 @@ from ..schemas import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEn
                        ModelSpec, TensorInfo, VerifyReport)
 from ..stage import Stage
 from ..device.selftest import agreements
-from ..device.unpack import GOLDEN, INPUT_SPEC, MANIFEST, REFERENCE_KERNELS
+from ..device.unpack import GOLDEN, MANIFEST, REFERENCE_KERNELS, input_spec
 from ..device.trust import SIGNATURE, sign
 from ..device.runtime import Model
-from ..device.verify import load_test_set
+from .. import rundata
 
 
 @dataclass
@@ -48,7 +48,7 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     models = run.exported_models()
     _refuse_links(run, models.values())
     export = run.read_export()
-    test = load_test_set(run, None)
+    test = rundata.test_set(run, None)
     seed = 0
     pick = np.sort(np.random.default_rng(seed).choice(len(test), min(golden_count, len(test)), replace=False))
     golden = {"images": test.images[pick], "labels": test.labels[pick]}
@@ -65,7 +65,7 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
             golden[f"raw_{fmt}"] = fast
         specs[fmt] = _model_spec(model, export.models()[fmt])
     files = {path.name: path.read_bytes() for path in models.values()}
-    files["labels.json"] = json.dumps(list(LABELS), indent=2).encode()
+    files["labels.json"] = json.dumps(list(export.labels), indent=2).encode()
     files[GOLDEN] = _npz_bytes(golden)
     for summary, kind in ((run.verify, VerifyReport), (run.bench, BenchReport)):
         if summary.is_file():  # checked as the manifest it claims to be: a bundle ships no stray file
@@ -77,7 +77,7 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
         created_on={"machine": platform.machine(), "python": platform.python_version()},
         files={name: FileEntry(sha256=sha256_bytes(blob), bytes=len(blob)) for name, blob in files.items()},
         models={fmt: path.name for fmt, path in models.items()},
-        model_specs=specs, labels=list(LABELS), input=INPUT_SPEC,
+        model_specs=specs, labels=list(export.labels), input=input_spec(model.image_shape),
         golden=Golden(file=GOLDEN, count=len(pick), seed=seed, source=test.source, host_cross_check=cross_check),
         host_accuracy=_host_accuracies(run),
         versions={"edgefashion": __version__, **export.versions})

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import IMAGE_SHAPE, LABELS, data
+from .. import rundata
+from ..data import prepare
 from ..console import step
 from ..device.runtime import Model
 from ..device.verify import Gates, gate_failure
@@ -24,7 +25,7 @@ from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_byte
 from ..mcu import write_c_array
 from ..options import name_list, positive_int, setting
 from ..rundir import ExportDir, Run, indices_sha256, clean_leftovers
-from ..schemas import Artifact, Calibration, ExportReport, TensorInfo, TrainReport
+from ..schemas import Artifact, Calibration, ExportReport, TensorInfo
 from ..formats import FORMATS
 from ..render import table
 from ..stage import Stage
@@ -81,8 +82,7 @@ class ExportConfig:
 def calibration_set(config: ExportConfig, run: Run) -> tuple[np.ndarray, np.ndarray, Calibration]:
     """Seeded random training images (never test images): their indices, the images preprocessed
     as at inference, and what export.json records of them."""
-    source = config.data if config.data is not None else TrainReport.read(run.config).trained_on
-    train_set = data.load(source, "train")
+    train_set = rundata.training_rows(run, config.data)  # never the held-out test rows
     if config.calibration_count > len(train_set):
         raise InputError(f"--calibration {config.calibration_count}, but {train_set.source} "
                          f"has only {len(train_set)} training images")
@@ -90,7 +90,7 @@ def calibration_set(config: ExportConfig, run: Run) -> tuple[np.ndarray, np.ndar
     indices = np.sort(rng.choice(len(train_set), config.calibration_count, replace=False)).astype(np.int64)
     info = Calibration(count=int(len(indices)), seed=config.seed, source=train_set.source,
                        dataset_sha256=train_set.sha256, indices_sha256=indices_sha256(indices))
-    return indices, data.prepare(train_set.images[indices]), info
+    return indices, prepare(train_set.images[indices]), info
 
 
 def export(config: ExportConfig, run: Run) -> ExportReport:
@@ -115,13 +115,16 @@ def export(config: ExportConfig, run: Run) -> ExportReport:
 def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) -> ExportReport:
     """Everything of RUN/export/, written into `out` (a private folder the caller swaps in)."""
     staged = ExportDir(out)
+    labels = rundata.class_names(run)
+    if model.outputs[0].shape[-1] != len(labels):
+        raise InputError(f"{run.model}: {model.outputs[0].shape[-1]} classes, but {run.config} names {len(labels)}")
     tf = import_tf(config.verbose)
     indices, calib, calib_info = calibration_set(config, run)
     with quiet(config.verbose):
         reference = model.predict(calib, batch_size=500, verbose=0)
     builders = {"tflite-int8": lambda: _tflite(tf, model, calib, quantize=True),
                 "tflite-f32": lambda: _tflite(tf, model, calib, quantize=False),
-                "onnx-f32": lambda: _onnx_f32(tf, model),
+                "onnx-f32": lambda: _onnx_f32(tf, model, calib.shape[1:]),
                 "onnx-int8": lambda: quantize_onnx(staged.model("onnx-f32"), calib, config.onnx_int8)}
     artifacts = []
     for fmt in (f for f in FORMATS if f in config.formats):
@@ -136,7 +139,7 @@ def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) 
         np.savez_compressed(tmp, indices=indices)
     if "tflite-int8" in config.formats:
         int8 = staged.model("tflite-int8")
-        artifacts.extend(write_c_array(int8.read_bytes(), staged))
+        artifacts.extend(write_c_array(int8.read_bytes(), staged, labels))
         step("per-layer int8 error (QuantizationDebugger)")
         layer_errors(tf, tflite_converter(tf, model, calib), calib, int8.name, config.verbose).write(staged.layer_errors)
     if {"onnx-f32", "onnx-int8"} <= set(config.formats):
@@ -148,7 +151,7 @@ def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) 
         except Exception as exc:  # a debugging aid: its failure must not fail the export
             step(f"per-layer ONNX errors skipped ({type(exc).__name__}: {str(exc)[:120]})")
     manifest = ExportReport(source=str(run.model), model_sha256=model_sha256, artifacts=artifacts, calibration=calib_info,
-                            gates=asdict(config.gates), labels=list(LABELS), versions=versions(),
+                            gates=asdict(config.gates), labels=labels, versions=versions(),
                             onnx_int8=asdict(config.onnx_int8) if "onnx-int8" in config.formats else None)
     manifest.write(staged.manifest)
     return manifest
@@ -193,13 +196,13 @@ def tflite_converter(tf, model, calib: np.ndarray | None):
 
 # --- ONNX -----------------------------------------------------------------------------------
 
-def _onnx_f32(tf, model) -> bytes:
+def _onnx_f32(tf, model, image_shape: tuple) -> bytes:
     """tf2onnx through a tf.function: its from_keras fails on Keras 3 models."""
     try:
         import tf2onnx
     except ImportError:
         raise MissingDependency("tf2onnx", "host") from None
-    spec = (tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input"),)
+    spec = (tf.TensorSpec((None, *image_shape), tf.float32, name="input"),)
     forward = tf.function(lambda x: {"probabilities": model(x, training=False)}, input_signature=spec)
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET)
     _name_batch_dim(proto)
@@ -245,8 +248,11 @@ def _same_outputs(a: bytes, b: bytes) -> bool:
 
     rng = np.random.default_rng(0)
     sessions = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in (a, b)]
+    import onnx
+
+    shape = [d.dim_value for d in onnx.load_from_string(a).graph.input[0].type.tensor_type.shape.dim]
     for batch in (1, 3):
-        x = {"input": rng.random((batch, *IMAGE_SHAPE), dtype=np.float32)}
+        x = {"input": rng.random((batch, *shape[1:]), dtype=np.float32)}
         if not np.array_equal(sessions[0].run(None, x)[0], sessions[1].run(None, x)[0]):
             return False
     return True

@@ -22,7 +22,7 @@ from .. import mcu
 from ..console import Progress, capture_fd, quiet
 from ..device.runtime import Model
 from ..device.tflite_file import read as read_tflite
-from ..device.verify import load_test_set
+from .. import rundata
 from ..errors import InputError, MissingDependency
 from ..files import replace_dir, sha256_bytes, staging_dir, write_text
 from ..options import positive_int, setting
@@ -82,7 +82,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     path = run.exported_models().get("tflite-int8")
     if path is None:
         raise InputError(f"{run.export_manifest}: no tflite-int8 model (export it with --formats tflite-int8)")
-    test = load_test_set(run, config.data)
+    test = rundata.test_set(run, config.data)
     if config.images:
         test = test.subset(slice(0, config.images))
     started = time.monotonic()
@@ -98,6 +98,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     report = FirmwareReport(
         **{f.name: getattr(fit, f.name) for f in dataclasses.fields(ModelFit)},
         images=len(test), test_source=test.source, accuracy=accuracy, keras_accuracy=keras,
+        labels=run.read_export().labels,
         accuracy_drop_pp=None if keras is None else round((keras - accuracy) * 100, 3),
         agreement_vs_litert_reference=float((tflm_raw.argmax(1) == litert_raw.argmax(1)).mean()),
         differing_values_vs_litert_reference=int((delta > 0).sum()), values=int(delta.size),
@@ -201,7 +202,7 @@ def write_firmware_dir(report: FirmwareReport, content: bytes, run: Run) -> None
     staging = staging_dir(dest)
     try:
         folder = FirmwareDir(staging)
-        _, source = mcu.c_array_source(content)
+        _, source = mcu.c_array_source(content, report.labels)
         write_text(folder.c_header, mcu.firmware_header(report))
         write_text(folder.c_source, source)
         report.write(folder.report)

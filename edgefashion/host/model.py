@@ -13,26 +13,30 @@ from .arch import build as build_arch
 PARAMETERS = 975_030
 
 
-def build_model(optimizer="adam", verbose: bool = False, arch: Arch | None = None):
+def build_model(optimizer="adam", verbose: bool = False, arch: Arch | None = None,
+                image_shape: tuple = IMAGE_SHAPE, classes: int = NUM_CLASSES):
     """The seed CNN (arch None): Conv2D(12,3) -> Conv2D(20,3) -> Conv2D(20,3) -> Flatten -> Dense(100)
-    -> Dense(10, softmax); or a member of the architecture family (host/arch.py)."""
+    -> Dense(K, softmax) on (H, W, C) images; or a member of the architecture family (host/arch.py)."""
     import_tf(verbose)
     from tensorflow import keras
     from tensorflow.keras import layers
 
     if arch is not None:
-        model = build_arch(arch, keras)
+        model = build_arch(arch, keras, image_shape, classes)
         model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
         return model
+    if min(image_shape[:2]) < 7:
+        raise InputError(f"images of {image_shape[0]}x{image_shape[1]}: the seed CNN's three 3x3 convolutions need "
+                         f"at least 7x7")
     model = keras.Sequential(
         [
-            keras.Input(shape=IMAGE_SHAPE, name="input"),
+            keras.Input(shape=tuple(image_shape), name="input"),
             layers.Conv2D(12, kernel_size=3, activation="relu", name="conv1"),
             layers.Conv2D(20, kernel_size=3, activation="relu", name="conv2"),
             layers.Conv2D(20, kernel_size=3, activation="relu", name="conv3"),
             layers.Flatten(name="flatten"),
             layers.Dense(100, activation="relu", name="dense"),
-            layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities"),
+            layers.Dense(classes, activation="softmax", name="probabilities"),
         ],
         name="fashion_cnn",
     )
@@ -52,12 +56,13 @@ def make_optimizer(name: str, learning_rate: float | None, momentum: float):
 
 
 def check_classifier(model, source: str) -> None:
-    """Raise InputError unless `model` maps (N, 28, 28, 1) images to 10 classes."""
+    """Raise InputError unless `model` maps (N, H, W, C) images, C 1 or 3, to K >= 2 classes."""
     in_shape = tuple(model.inputs[0].shape)[1:]
     out_shape = tuple(model.outputs[0].shape)[1:]
-    if in_shape != IMAGE_SHAPE or out_shape != (NUM_CLASSES,):
-        raise InputError(f"{source}: model maps {in_shape} -> {out_shape}, "
-                         f"expected a {IMAGE_SHAPE} -> ({NUM_CLASSES},) classifier")
+    if len(in_shape) != 3 or None in in_shape or in_shape[2] not in (1, 3) or len(out_shape) != 1 \
+            or not out_shape[0] or out_shape[0] < 2:
+        raise InputError(f"{source}: model maps {in_shape} -> {out_shape}, expected an (H, W, C) -> (K,) "
+                         f"image classifier")
 
 
 def load_model(path, verbose: bool = False):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cpu, data
+from .. import cpu, data, rundata
 from ..console import quiet, step
 from ..errors import InputError
 from ..files import atomic_path, write_json
@@ -31,11 +31,21 @@ MIN_ROWS = 10
 
 @dataclass
 class TrainConfig:
-    data: Path | None = setting(None, "training CSV (seed format) or IDX folder (default: the local "
-                                      "Fashion-MNIST)", type=Path)
-    test_data: Path | None = setting(None, "test CSV or IDX folder (default: beside --data: the IDX folder's test "
-                                           "split, or for NAME_train.csv a NAME_test.csv; without --data the local "
+    data: Path | None = setting(None, "training data: a CSV (seed format, any image size), an IDX folder or an "
+                                      "image folder DIR/<class name>/*.png (or DIR/train/..., DIR/test/...) "
+                                      "(default: the local Fashion-MNIST)", type=Path)
+    test_data: Path | None = setting(None, "test CSV, IDX or image folder (default: beside --data: the IDX or image "
+                                           "folder's test split, or for NAME_train.csv a NAME_test.csv, else a "
+                                           "held-out --test-split of --data; without --data the local "
                                            "Fashion-MNIST test set, never for your own data)", type=Path)
+    test_split: float = setting(0.2, "share of --data held out as the test set (seeded by --seed, stratified, its "
+                                     "rows recorded in RUN/test_split.npz) when your data has no test set")
+    image_shape: str | None = setting(None, "HxWxC (C 1 grey or 3 RGB): the shape of a CSV's rows (default: a "
+                                            "square grey image) or what an image folder is resized to (default "
+                                            "32x32, RGB when any image is in colour)", metavar="HxWxC")
+    labels: Path | None = setting(None, "class names, one per line in label order (default: labels.txt beside "
+                                        "the data, an image folder's folder names, Fashion-MNIST's names; else "
+                                        "class 0 ... class K-1)", type=Path, metavar="FILE")
     epochs: int = setting(4, "training epochs (the seed's)", type=positive_int)
     batch_size: int = setting(100, "mini-batch size (the seed's)", type=positive_int)
     validation_split: float = setting(0.2, "share of the training rows held out for validation (the seed's)")
@@ -53,6 +63,9 @@ class TrainConfig:
                                 "a JSON object of the architecture family's fields (edgefashion tune prints them)")
     verbose: bool = False
 
+    def shape(self) -> tuple[int, int, int] | None:
+        return None if self.image_shape is None else data.parse_image_shape(self.image_shape)
+
     def validate(self) -> None:
         parse_arch(self.arch)
         for name in ("epochs", "batch_size"):
@@ -60,52 +73,99 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}, expected a positive integer")
         if not 0 < self.validation_split < 1:
             raise InputError(f"--validation-split {self.validation_split}, expected a value between 0 and 1")
+        if not 0 < self.test_split < 1:
+            raise InputError(f"--test-split {self.test_split}, expected a value between 0 and 1")
+        self.shape()
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise InputError(f"--learning-rate {self.learning_rate}, expected a positive number")
         if self.limit is not None and self.limit < MIN_ROWS:
             raise InputError(f"--limit {self.limit}, expected at least {MIN_ROWS} rows")
 
 
-def load_test_set(config: TrainConfig) -> data.Dataset | None:
+def load_data(config: TrainConfig) -> data.Dataset:
+    """The labelled training data, its class names settled: --labels, labels.txt beside it, an image
+    folder's names, Fashion-MNIST's, else class 0 ... class K-1 (K: the largest label + 1)."""
+    train_set = data.load(config.data, "train", config.shape())
+    if train_set.labels is None:
+        raise InputError(f"{train_set.source}: training data needs a label column")
+    if config.labels is not None:
+        train_set.classes = data.read_labels(config.labels)
+    names = train_set.class_names()
+    top = int(train_set.labels.max())
+    if top >= len(names):
+        where = config.labels or "its class names"
+        raise InputError(f"{train_set.source}: label {top}, but {where} name {len(names)} classes (0-{len(names) - 1})")
+    if len(names) < 2:
+        raise InputError(f"{train_set.source}: every row has label {top}; a classifier needs at least 2 classes")
+    train_set.classes = tuple(names)
+    missing = sorted(set(range(len(names))) - set(np.unique(train_set.labels).tolist()))
+    if missing:
+        step(f"warning: classes {missing[:10]} of 0-{len(names) - 1} have no training rows")
+    return train_set
+
+
+def load_test_set(config: TrainConfig, train_set: data.Dataset | None = None) -> data.Dataset | None:
     """The held-out test set: never used for training, validation or calibration, and for the
-    user's own data never Fashion-MNIST's (None where there is none: no test accuracy)."""
+    user's own data never Fashion-MNIST's (None: there is none beside the data; train holds out
+    a share of it)."""
+    shape = None if config.data is None else train_set.shape if train_set is not None else config.shape()
     if config.test_data is not None:
-        return data.load(config.test_data, "test")
+        return data.load(config.test_data, "test", shape)
     if config.data is None:
         return data.load(None, "test") if data.default_dir() is not None else None
     if Path(config.data).is_dir():
-        return data.read_idx_split(config.data, "test")
+        if data.has_idx(config.data, "test"):
+            return data.read_idx_split(config.data, "test")
+        return data.read_image_folder(config.data, "test", shape) if data.image_folder_has_test(config.data) else None
     beside = Path(config.data).with_name(Path(config.data).name.replace("train", "test"))
     if beside != Path(config.data) and beside.is_file():
-        return data.load(beside, "test")
-    step(f"no test set for {config.data}: give --test-data (Fashion-MNIST's test set is not used for your data)")
+        return data.load(beside, "test", shape)
     return None
 
 
-def check_test_classes(train_set: data.Dataset, test_set: data.Dataset | None) -> None:
-    """A test set with classes the training data never shows measures another task: refused."""
-    if test_set is None or test_set.labels is None:
+def check_test_set(train_set: data.Dataset, test_set: data.Dataset | None) -> None:
+    """A test set of another image shape, or with classes the training data never shows, measures
+    another task: refused."""
+    if test_set is None:
         return
+    if test_set.labels is None:
+        raise InputError(f"{test_set.source}: a test set needs a label column")
+    if test_set.shape != train_set.shape:
+        raise InputError(f"{test_set.source}: images are {'x'.join(map(str, test_set.shape))}, the training data's "
+                         f"{'x'.join(map(str, train_set.shape))}; give the test set of the same images (--test-data)")
     unseen = sorted(set(np.unique(test_set.labels).tolist()) - set(np.unique(train_set.labels).tolist()))
     if unseen:
         raise InputError(f"{test_set.source}: test labels {unseen} do not occur in the training data "
                          f"{train_set.source}; give the test set of the same classes (--test-data)")
 
 
+def split_data(config: TrainConfig, train_set: data.Dataset):
+    """(training rows, test set, held-out indices or None): the test set beside the data, or a
+    seeded, stratified share of the data itself."""
+    test_set = load_test_set(config, train_set)
+    if test_set is not None or config.data is None:
+        return train_set, test_set, None
+    indices = data.holdout(train_set, config.test_split, config.seed)
+    step(f"no test set beside {config.data}: holding out {len(indices)} of its {len(train_set)} rows "
+         f"(--test-split {config.test_split}, seed {config.seed}) as the test set")
+    keep = np.ones(len(train_set), dtype=bool)
+    keep[indices] = False
+    return train_set.subset(np.flatnonzero(keep)), train_set.subset(indices), indices
+
+
 def train(config: TrainConfig, run: Run) -> TrainReport:
     """Train, keep the best epoch in RUN/model.keras, write history, curves, config. Returns config.json."""
     config.validate()
-    train_set = data.load(config.data, "train")
-    if train_set.labels is None:
-        raise InputError(f"{train_set.source}: training data needs a label column")
+    train_set, test_set, held_out = split_data(config, load_data(config))
     if config.limit:
         train_set = train_set.subset(slice(0, config.limit))
     if len(train_set) < MIN_ROWS:
         raise InputError(f"{train_set.source}: {len(train_set)} labelled row(s), training needs at least {MIN_ROWS} "
                          f"(validation takes {config.validation_split:.0%} of them)")
-    test_set = load_test_set(config)
-    check_test_classes(train_set, test_set)
-    step(f"training on {len(train_set)} images from {train_set.source} "
+    check_test_set(train_set, test_set)
+    h, w, c = train_set.shape
+    step(f"training on {len(train_set)} {h}x{w}{'' if c == 1 else 'x3'} images of {train_set.num_classes} classes "
+         f"from {train_set.source} "
          f"({validation_cut(len(train_set), config.validation_split)} train / validation split "
          f"{config.validation_split})")
     started = time.monotonic()
@@ -131,10 +191,14 @@ def train(config: TrainConfig, run: Run) -> TrainReport:
     result = _summary(config, train_set, test_set, keeper, fit_seconds, interrupted)
     if test_set is not None and not interrupted:
         with quiet(config.verbose):
-            loss, accuracy = model.evaluate(data.prepare(test_set.images), data.one_hot(test_set.labels),
+            loss, accuracy = model.evaluate(data.prepare(test_set.images),
+                                            data.one_hot(test_set.labels, train_set.num_classes),
                                             batch_size=500, verbose=0)
-        result.test = DatasetInfo(source=test_set.source, sha256=test_set.sha256, samples=len(test_set),
-                                  loss=float(loss), accuracy=float(accuracy))
+        result.test.samples, result.test.loss, result.test.accuracy = len(test_set), float(loss), float(accuracy)
+    if held_out is not None:
+        result.test.held_out, result.test.indices_sha256 = config.test_split, rundata.save_held_out(run, held_out)
+    else:
+        run.test_split.unlink(missing_ok=True)  # a split of an earlier training: no longer this run's
     result.write(run.config)
     return result
 
@@ -153,10 +217,11 @@ def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same weights
     model = build_model(make_optimizer(config.optimizer, config.learning_rate, config.momentum), config.verbose,
-                        parse_arch(config.arch))
+                        parse_arch(config.arch), train_set.shape, train_set.num_classes)
     if keeper is not None:
         keeper.model = model
-    model.fit(data.prepare(train_set.images), data.one_hot(train_set.labels), batch_size=config.batch_size,
+    model.fit(data.prepare(train_set.images), data.one_hot(train_set.labels, train_set.num_classes),
+              batch_size=config.batch_size,
               epochs=config.epochs, validation_split=config.validation_split,
               callbacks=[keeper.callback(keras)] if keeper else [], verbose=verbose)
     if keeper is not None:
@@ -169,6 +234,7 @@ def _summary(config, train_set, test_set, keeper, fit_seconds, interrupted) -> T
         settings=settings_of(config),
         dataset=DatasetInfo(source=train_set.source, sha256=train_set.sha256, samples=len(train_set)),
         test=None if test_set is None else DatasetInfo(source=test_set.source, sha256=test_set.sha256),
+        image_shape=list(train_set.shape), labels=train_set.class_names(),
         best_epoch=keeper.best_epoch, val_accuracy=keeper.best_value,
         epochs_finished=len(keeper.history["loss"]), interrupted=interrupted,
         fit_seconds=round(fit_seconds, 1), versions=versions(),

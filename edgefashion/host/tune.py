@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import cpu, data
+from .. import cpu, data, rundata
 from ..console import quiet, step
 from ..device.bench import BenchConfig, run_worker
 from ..device.runtime import Model
@@ -36,7 +36,7 @@ from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
 from .arch import params as arch_params
-from .train import TrainConfig, fit_model, load_test_set, validation_cut
+from .train import TrainConfig, fit_model, load_data, split_data, validation_cut
 
 STUDY = "edgefashion-tune"
 OBJECTIVES = {"accuracy": "maximize", "latency_us": "minimize", "size_bytes": "minimize"}
@@ -53,8 +53,13 @@ class TuneConfig:
     storage: str | None = setting(None, "Optuna storage URL shared by workers on several machines, e.g. "
                                         "postgresql://user@host/db or sqlite:///tune.db (default: DIR/study.journal)",
                                   metavar="URL")
-    data: Path | None = setting(None, "training CSV or IDX folder (default: the local Fashion-MNIST)", type=Path)
-    test_data: Path | None = setting(None, "test CSV or IDX folder, for the chosen model only", type=Path)
+    data: Path | None = setting(None, "training CSV, IDX or image folder, as train takes it (default: the local "
+                                      "Fashion-MNIST)", type=Path)
+    test_data: Path | None = setting(None, "test CSV, IDX or image folder, for the chosen model only (default: as "
+                                           "train finds it, else a held-out share of --data that no trial sees)",
+                                     type=Path)
+    image_shape: str | None = setting(None, "HxWxC of the data, as train takes it", metavar="HxWxC")
+    labels: Path | None = setting(None, "class names, one per line, as train takes them", type=Path, metavar="FILE")
     limit: int | None = setting(None, "use the first N training rows (quick tunes)", type=positive_int)
     epochs: int = setting(4, "training epochs per trial", type=positive_int)
     max_latency_us: float | None = setting(None, "budget: int8 p50 latency at batch 1 on this machine, µs",
@@ -77,7 +82,7 @@ class TuneConfig:
     def trial_training(self, arch: dict | None) -> TrainConfig:
         """Train's settings for one trial (arch None: the seed CNN): train's defaults but for these."""
         return TrainConfig(data=self.data, test_data=self.test_data, limit=self.limit, epochs=self.epochs,
-                           seed=self.seed, verbose=self.verbose,
+                           seed=self.seed, verbose=self.verbose, image_shape=self.image_shape, labels=self.labels,
                            arch="seed" if arch is None else json.dumps(arch, sort_keys=True))
 
     def budgets(self) -> dict:
@@ -246,7 +251,7 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
     if config.jobs > 1:  # share the cores instead of fighting over them
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // config.jobs))
     training = config.trial_training(None if arch is None else arch.as_dict())
-    rows = _training_rows(str(config.data) if config.data else None, config.limit)
+    rows = _training_rows(training)
     val = rows.subset(slice(validation_cut(len(rows), training.validation_split), None))  # Keras holds these out
     started = time.monotonic()
     with quiet(config.verbose):
@@ -268,16 +273,20 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
 MIN_ROWS = 50
 
 
-@functools.lru_cache(maxsize=1)
-def _training_rows(source: str | None, limit: int | None) -> data.Dataset:
-    """The training data, read once per process rather than once per trial."""
-    train = data.load(source, "train")
-    if train.labels is None:
-        raise InputError(f"{train.source}: tuning needs a label column")
-    train = train.subset(slice(0, limit)) if limit else train
+def _training_rows(training: TrainConfig) -> data.Dataset:
+    """The training rows as train splits them (never a test row), read once per process."""
+    train, _, _ = _split(training.data, training.test_data, training.image_shape, training.labels, training.seed)
+    train = train.subset(slice(0, training.limit)) if training.limit else train
     if len(train) < MIN_ROWS:
         raise InputError(f"{train.source}: {len(train)} rows; tuning needs at least {MIN_ROWS}")
     return train
+
+
+@functools.lru_cache(maxsize=1)
+def _split(data_path, test_data, image_shape, labels, seed):
+    """(training rows, test set, held-out indices) of the data, as train makes them."""
+    config = TrainConfig(data=data_path, test_data=test_data, image_shape=image_shape, labels=labels, seed=seed)
+    return split_data(config, load_data(config))
 
 
 def _latency_us(path: Path) -> float:
@@ -352,19 +361,22 @@ def make_best_run(trial, config: TuneConfig, folder: TuneDir) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder.trial_model(trial.number), run.model)
     training = config.trial_training(trial.user_attrs["arch"])
-    test = load_test_set(training)
+    train, test, held_out = _split(training.data, training.test_data, training.image_shape, training.labels,
+                                   training.seed)
     if test is None:
         raise InputError("no test set for the chosen model: give --test-data (or run `make data`)")
     from .model import load_model
     model = load_model(run.model, config.verbose)
     with quiet(config.verbose):
-        loss, accuracy = model.evaluate(data.prepare(test.images), data.one_hot(test.labels), batch_size=500,
-                                        verbose=0)
+        loss, accuracy = model.evaluate(data.prepare(test.images), data.one_hot(test.labels, train.num_classes),
+                                        batch_size=500, verbose=0)
     settings = {**settings_of(training), "tune_trial": trial.number, "tune_study": str(folder.report)}
-    train = data.load(config.data, "train")  # the whole training data, as train's config.json records it
+    test_info = DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),
+                            accuracy=float(accuracy))
+    if held_out is not None:
+        test_info.held_out, test_info.indices_sha256 = training.test_split, rundata.save_held_out(run, held_out)
     TrainReport(settings=settings, dataset=DatasetInfo(source=train.source, sha256=train.sha256, samples=len(train)),
-                test=DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),
-                                 accuracy=float(accuracy)),
+                test=test_info, image_shape=list(train.shape), labels=train.class_names(),
                 best_epoch=config.epochs, val_accuracy=trial.user_attrs["figures"]["accuracy"],
                 epochs_finished=config.epochs, interrupted=False, fit_seconds=trial.user_attrs["figures"]["seconds"],
                 versions=versions(), platform={"machine": platform.machine(), "cpu": asdict(cpu.describe())}

@@ -38,7 +38,7 @@ def test_csv_without_labels_when_allowed(tmp_path):
     path.write_text(header + "\n" + ",".join(["7"] * 784) + "\n")
     ds = data.read_csv(path, require_labels=False)
     assert ds.labels is None and ds.images.shape == (1, 28, 28) and ds.images[0, 0, 0] == 7
-    with pytest.raises(InputError, match="header has 784 columns, expected 785"):
+    with pytest.raises(InputError, match="header has 784 columns but none is named 'label'"):
         data.read_csv(path)
 
 
@@ -59,7 +59,7 @@ GOOD = ",".join(["3"] + ["0"] * 784)
 @pytest.mark.parametrize("body, expected", [
     (GOOD + "\n" + ",".join(["3"] + ["0"] * 783) + "\n", "line 3: 784 columns, expected 785"),
     (GOOD + "\n" + ",".join(["3", "x"] + ["0"] * 783) + "\n", "line 3, column 2: pixel 'x' is not an integer 0-255"),
-    (",".join(["12"] + ["0"] * 784) + "\n", "line 2, column 1: label 12 is outside 0-9"),
+    (",".join(["300"] + ["0"] * 784) + "\n", "line 2, column 1: label 300 is outside 0-255"),
     (",".join(["1", "256"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 256 is outside 0-255"),
     (",".join(["1", "-1"] + ["0"] * 783) + "\n", "line 2, column 2: pixel '-1' is not an integer"),
     (",".join(["1", "nan"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 'nan' is not an integer"),
@@ -68,7 +68,7 @@ GOOD = ",".join(["3"] + ["0"] * 784)
     # values that other parsers would wrap or read loosely
     (",".join(["1", "4294967301"] + ["0"] * 783) + "\n", "line 2, column 2: pixel 4294967301 is outside 0-255"),
     (",".join(["1", "2_5_5"] + ["0"] * 783) + "\n", "line 2, column 2: pixel '2_5_5' is not an integer"),
-    (",".join(["\u0663", "0"] + ["0"] * 783) + "\n", "line 2, column 1: label '\u0663' is not an integer 0-9"),
+    (",".join(["\u0663", "0"] + ["0"] * 783) + "\n", "line 2, column 1: label '\u0663' is not an integer 0-255"),
 ])
 def test_csv_bad_rows_name_line_and_problem(tmp_path, body, expected):
     assert expected in _bad(tmp_path, HEADER + "\n" + body)
@@ -124,10 +124,10 @@ def test_real_dataset_found(fashion_dir):
 
 
 def test_cli_bad_csv_is_one_line_exit_2(tmp_path):
-    path = write_csv(tmp_path / "x.csv", [[11] + [0] * 784])
+    path = write_csv(tmp_path / "x.csv", [[311] + [0] * 784])
     done = cli("train", "--data", path, "--out", tmp_path / "run")
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: {path}: line 2, column 1: label 11 is outside 0-9"
+    assert done.stderr.strip() == f"error: {path}: line 2, column 1: label 311 is outside 0-255"
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
 
 
@@ -173,3 +173,57 @@ def test_csv_header_without_label_or_with_a_bom(tmp_path):
         data.read_csv(tmp_path / "bad.csv")
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (HEADER + "\n" + GOOD + "\n").encode())
     assert data.read_csv(tmp_path / "bom.csv").labels.tolist() == [3]
+
+
+def test_csv_of_any_image_size_and_its_class_names(tmp_path):
+    """8x8 grey rows are square; 4x4 RGB rows need --image-shape; labels.txt names the classes."""
+    rows = [[i % 3] + [(i * 7 + j) % 256 for j in range(64)] for i in range(6)]
+    path = write_csv(tmp_path / "digits.csv", rows)
+    (tmp_path / "labels.txt").write_text("zero\n one \n\ntwo\n")
+    ds = data.read_csv(path)
+    assert ds.images.shape == (6, 8, 8) and ds.shape == (8, 8, 1) and ds.class_names() == ["zero", "one", "two"]
+    assert ds.images[1].ravel().tolist() == rows[1][1:]
+    with pytest.raises(InputError, match="64 pixel columns, but --image-shape 5x5x3 needs 75"):
+        data.read_csv(path, image_shape=(5, 5, 3))
+    odd = write_csv(tmp_path / "odd.csv", [[1] + [0] * 48])
+    (tmp_path / "labels.txt").unlink()
+    with pytest.raises(InputError, match="48 pixel columns are not a square grey image; give --image-shape"):
+        data.read_csv(odd)
+    colour = data.read_csv(odd, image_shape=(4, 4, 3))
+    assert colour.images.shape == (1, 4, 4, 3) and colour.class_names() == ["class 0", "class 1"]
+    for bad in ("4x4x2", "axb", "0x4"):
+        with pytest.raises(InputError, match="expected HxWxC"):
+            data.parse_image_shape(bad)
+    assert data.parse_image_shape("8x8") == (8, 8, 1)
+
+
+def test_holdout_is_seeded_stratified_and_disjoint():
+    labels = np.repeat(np.arange(3), [10, 20, 1]).astype(np.uint8)
+    ds = data.Dataset(np.zeros((31, 8, 8), np.uint8), labels, "x", "0")
+    a, b = data.holdout(ds, 0.2, seed=0), data.holdout(ds, 0.2, seed=0)
+    assert a.tolist() == b.tolist() and a.tolist() != data.holdout(ds, 0.2, seed=1).tolist()
+    assert np.bincount(labels[a], minlength=3).tolist() == [2, 4, 0]  # a class of one row stays in training
+
+
+def test_image_folder_classes_sizes_and_splits(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            folder = tmp_path / "pets" / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                pixels = np.clip(rng.normal(colour, 20, (40 + i, 50, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    train = data.load(tmp_path / "pets", "train")
+    assert train.images.shape == (6, 32, 32, 3) and train.class_names() == ["cat", "dog"]
+    assert train.labels.tolist() == [0, 0, 0, 1, 1, 1] and train.images[0, ..., 0].mean() > 150
+    test = data.load(tmp_path / "pets", "test", (16, 16, 1))
+    assert test.images.shape == (6, 16, 16) and test.source.endswith("test")
+    (tmp_path / "pets" / "test" / "bird").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "pets" / "test" / "bird" / "0.png")
+    with pytest.raises(InputError, match="classes .* differ from the training folder's"):
+        data.load(tmp_path / "pets", "test")
+    flat = tmp_path / "pets" / "train"
+    with pytest.raises(InputError, match="without a test/ folder"):
+        data.load(flat, "test")

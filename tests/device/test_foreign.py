@@ -31,13 +31,32 @@ def test_bench_and_profile_take_any_model(name, tmp_path):
                "--out", out, check=0)
     report = json.loads(out.read_text())
     assert [r["batch"] for r in report["results"]] == [1, 4] and all(r["latency_us"]["p50"] > 0 for r in report["results"])
-    assert report["results"][0]["inputs"] == f"random {dtype} {shape[1:]}, seed 0"
+    # a 28x28 grey classifier (NCHW too) is timed on the Fashion-MNIST test images, anything else on random inputs
+    fashion = name == "nchw_f32.onnx"
+    assert report["results"][0]["inputs"] == ("Fashion-MNIST test images" if fashion else
+                                              f"random {dtype} {shape[1:]}, seed 0")
     assert report["profiles"][name]["ops"] and "per operator" in done.stdout
 
 
-def test_a_classifier_of_another_shape_is_still_refused_where_a_classifier_is_needed():
-    with pytest.raises(InputError, match=r"model maps \(32, 32, 3\) -> \(5,\), expected a \(28, 28, 1\)"):
-        Model(FOREIGN / "rgb32_5_int8.tflite")
+def test_any_image_classifier_reads_its_shape_layout_and_classes(tmp_path):
+    """NHWC RGB int8, NCHW grey float: grey and RGB images reach each in its own layout and channels;
+    a model that is not a classifier is refused in one line naming what takes it."""
+    rgb = Model(FOREIGN / "rgb32_5_int8.tflite")
+    assert (rgb.layout, rgb.image_shape, rgb.labels) == ("NHWC", (32, 32, 3), [f"class {i}" for i in range(5)])
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    grey = pixels[..., :1]
+    assert rgb.prepare(grey).shape == (4, 32, 32, 3) and np.array_equal(rgb.prepare(grey)[..., 0], rgb.prepare(grey)[..., 2])
+    assert rgb.predict(pixels).probabilities.shape == (4, 5)
+    nchw = Model(FOREIGN / "nchw_f32.onnx", labels=list("abcdefghij"))
+    assert (nchw.layout, nchw.image_shape) == ("NCHW", (28, 28, 1))
+    assert nchw.prepare(pixels[:, :28, :28]).shape == (4, 1, 28, 28)  # RGB -> grey, channels first
+    assert nchw.predict(pixels[0, :28, :28, 0]).labels[0] in "abcdefghij"
+    with pytest.raises(InputError, match="3 class names for a model of 10 classes"):
+        Model(FOREIGN / "nchw_f32.onnx", labels=["a", "b", "c"])
+    with pytest.raises(InputError, match=r"\(64,\) -> \(64,\) model, not an image classifier.*bench, bench --profile and firmware take any model"):
+        Model(FOREIGN / "autoencoder_int8.tflite")
+    done = cli("predict", FOREIGN / "autoencoder_int8.tflite", tmp_path / "x.npy", check=2)
+    assert "not an image classifier" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_numpy_backend_is_exact_on_a_foreign_int8_model_or_names_the_op():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from helpers import LOOSE_GATES, cli, labelled_rows, write_csv
+from edgefashion import LABELS
 from edgefashion.device import verify
 
 
@@ -19,7 +20,7 @@ def test_metrics_on_known_predictions():
     reference = _probs(labels)                 # the float model: always right
     predicted = labels.copy()
     predicted[[5, 17, 42]] = (labels[[5, 17, 42]] + 1) % 10   # disagrees on exactly 3 of 100
-    result = verify.agreement_figures(_probs(predicted), reference, labels)
+    result = verify.agreement_figures(_probs(predicted), reference, labels, list(LABELS))
     assert result["accuracy"] == pytest.approx(0.97)
     assert result["top1_agreement"] == pytest.approx(0.97)
     assert result["accuracy_drop_pp"] == pytest.approx(3.0)
