@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, data
 from .console import printable
 from .device import compare, trust
 from .device.bench import bench
@@ -33,7 +33,7 @@ from .host.bundle import make_bundle
 from .host.firmware import model_fit, render_fit
 from .host.tune import TuneConfig, tune
 from .host.tune import front_rows as tune_front_rows
-from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain, given, positive_int,
+from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain, given, positive_float, positive_int,
                       thread_count)
 from .pipeline import STAGES, run, stage_named, verify_on_host
 from .render import table
@@ -217,8 +217,11 @@ def cmd_selftest(args) -> int:
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a bundle or model file",
                        description="Classify a seed-format CSV (with or without the label column), PNG/JPEG "
-                                   "images (any size: converted to 28x28 grayscale, light object on black, "
-                                   "like Fashion-MNIST) or a .npy array. Shows accuracy when labels are given.")
+                                   "images or a .npy array with any image classifier: a bundle, a run or a model "
+                                   "file (.tflite or .onnx, NHWC or NCHW, grey or RGB, K classes). Photos are "
+                                   "brought to the model's size: for a grey model drawn like Fashion-MNIST (light "
+                                   "object centred on black), for an RGB model resized whole. Shows accuracy when "
+                                   "labels are given.")
     p.add_argument("model", type=Path, metavar="BUNDLE|MODEL|RUN", help="bundle, model file or run directory")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="CSV, .npy, or image files")
     p.add_argument("--format", default=None, choices=FORMATS,
@@ -231,7 +234,15 @@ def add_predict(sub) -> None:
     p.add_argument("--min-confidence", type=fraction, default=0.5, metavar="P",
                    help="warn about predictions whose probability is below P (default 0.5)")
     p.add_argument("--save-input", type=Path, metavar="DIR",
-                   help="write the 28x28 images the model saw into DIR, as PNG")
+                   help="write the images the model saw into DIR, as PNG")
+    p.add_argument("--labels", type=Path, metavar="FILE",
+                   help="class names, one per line in label order (default: the run's or bundle's, else a label "
+                        "file packed in the .tflite, else class 0 ... class K-1)")
+    p.add_argument("--input-scale", type=positive_float, default=1 / 255, metavar="S",
+                   help="a foreign float model's input is pixel * S + OFFSET (default 1/255: pixels in [0, 1], as "
+                        "edgefashion's models; 2/255 with --input-offset -1 for [-1, 1])")
+    p.add_argument("--input-offset", type=float, default=0.0, metavar="OFFSET",
+                   help="see --input-scale (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_trust_options(p)
     p.set_defaults(func=cmd_predict)
@@ -239,7 +250,9 @@ def add_predict(sub) -> None:
 
 def cmd_predict(args) -> int:
     result = predict(args.model, args.inputs, fmt=args.format, threads=args.threads, trust=trust_from(args),
-                     backend=args.backend, top=args.top, save_input=args.save_input)
+                     backend=args.backend, top=args.top, save_input=args.save_input,
+                     labels=None if args.labels is None else list(data.read_labels(args.labels)),
+                     input_scale=args.input_scale, input_offset=args.input_offset)
     unsure = [r for r in result.predictions if r.probability < args.min_confidence]
     if unsure:
         shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in unsure[:3])
