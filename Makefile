@@ -45,7 +45,7 @@ test-device-isa: $(EDGE)/.installed data qemu
 	done
 
 # The host tier: trains and exports tiny real models, the x86 kernel paths under qemu (minutes).
-test-host: data qemu
+test-host: $(EDGE)/.installed data qemu
 	$(BIN)/python -m pytest -q tests/host
 
 # qemu user emulation: the other x86 int8 kernel paths (isa-check, and its small version in make test)

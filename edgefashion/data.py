@@ -384,9 +384,10 @@ def default_dir() -> Path | None:
     return next((d for d in candidates if has_idx(d, "train") and has_idx(d, "test")), None)
 
 
-def load(path=None, split: str = "train", image_shape: tuple | None = None) -> Dataset:
+def load(path=None, split: str = "train", image_shape: tuple | None = None, classes: tuple | None = None) -> Dataset:
     """Load `split` from a CSV file, an IDX directory, an image folder, or (path None) the local
-    Fashion-MNIST. `image_shape` (H, W, C): of a CSV's rows, or what an image folder is resized to."""
+    Fashion-MNIST. `image_shape` (H, W, C): of a CSV's rows, or what an image folder is resized to;
+    `classes`: the names an image folder's class folders must be among (a run's)."""
     if path is None:
         directory = default_dir()
         if directory is None:
@@ -397,7 +398,7 @@ def load(path=None, split: str = "train", image_shape: tuple | None = None) -> D
     if path.is_dir():
         if has_idx(path, split) or not is_image_folder(path):
             return read_idx_split(path, split)
-        return read_image_folder(path, split, image_shape)
+        return read_image_folder(path, split, image_shape, classes)
     return read_csv(path, image_shape=image_shape)
 
 
@@ -449,27 +450,26 @@ def _class_dirs(root: Path) -> list[Path]:
                   and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())) if root.is_dir() else []
 
 
-def read_image_folder(path, split: str = "train", image_shape: tuple | None = None) -> Dataset:
-    """An image folder's `split` (the folder itself when it has no train/test), each image resized
-    to `image_shape` (default 32x32, RGB when any image is in colour), class names from the folder
-    names in sorted order (a test folder's classes must be the training folder's)."""
+def read_image_folder(path, split: str = "train", image_shape: tuple | None = None,
+                      classes: tuple | None = None) -> Dataset:
+    """An image folder's `split` (DIR/train, DIR/test; a folder without them is the split itself),
+    each image resized to `image_shape` (default 32x32, RGB when any image is in colour). Class names
+    are the folder names in sorted order, or `classes` (a run's) when given: then every folder must
+    name one of them, and labels index them."""
     path = Path(path)
-    if image_folder_has_test(path):
-        root = path / split
-    elif split == "test":
-        raise InputError(f"{path}: an image folder without a test/ folder (DIR/train/<class>, DIR/test/<class>); "
-                         f"give --test-data, or train holds out a seeded share (--test-split)")
-    else:
-        root = path / "train" if (path / "train").is_dir() else path
-    classes = [d.name for d in _class_dirs(root)]
-    train_root = path / "train" if (path / "train").is_dir() else path
-    known = [d.name for d in _class_dirs(train_root)]
-    if root != train_root and classes != known:
-        raise InputError(f"{root}: classes {classes} differ from the training folder's {known}")
-    if len(known) < 2:
-        raise InputError(f"{train_root}: {len(known)} class folder(s) with images, expected at least 2 "
-                         f"(DIR/<class name>/*.png)")
-    files = [(label, f) for label, name in enumerate(classes)
+    root = path / split if image_folder_has_test(path) else path / "train" if (path / "train").is_dir() \
+        and split == "train" else path
+    folders = [d.name for d in _class_dirs(root)]
+    if classes is None:
+        if len(folders) < 2:
+            raise InputError(f"{root}: {len(folders)} class folder(s) with images, expected at least 2 "
+                             f"(DIR/<class name>/*.png)")
+        classes = tuple(folders)
+    unknown = [name for name in folders if name not in classes]
+    if unknown or not folders:
+        raise InputError(f"{root}: class folders {unknown or folders}, expected some of {list(classes)}")
+    index = {name: i for i, name in enumerate(classes)}
+    files = [(index[name], f) for name in folders
              for f in sorted((root / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if len(files) > MAX_FOLDER_IMAGES:
         raise InputError(f"{root}: {len(files)} images, more than the {MAX_FOLDER_IMAGES} an image folder may hold")
@@ -485,7 +485,7 @@ def read_image_folder(path, split: str = "train", image_shape: tuple | None = No
         digest.update(f"{label}/{f.name}\n".encode())
         digest.update(f.read_bytes())
     labels = np.array([label for label, _ in files], dtype=np.uint8)
-    return Dataset(images, labels, str(root), digest.hexdigest(), tuple(known))
+    return Dataset(images, labels, str(root), digest.hexdigest(), tuple(classes))
 
 
 def download(dest) -> Path:

@@ -33,7 +33,8 @@ def load(run: Run, source, split: str) -> data.Dataset:
     """`source` (None: the local Fashion-MNIST) read as the run's images are shaped."""
     config = recorded(run)
     shape = tuple(config.image_shape) if config and config.image_shape else None
-    return data.load(source, split, shape if source is not None else None)
+    classes = tuple(config.labels) if config and config.labels else None
+    return data.load(source, split, shape, classes) if source is not None else data.load(None, split)
 
 
 def save_held_out(run: Run, indices: np.ndarray) -> str:

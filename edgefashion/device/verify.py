@@ -201,7 +201,7 @@ def verify_bundle(config: VerifyConfig, bundle: Path, out: Path | None = None, t
 def bundle_test_set(path: Path, manifest) -> data.Dataset:
     """A test set for a bundle's models: of its image shape, with labels of its classes."""
     shape = bundle_image_shape(manifest)
-    test = data.load(path, "test", shape)
+    test = data.load(path, "test", shape, tuple(manifest.labels))
     if test.labels is None:
         raise InputError(f"{test.source}: a test set needs a label column")
     if test.shape != shape or int(test.labels.max()) >= len(manifest.labels):

@@ -115,9 +115,11 @@ def export(config: ExportConfig, run: Run) -> ExportReport:
 def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) -> ExportReport:
     """Everything of RUN/export/, written into `out` (a private folder the caller swaps in)."""
     staged = ExportDir(out)
-    labels = rundata.class_names(run)
-    if model.outputs[0].shape[-1] != len(labels):
-        raise InputError(f"{run.model}: {model.outputs[0].shape[-1]} classes, but {run.config} names {len(labels)}")
+    labels, shape = rundata.class_names(run), rundata.image_shape(run)
+    takes = (tuple(model.inputs[0].shape[1:]), model.outputs[0].shape[-1])
+    if takes != (shape, len(labels)):
+        raise InputError(f"{run.model}: takes {'x'.join(map(str, takes[0]))} images of {takes[1]} classes, but the "
+                         f"run's data ({run.config.name}) is {'x'.join(map(str, shape))} images of {len(labels)} classes")
     tf = import_tf(config.verbose)
     indices, calib, calib_info = calibration_set(config, run)
     with quiet(config.verbose):

@@ -109,14 +109,16 @@ def load_test_set(config: TrainConfig, train_set: data.Dataset | None = None) ->
     user's own data never Fashion-MNIST's (None: there is none beside the data; train holds out
     a share of it)."""
     shape = None if config.data is None else train_set.shape if train_set is not None else config.shape()
+    classes = None if train_set is None else train_set.classes
     if config.test_data is not None:
-        return data.load(config.test_data, "test", shape)
+        return data.load(config.test_data, "test", shape, classes)
     if config.data is None:
         return data.load(None, "test") if data.default_dir() is not None else None
     if Path(config.data).is_dir():
         if data.has_idx(config.data, "test"):
             return data.read_idx_split(config.data, "test")
-        return data.read_image_folder(config.data, "test", shape) if data.image_folder_has_test(config.data) else None
+        return data.read_image_folder(config.data, "test", shape, classes) \
+            if data.image_folder_has_test(config.data) else None
     beside = Path(config.data).with_name(Path(config.data).name.replace("train", "test"))
     if beside != Path(config.data) and beside.is_file():
         return data.load(beside, "test", shape)

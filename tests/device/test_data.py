@@ -1,4 +1,5 @@
 import gzip
+import shutil
 import subprocess
 import sys
 
@@ -222,8 +223,9 @@ def test_image_folder_classes_sizes_and_splits(tmp_path):
     assert test.images.shape == (6, 16, 16) and test.source.endswith("test")
     (tmp_path / "pets" / "test" / "bird").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "pets" / "test" / "bird" / "0.png")
-    with pytest.raises(InputError, match="classes .* differ from the training folder's"):
-        data.load(tmp_path / "pets", "test")
-    flat = tmp_path / "pets" / "train"
-    with pytest.raises(InputError, match="without a test/ folder"):
-        data.load(flat, "test")
+    assert data.load(tmp_path / "pets", "test").class_names() == ["bird", "cat", "dog"]  # on its own: its folders
+    with pytest.raises(InputError, match=r"class folders \['bird'\], expected some of \['cat', 'dog'\]"):
+        data.load(tmp_path / "pets", "test", classes=("cat", "dog"))  # against a run's classes
+    shutil.rmtree(tmp_path / "pets" / "test" / "cat")
+    dogs = data.load(tmp_path / "pets" / "test", "test", classes=("bird", "cat", "dog", "emu"))  # a flat folder
+    assert set(dogs.labels.tolist()) == {0, 2} and dogs.num_classes == 4

@@ -67,8 +67,9 @@ def test_ctrl_c_leaves_a_usable_model(tmp_path):
 
 
 def test_own_data_is_never_tested_on_fashion_mnist(tmp_path, fashion_dir):
-    """A 3-class CSV of the user's: no test accuracy on Fashion-MNIST's 10 classes; a test set with
-    classes the training data lacks is refused; NAME_test.csv beside NAME_train.csv is found."""
+    """A 3-class CSV of the user's: a 3-class model, tested on a seeded held-out share of it (never on
+    Fashion-MNIST's 10 classes); a test set with classes the training data lacks is refused;
+    NAME_test.csv beside NAME_train.csv is found."""
     from edgefashion import data
     from helpers import labelled_rows, write_csv
 
@@ -76,8 +77,14 @@ def test_own_data_is_never_tested_on_fashion_mnist(tmp_path, fashion_dir):
     keep = train.labels < 3
     own = write_csv(tmp_path / "three_train.csv", labelled_rows(train.images[keep][:300], train.labels[keep][:300]))
     done = cli("train", "--data", own, "--out", tmp_path / "run", "--epochs", 1, check=0)
-    assert "no test set for" in done.stderr and "test accuracy" not in done.stdout
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["test"] is None
+    assert "holding out 60 of its 300 rows (--test-split 0.2, seed 0)" in done.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["test"]["samples"] == 60 and config["test"]["held_out"] == 0.2 and config["labels"] == [
+        "class 0", "class 1", "class 2"] and config["image_shape"] == [28, 28, 1]
+    with np.load(tmp_path / "run" / "test_split.npz") as split:
+        held = split["indices"]
+    counts = np.bincount(train.labels[keep][:300])
+    assert len(held) == 60 and np.bincount(train.labels[keep][:300][held]).tolist() == [round(0.2 * n) for n in counts]
     other = write_csv(tmp_path / "other.csv", labelled_rows(train.images[~keep][:20], train.labels[~keep][:20]))
     refused = cli("train", "--data", own, "--test-data", other, "--out", tmp_path / "run2")
     assert refused.returncode == 2 and "do not occur in the training data" in refused.stderr
@@ -85,3 +92,4 @@ def test_own_data_is_never_tested_on_fashion_mnist(tmp_path, fashion_dir):
     beside = cli("train", "--data", own, "--out", tmp_path / "run3", "--epochs", 1, check=0)
     config = json.loads((tmp_path / "run3" / "config.json").read_text())
     assert config["test"]["source"].endswith("three_test.csv") and "test accuracy" in beside.stdout
+    assert config["test"]["held_out"] is None and not (tmp_path / "run3" / "test_split.npz").exists()
