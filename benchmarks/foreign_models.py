@@ -100,9 +100,9 @@ def numpy_exact(path: Path) -> str:
 
 
 def arena(path: Path) -> int | str:
-    from edgefashion.host.firmware import measure_arena, tflm_runtime
+    from edgefashion.host.firmware import measure_arena_isolated
     try:
-        return measure_arena(tflm_runtime(), path)["total"]
+        return measure_arena_isolated(path)["total"]
     except Exception as exc:  # TFLM refuses float ops it lacks, or a model that does not fit
         return f"refused: {str(exc)[:60]}"
 
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        models = built_models(scratch) + sorted((ROOT / "tests" / "fixtures" / "foreign").iterdir()) + shipped_models()
+        models = built_models(scratch) + sorted(p for p in (ROOT / "tests" / "fixtures" / "foreign").iterdir() if p.suffix in (".tflite", ".onnx")) + shipped_models()
         rows = []
         for path in models:
             io, ops = describe(path)

@@ -6,6 +6,9 @@
   autoencoder_int8.tflite a 64 -> 16 -> 64 dense autoencoder, full-integer int8: not a classifier
   nchw_f32.onnx           a PyTorch-style NCHW (N, 1, 28, 28) -> 10 float model, built with onnx.helper
   nchw_dynamic_f32.onnx   the same graph with height and width left open: (N, 1, H, W) -> 10
+  digits-bundle.tar.gz    a bundle of the seed CNN trained on scikit-learn's 8x8 digits (`edgefashion run`
+                          with its held-out split, 12 epochs, 50 golden images): the device tier's
+                          non-Fashion run
 
 Needs the host extra.   python tools/make_foreign_models.py [--out tests/fixtures/foreign]
 """
@@ -84,7 +87,24 @@ def main(argv=None) -> int:
     for name, dims in (("nchw_f32.onnx", ("28", "28")), ("nchw_dynamic_f32.onnx", ("H", "W"))):
         write_bytes(args.out / name, nchw_onnx(*dims))
         print(f"wrote {args.out / name}")
+    write_bytes(args.out / "digits-bundle.tar.gz", digits_bundle())
+    print(f"wrote {args.out / 'digits-bundle.tar.gz'}")
     return 0
+
+
+def digits_bundle() -> bytes:
+    """The bundle of a digits run, made by the command line as a user makes it."""
+    import subprocess
+    import tempfile
+
+    import digits_to_csv
+
+    with tempfile.TemporaryDirectory() as scratch:
+        csv = digits_to_csv.write(Path(scratch) / "digits")
+        run = Path(scratch) / "run"
+        subprocess.run([sys.executable, "-m", "edgefashion", "run", "--data", str(csv), "--out", str(run),
+                        "--epochs", "12", "--golden", "50"], check=True, capture_output=True)
+        return (run / "edgefashion-bundle.tar.gz").read_bytes()
 
 
 if __name__ == "__main__":

@@ -112,13 +112,13 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
 def model_fit(config: FirmwareConfig, path: Path) -> ModelFit:
     """Any full-int8 .tflite model on TFLM, without data: its arena, ops and target verdicts."""
     config.validate()
-    runtime = tflm_runtime()
+    tflm_runtime()  # installed, or one MissingDependency line before anything runs
     model = Model(path, classifier=False)
     if model.format != "tflite-int8" or "int8" not in (model.input.dtype, model.output.dtype):
         raise InputError(f"{path}: {model.format}, {model.input.dtype} input and {model.output.dtype} output; "
                          f"TFLM runs full-integer int8 .tflite models")
     content = path.read_bytes()
-    arena = measure_arena(runtime, path)
+    arena = measure_arena_isolated(path)
     return ModelFit(tflm_version=importlib.metadata.version("tflite-micro"), model=path.name,
                     model_sha256=sha256_bytes(content), model_bytes=len(content), arena_bytes=arena["total"],
                     arena_head_bytes=arena["head"], arena_tail_bytes=arena["tail"],
@@ -161,6 +161,38 @@ def measure_arena(runtime, path: Path) -> dict:
     reported = figures["total"]
     figures["total"] = smallest_arena(runtime, path, reported)
     return {**figures, "reported": reported, "ms_per_image": ms}
+
+
+def measure_arena_isolated(path: Path) -> dict:
+    """measure_arena in a child process: TFLM aborts the whole process (SIGABRT) on some models (an op
+    it cannot prepare, MobileNetV2's arena); here that is one InputError naming the model."""
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_arena_child, args=(str(path), send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        kind, value = receive.recv()
+    except EOFError:
+        child.join()
+        code = child.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        raise InputError(f"{path}: TensorFlow Lite Micro crashed on this model ({how}); it cannot run it "
+                         f"(an operator or tensor it does not support)") from None
+    child.join()
+    if kind == "error":
+        raise InputError(value)
+    return value
+
+
+def _arena_child(path: str, send) -> None:
+    try:
+        send.send(("ok", measure_arena(tflm_runtime(), Path(path))))
+    except (InputError, MissingDependency, RuntimeError, ValueError) as exc:
+        send.send(("error", str(exc)))
 
 
 def smallest_arena(runtime, path: Path, reported: int) -> int:

@@ -298,9 +298,10 @@ def _latency_us(path: Path) -> float:
 
 
 def _arena(path: Path) -> int | None:
-    from .firmware import measure_arena, tflm_runtime
+    from .firmware import measure_arena_isolated, tflm_runtime
     try:
-        return measure_arena(tflm_runtime(), path)["total"]
+        tflm_runtime()
+        return measure_arena_isolated(path)["total"]
     except MissingDependency:
         return None
 

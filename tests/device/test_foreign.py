@@ -3,13 +3,14 @@ input shapes, a model that is not a classifier, an NCHW ONNX model. bench and be
 them on seeded random inputs of their declared shape; the numpy backend is exact or names the op."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from edgefashion.device.runtime import Model
 from edgefashion.errors import InputError, Unsupported
-from helpers import FIXTURES, cli
+from helpers import FIXTURES, ROOT, cli
 
 FOREIGN = FIXTURES / "foreign"
 MODELS = {"rgb32_5_int8.tflite": ([1, 32, 32, 3], "int8", [1, 5]),
@@ -104,3 +105,25 @@ def test_open_dimensions_take_input_shape(tmp_path):
                "--json", check=0)
     results = json.loads(done.stdout)["results"]
     assert [r["inputs"] for r in results] == ["random float32 [1, 40, 30], seed 0"] * 2
+
+
+DIGITS_BUNDLE = FOREIGN / "digits-bundle.tar.gz"  # the seed CNN on scikit-learn's 8x8 digits (tools/make_foreign_models.py)
+
+
+def test_a_bundle_of_other_data_on_the_device(tmp_path, fashion_dir):
+    """8x8 grey images, 10 named classes: selftest, verify on the user's data and predict, no TensorFlow."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import digits_to_csv
+
+    done = cli("selftest", DIGITS_BUNDLE, check=0)
+    assert "golden model_int8.tflite (reference kernels): max 0 quantization steps" in done.stdout
+    csv = digits_to_csv.write(tmp_path / "digits")
+    out = tmp_path / "verify.json"
+    cli("verify", DIGITS_BUNDLE, "--data", csv, "--out", out, check=0)
+    report = json.loads(out.read_text())
+    assert report["reference"]["samples"] == 1797 and report["reference"]["accuracy"] > 0.85
+    assert list(report["models"][0]["per_class_accuracy"]) == list(digits_to_csv.NAMES)
+    predicted = json.loads(cli("predict", DIGITS_BUNDLE, csv, "--json", check=0).stdout)
+    assert predicted["accuracy"] > 0.85 and predicted["predictions"][0]["truth"] == "zero"
+    fashion = cli("verify", DIGITS_BUNDLE, "--data", fashion_dir, check=2)  # another task's test set
+    assert "28x28x1 images with labels up to 9; the bundle's models take 8x8x1 images of 10 classes" in fashion.stderr
