@@ -4,6 +4,8 @@
   rgb32_5_int8.tflite     a 32x32x3 -> 5-class CNN, full-integer int8 (random weights, calibrated on
                           seeded random images, as one quantizes a model without its data)
   autoencoder_int8.tflite a 64 -> 16 -> 64 dense autoencoder, full-integer int8: not a classifier
+  two_io_int8.tflite      two inputs (16,) and (8,), two outputs (4,) and (2,), full-integer int8: a model
+                          of several inputs and outputs
   nchw_f32.onnx           a PyTorch-style NCHW (N, 1, 28, 28) -> 10 float model, built with onnx.helper
   nchw_dynamic_f32.onnx   the same graph with height and width left open: (N, 1, H, W) -> 10
   digits-bundle.tar.gz    a bundle of the seed CNN trained on scikit-learn's 8x8 digits (`edgefashion run`
@@ -24,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgefashion.files import write_bytes  # noqa: E402
+from edgefashion.rundir import Run  # noqa: E402
 from edgefashion.host import import_tf  # noqa: E402
 from edgefashion.host.export import tflite_converter  # noqa: E402
 
@@ -42,6 +45,14 @@ def autoencoder(keras):
     layers = keras.layers
     return keras.Sequential([keras.Input((64,), name="signal"), layers.Dense(16, activation="relu"),
                              layers.Dense(64, activation="sigmoid")], name="autoencoder")
+
+
+def two_in_two_out(keras):
+    layers = keras.layers
+    a, b = keras.Input((16,), name="signal"), keras.Input((8,), name="context")
+    joined = layers.Dense(12, activation="relu")(layers.Concatenate()([a, b]))
+    return keras.Model([a, b], [layers.Dense(4, name="scores")(joined), layers.Dense(2, name="flags")(joined)],
+                       name="two_io")
 
 
 def nchw_onnx(height="28", width="28") -> bytes:
@@ -84,6 +95,14 @@ def main(argv=None) -> int:
             ("autoencoder_int8.tflite", autoencoder(tf.keras), rng.random((100, 64), dtype=np.float32))):
         write_bytes(args.out / name, bytes(tflite_converter(tf, model, calibration).convert()))
         print(f"wrote {args.out / name}")
+    two = tflite_converter(tf, two_in_two_out(tf.keras), None)
+    two.optimizations = [tf.lite.Optimize.DEFAULT]
+    two.representative_dataset = lambda: ({"signal": rng.random((1, 16), dtype=np.float32),
+                                           "context": rng.random((1, 8), dtype=np.float32)} for _ in range(50))
+    two.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    two.inference_input_type = two.inference_output_type = tf.int8
+    write_bytes(args.out / "two_io_int8.tflite", bytes(two.convert()))
+    print(f"wrote {args.out / 'two_io_int8.tflite'}")
     for name, dims in (("nchw_f32.onnx", ("28", "28")), ("nchw_dynamic_f32.onnx", ("H", "W"))):
         write_bytes(args.out / name, nchw_onnx(*dims))
         print(f"wrote {args.out / name}")
@@ -104,7 +123,7 @@ def digits_bundle() -> bytes:
         run = Path(scratch) / "run"
         subprocess.run([sys.executable, "-m", "edgefashion", "run", "--data", str(csv), "--out", str(run),
                         "--epochs", "12", "--golden", "50"], check=True, capture_output=True)
-        return (run / "edgefashion-bundle.tar.gz").read_bytes()
+        return Run(run).bundle.read_bytes()
 
 
 if __name__ == "__main__":

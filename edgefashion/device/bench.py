@@ -34,7 +34,7 @@ from ..rundir import BENCH_FILE, Run
 from ..schemas import BenchReport, BenchResult, Environment
 from ..formats import FLOAT_OF
 from .locate import is_model_file, models_at
-from .feed import bench_input
+from .feed import bench_input, rows
 from .feed import describe as describe_feed
 from .profile import profile as profile_model
 from .trust import Trust
@@ -154,7 +154,7 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
     init_ms = (time.perf_counter() - started) * 1e3
     results, feed = [], bench_input(model, max(batches), array, shape)
     for batch in batches:
-        x = feed[:batch]  # inputs ready before the clock starts
+        x = rows(feed, batch)  # inputs ready before the clock starts
         run, clock = model.run, time.perf_counter_ns
         t0 = clock()
         run(x)
@@ -241,7 +241,10 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
         if config.profile:
             for path in models:
                 if any(r.path == str(path) for r in results):
-                    profiles[path.name] = profile_model(path, config.runs, config.input, config.input_shape)
+                    try:
+                        profiles[path.name] = profile_model(path, config.runs, config.input, config.input_shape)
+                    except Unsupported as exc:
+                        skipped.append(f"no profile of {exc}")
     if not results:
         raise InputError("nothing to benchmark: " + "; ".join(skipped))
     skipped = list(dict.fromkeys(skipped))

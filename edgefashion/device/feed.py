@@ -28,17 +28,29 @@ def bench_input(model: Model, count: int, array: Path | None = None, shape: tupl
     """`count` inputs for `model`, ready for `model.run` (rows of `array` repeat when it has fewer);
     `shape`: the dimensions after the batch, for a model that leaves some open."""
     if array is not None:
+        if len(model.inputs) > 1:
+            raise InputError(f"{model.name}: {len(model.inputs)} inputs; --input FILE.npy is for a model of one "
+                             f"input (without it, each input gets seeded random values)")
         x = _checked(model, load_array(Path(array)), Path(array))
     elif _fashion_shaped(model) and not shape:
         x = model.prepare(bench_images(count))
     else:
         x = model.example_input(count, shape=shape)
+    if isinstance(x, tuple):  # one array per input
+        return tuple(np.resize(a, (count, *a.shape[1:])) for a in x)
     return np.resize(x, (count, *x.shape[1:]))
+
+
+def rows(feed, count: int):
+    """The first `count` rows of a feed: one array, or a tuple of them (several inputs)."""
+    return tuple(a[:count] for a in feed) if isinstance(feed, tuple) else feed[:count]
 
 
 def describe(model: Model, array: Path | None = None, shape: tuple | None = None) -> str:
     if array is not None:
         return Path(array).name
+    if len(model.inputs) > 1:
+        return "random " + "; ".join(f"{t.name} {t.dtype} {list(t.shape[1:])}" for t in model.inputs) + ", seed 0"
     if shape or not _fashion_shaped(model):
         return f"random {model.input.dtype} {list(shape or model.input.shape[1:])}, seed 0"
     return "Fashion-MNIST test images" if data.default_dir() is not None else "random pixels, seed 0"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..console import quiet
-from ..errors import InputError, MissingDependency
+from ..errors import InputError, MissingDependency, Unsupported
 from .feed import bench_input
 from .runtime import Model
 from .tflite_file import read as read_tflite
@@ -34,6 +34,8 @@ def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list 
     """{"ops": [{name, type, dtype, us, share}], "total_us": sum, "model_us": whole model, "method": ...},
     at batch 1 on what bench times (feed.py)."""
     model = Model(path, classifier=False)
+    if len(model.inputs) > 1:
+        raise Unsupported(f"{path.name}: {len(model.inputs)} inputs; bench --profile times models of one input")
     x = bench_input(model, 1, array, shape)
     ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
     model_us = _median_us(lambda: model.run(x), runs)

@@ -102,12 +102,15 @@ class Model:
         else:
             self._runner = _OnnxRunner(content, threads, self.name)
         self.backend = self._runner.backend
-        self.input, self.output = self._runner.input, self._runner.output
-        self.layout = image_layout(self.input)
+        self.inputs, self.outputs = self._runner.inputs, self._runner.outputs
+        self.input, self.output = self.inputs[0], self.outputs[0]
+        self.layout = image_layout(self.input) if len(self.inputs) == 1 else None
         if classifier:
             self._check_classifier()
-        elif self.input.dtype not in EXAMPLE_DTYPES:
-            raise InputError(f"{self.name}: input dtype {self.input.dtype}, expected one of {', '.join(EXAMPLE_DTYPES)}")
+        for spec in self.inputs:
+            if not classifier and spec.dtype not in EXAMPLE_DTYPES:
+                raise InputError(f"{self.name}: input {spec.name!r} dtype {spec.dtype}, expected one of "
+                                 f"{', '.join(EXAMPLE_DTYPES)}")
         if not (np.isfinite(input_scale) and input_scale > 0 and np.isfinite(input_offset)):
             raise InputError(f"{self.name}: input scale {input_scale}, offset {input_offset}: expected a positive "
                              f"scale and a finite offset")
@@ -188,32 +191,26 @@ class Model:
     @property
     def is_image_classifier(self) -> bool:
         """Does it take grey or RGB images (NHWC or NCHW) of a fixed size to K >= 2 classes?"""
-        return self.layout is not None and len(self.output.shape) == 2 and self.output.shape[1] >= 2 \
+        return self.layout is not None and len(self.outputs) == 1 and len(self.output.shape) == 2 \
+            and self.output.shape[1] >= 2 \
             and self.input.dtype in CLASSIFIER_DTYPES and (self.input.dtype == "float32" or self.input.scale)
 
-    def example_input(self, batch: int, seed: int = 0, shape: tuple | None = None) -> np.ndarray:
+    def example_input(self, batch: int, seed: int = 0, shape: tuple | None = None):
         """A seeded random input tensor of the declared shape (batch `batch`; `shape`, the dimensions
         after the batch, for a model that leaves some open) and dtype, as LiteRT's benchmark_model
-        feeds a model: int8/uint8 over their whole range, floats in [0, 1)."""
-        declared = tuple(self.input.shape[1:])
-        dims = tuple(shape) if shape else declared
-        if len(dims) != len(declared) or any(0 < d != g for d, g in zip(declared, dims)) or any(d < 1 for d in dims):
-            given = f"--input-shape {','.join(map(str, shape))} does not fit" if shape else "has dynamic dimensions"
-            raise InputError(f"{self.name}: input {self.input.name!r} {list(self.input.shape)}: {given}; give the "
-                             f"dimensions after the batch with --input-shape (e.g. "
-                             f"{','.join(str(d) if d > 0 else '224' for d in declared)})")
-        rng, dtype = np.random.default_rng(seed), np.dtype(self.input.dtype)
-        if dtype.kind == "f":
-            return rng.random((batch, *dims), dtype=np.float32).astype(dtype)
-        if dtype.kind == "b":
-            return rng.integers(0, 2, (batch, *dims)).astype(bool)
-        info = np.iinfo(dtype)
-        high = info.max if dtype.itemsize == 1 else min(info.max, 9)  # wider ints are usually indices: small
-        return rng.integers(max(info.min, -128), high, (batch, *dims), dtype=dtype, endpoint=True)
+        feeds a model: int8/uint8 over their whole range, floats in [0, 1). A model of several inputs
+        gets a tuple, one per input (`shape` is for a model of one input)."""
+        if len(self.inputs) > 1:
+            if shape:
+                raise InputError(f"{self.name}: {len(self.inputs)} inputs; --input-shape is for a model of one input")
+            return tuple(_example(self.name, spec, batch, seed + i, None) for i, spec in enumerate(self.inputs))
+        return _example(self.name, self.input, batch, seed, shape)
 
     def info(self) -> dict:
         return {"format": self.format, "backend": self.backend, "bytes": self.size_bytes,
-                "input": self.input.as_dict(), "output": self.output.as_dict()}
+                "input": self.input.as_dict(), "output": self.output.as_dict(),
+                **({"inputs": [t.as_dict() for t in self.inputs]} if len(self.inputs) > 1 else {}),
+                **({"outputs": [t.as_dict() for t in self.outputs]} if len(self.outputs) > 1 else {})}
 
     # --- internals -------------------------------------------------------------------------
 
@@ -266,6 +263,9 @@ class Model:
         return ((q - self.output.zero_point) * self.output.scale).astype(np.float32)
 
     def _check_classifier(self) -> None:
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise InputError(f"{self.name}: {len(self.inputs)} inputs and {len(self.outputs)} outputs, not an image "
+                             f"classifier (one input, one output); bench, bench --profile and firmware take any model")
         if not self.is_image_classifier:
             in_shape, out_shape = tuple(self.input.shape[1:]), tuple(self.output.shape[1:])
             raise InputError(f"{self.name}: a {self.input.dtype} {in_shape} -> {out_shape} model, not an image "
@@ -274,6 +274,25 @@ class Model:
 
 
 CLASSIFIER_DTYPES = ("int8", "uint8", "float32")
+
+
+def _example(name: str, spec: TensorSpec, batch: int, seed: int, shape: tuple | None) -> np.ndarray:
+    """Seeded random values of one input's shape (batch `batch`, `shape` for its open dimensions) and dtype."""
+    declared = tuple(spec.shape[1:])
+    dims = tuple(shape) if shape else declared
+    if len(dims) != len(declared) or any(0 < d != g for d, g in zip(declared, dims)) or any(d < 1 for d in dims):
+        given = f"--input-shape {','.join(map(str, shape))} does not fit" if shape else "has dynamic dimensions"
+        raise InputError(f"{name}: input {spec.name!r} {list(spec.shape)}: {given}; give the "
+                         f"dimensions after the batch with --input-shape (e.g. "
+                         f"{','.join(str(d) if d > 0 else '224' for d in declared)})")
+    rng, dtype = np.random.default_rng(seed), np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.random((batch, *dims), dtype=np.float32).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, (batch, *dims)).astype(bool)
+    info = np.iinfo(dtype)
+    high = info.max if dtype.itemsize == 1 else min(info.max, 9)  # wider ints are usually indices: small
+    return rng.integers(max(info.min, -128), high, (batch, *dims), dtype=dtype, endpoint=True)
 
 
 def image_layout(spec: TensorSpec) -> str | None:
@@ -413,7 +432,7 @@ class _NumpyRunner:
         self.name = name
         self.interpreter = NumpyInterpreter(content, name)
         self.quantized = self.interpreter.input.dtype is np.int8
-        self.input, self.output = (_numpy_spec(t) for t in (self.interpreter.input, self.interpreter.output))
+        self.inputs, self.outputs = [_numpy_spec(self.interpreter.input)], [_numpy_spec(self.interpreter.output)]
         self.max_batch = MAX_BATCH
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -451,19 +470,24 @@ class _TFLiteRunner:
             inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{name}: not a valid TFLite model ({_first_line(exc)})") from None
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
-        self.input, self.output = _tflite_spec(inputs[0]), _tflite_spec(outputs[0])
-        self._in, self._out = inputs[0]["index"], outputs[0]["index"]
-        self._shape = tuple(int(d) for d in inputs[0]["shape"])
+        if not inputs or not outputs:
+            raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected at least one of each")
+        self.inputs, self.outputs = [_tflite_spec(d) for d in inputs], [_tflite_spec(d) for d in outputs]
+        self._in, self._out = [d["index"] for d in inputs], outputs[0]["index"]
+        self._shapes = [tuple(int(d) for d in detail["shape"]) for detail in inputs]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x) -> np.ndarray:
+        """The first output for `x`, one array or (several inputs) a tuple of them."""
+        xs = x if isinstance(x, tuple) else (x,)
         try:  # a model can load and still fail when it runs (XNNPACK, null tensor data, ...)
-            if x.shape != self._shape:  # resize once per new input shape (a batch size), not per call
-                self.interpreter.resize_tensor_input(self._in, list(x.shape))
+            shapes = [a.shape for a in xs]
+            if shapes != self._shapes:  # resize once per new input shape (a batch size), not per call
+                for index, shape in zip(self._in, shapes):
+                    self.interpreter.resize_tensor_input(index, list(shape))
                 self.interpreter.allocate_tensors()
-                self._shape = x.shape
-            self.interpreter.set_tensor(self._in, x)
+                self._shapes = shapes
+            for index, a in zip(self._in, xs):
+                self.interpreter.set_tensor(index, a)
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self._out)
         except (ValueError, RuntimeError) as exc:
@@ -510,18 +534,18 @@ class _OnnxRunner:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(f"{name}: not a valid TFLite or ONNX model ({_first_line(exc)})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1")
-        self.input, self.output = _onnx_spec(inputs[0]), _onnx_spec(outputs[0])
-        self._in_name, self._out_names = inputs[0].name, [outputs[0].name]
+        self.inputs, self.outputs = [_onnx_spec(a) for a in inputs], [_onnx_spec(a) for a in outputs]
+        self._in_names = [a.name for a in inputs]
         self.name = name
         # QDQ models keep float inputs; their QuantizeLinear nodes mark them as int8.
         self.quantized = bool(onnx_op_types(content) & {"QuantizeLinear", "QLinearConv", "QLinearMatMul"})
         self.max_batch = MAX_BATCH  # ONNX Runtime does not show intermediate shapes before running
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x) -> np.ndarray:
+        """The first output (every output is computed) for `x`, one array or a tuple of them."""
+        xs = x if isinstance(x, tuple) else (x,)
         try:
-            return self.session.run(self._out_names, {self._in_name: x})[0]
+            return self.session.run(None, dict(zip(self._in_names, xs)))[0]
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(f"{self.name}: the model failed to run ({_first_line(exc)})") from None
 

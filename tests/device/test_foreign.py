@@ -107,6 +107,28 @@ def test_open_dimensions_take_input_shape(tmp_path):
     assert [r["inputs"] for r in results] == ["random float32 [1, 40, 30], seed 0"] * 2
 
 
+def test_a_model_of_several_inputs_and_outputs(tmp_path):
+    """Every input gets seeded random values of its own shape, every output is computed; profile and the
+    classifier commands say what they take instead."""
+    model = Model(FOREIGN / "two_io_int8.tflite", classifier=False)
+    assert sorted(list(t.shape) for t in model.inputs) == [[1, 8], [1, 16]] and len(model.outputs) == 2
+    x = model.example_input(3)
+    assert isinstance(x, tuple) and sorted(a.shape for a in x) == [(3, 8), (3, 16)]
+    assert model.run(x).shape[0] == 3
+    out = tmp_path / "bench.json"
+    done = cli("bench", FOREIGN / "two_io_int8.tflite", "--batch", "1,4", "--runs", 5, "--warmup", 1, "--min-time", 0,
+               "--profile", "--out", out, check=0)
+    report = json.loads(out.read_text())
+    assert [r["batch"] for r in report["results"]] == [1, 4] and "signal" in report["results"][0]["inputs"]
+    assert "no profile of two_io_int8.tflite: 2 inputs" in done.stderr and report["profiles"] is None
+    with pytest.raises(InputError, match="2 inputs and 2 outputs, not an image classifier"):
+        Model(FOREIGN / "two_io_int8.tflite")
+    np.save(tmp_path / "x.npy", np.zeros((2, 16), np.int8))
+    refused = cli("bench", FOREIGN / "two_io_int8.tflite", "--input", tmp_path / "x.npy", "--out", tmp_path / "b2.json",
+                  check=2)
+    assert "2 inputs; --input FILE.npy is for a model of one input" in refused.stderr
+
+
 DIGITS_BUNDLE = FOREIGN / "digits-bundle.tar.gz"  # the seed CNN on scikit-learn's 8x8 digits (tools/make_foreign_models.py)
 
 
