@@ -152,6 +152,10 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
     started = time.perf_counter()
     model = Model(path, threads=threads, backend=backend, classifier=False)
     init_ms = (time.perf_counter() - started) * 1e3
+    fixed = model.input.shape[0] if model.format.startswith("onnx") else -1  # TFLite resizes any batch
+    if fixed > 0 and set(batches) != {fixed}:
+        raise InputError(f"{path.name}: input {model.input.name!r} has a fixed batch of {fixed} (ONNX cannot resize "
+                         f"it); give --batch {fixed}")
     results, feed = [], bench_input(model, max(batches), array, shape)
     for batch in batches:
         x = rows(feed, batch)  # inputs ready before the clock starts

@@ -146,7 +146,9 @@ def measure_arena(runtime, path: Path) -> dict:
     """The arena TFLM's recording allocator reports, checked: it runs with exactly that many bytes."""
     with quiet():
         interpreter = runtime.Interpreter.from_file(str(path))
-    interpreter.set_input(np.zeros(tuple(interpreter.get_input_details(0)["shape"]), np.int8), 0)
+    detail = interpreter.get_input_details(0)
+    zeros = np.zeros(tuple(detail["shape"]), detail["dtype"])  # int8, or float for TFLM's float examples
+    interpreter.set_input(zeros, 0)
     started = time.perf_counter()
     interpreter.invoke()
     ms = (time.perf_counter() - started) * 1e3
@@ -203,7 +205,8 @@ def smallest_arena(runtime, path: Path, reported: int) -> int:
         try:
             with quiet():
                 exact = runtime.Interpreter.from_file(str(path), arena_size=size)
-                exact.set_input(np.zeros(tuple(exact.get_input_details(0)["shape"]), np.int8), 0)
+                detail = exact.get_input_details(0)
+                exact.set_input(np.zeros(tuple(detail["shape"]), detail["dtype"]), 0)
                 exact.invoke()
             return True
         except RuntimeError:
