@@ -88,7 +88,9 @@ def isolated(check: str, path: Path) -> str:
         return "-"
     done = subprocess.run([sys.executable, __file__, "--check", check, str(path)], capture_output=True, text=True)
     if done.returncode < 0:
-        return f"{'LiteRT reference kernels' if check == 'numpy' else 'TFLM'} crashed ({signal.Signals(-done.returncode).name})"
+        before = done.stdout.strip().splitlines()  # what was measured before the crash
+        return (f"{'LiteRT reference kernels' if check == 'numpy' else 'TFLM'} crashed "
+                f"({signal.Signals(-done.returncode).name})" + (f"; {before[-1]}" if before else ""))
     return (done.stdout.strip().splitlines() or [done.stderr.strip()[-80:]])[-1]
 
 
@@ -101,7 +103,7 @@ def numpy_exact(path: Path) -> str:
     x = [numpy.example_input(1, seed) for seed in range(8)]  # batch 1: some models fix it
     if numpy.input.dtype == "float32":  # float arithmetic: close, not bit-exact (another summation order)
         diff = max(float(np.abs(numpy.run(a) - fast.run(a)).max()) for a in x)
-        return f"float: max |diff| {diff:.1e} vs LiteRT on 8 inputs"
+        return f"float: max abs diff {diff:.1e} vs LiteRT on 8 inputs"
     steps = max(int(np.abs(numpy.run(a).astype(np.int64) - fast.run(a)).max()) for a in x)
     print(f"vs LiteRT default kernels: max {steps} steps", flush=True)  # in case the reference kernels abort
     same = all(np.array_equal(numpy.run(a), Model(path, kernels="reference", classifier=False).run(a)) for a in x)
@@ -113,7 +115,7 @@ def arena(path: Path) -> int | str:
     try:
         return measure_arena_isolated(path)["total"]
     except Exception as exc:  # TFLM refuses float ops it lacks, or a model that does not fit
-        return f"refused: {str(exc)[:60]}"
+        return f"refused: {str(exc).split(': ', 1)[-1][:70]}"
 
 
 def describe(path: Path) -> tuple[str, str]:

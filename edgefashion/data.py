@@ -366,7 +366,8 @@ def _idx_path(directory: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (directory / name).is_file():
             return directory / name
-    raise InputError(f"{directory}: {stem}.gz not found (expected the Fashion-MNIST IDX files)")
+    raise InputError(f"{directory}: {stem}.gz not found (expected the Fashion-MNIST IDX files, or an image "
+                     f"folder DIR/<class name>/*.png)")
 
 
 def has_idx(directory, split: str) -> bool:

@@ -149,3 +149,31 @@ def test_a_bundle_of_other_data_on_the_device(tmp_path, fashion_dir):
     assert predicted["accuracy"] > 0.85 and predicted["predictions"][0]["truth"] == "zero"
     fashion = cli("verify", DIGITS_BUNDLE, "--data", fashion_dir, check=2)  # another task's test set
     assert "28x28x1 images with labels up to 9; the bundle's models take 8x8x1 images of 10 classes" in fashion.stderr
+
+
+def test_class_names_packed_in_the_tflite(tmp_path):
+    """TFLite metadata packs associated files as a zip after the flatbuffer: a labels file of K lines there
+    names the classes; one of another length is ignored."""
+    import io
+    import zipfile
+
+    def packed(names):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("labels.txt", "\n".join(names) + "\n")
+        return (FOREIGN / "rgb32_5_int8.tflite").read_bytes() + buffer.getvalue()
+
+    names = ["cat", "dog", "emu", "fox", "gnu"]
+    model = Model(packed(names), name="labelled.tflite")
+    assert model.labels == names
+    assert model.predict(np.zeros((32, 32, 3), np.uint8)).labels[0] in names
+    assert Model(packed(names[:3]), name="short.tflite").labels == [f"class {i}" for i in range(5)]
+    path = tmp_path / "labelled.tflite"
+    path.write_bytes(packed(names))
+    np.save(tmp_path / "x.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    shown = json.loads(cli("predict", path, tmp_path / "x.npy", "--json", check=0).stdout)
+    assert shown["model"]["labels"] == names and shown["predictions"][0]["label"] in names
+    (tmp_path / "mine.txt").write_text("\n".join(n.upper() for n in names))
+    mine = json.loads(cli("predict", path, tmp_path / "x.npy", "--labels", tmp_path / "mine.txt", "--json",
+                          check=0).stdout)
+    assert mine["model"]["labels"] == [n.upper() for n in names]
