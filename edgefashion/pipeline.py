@@ -19,7 +19,7 @@ from .formats import FLOAT_OF
 from .host import bundle, export, firmware, train
 from .host.model import keras_reference
 from .rundir import Run
-from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, VerifyReport
+from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, TrainReport, VerifyReport
 from .stage import Stage, with_verbosity
 
 
@@ -84,6 +84,8 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
     `changes`: {stage: {setting: value}}, e.g. {"train": {"epochs": 1}}."""
     run_dir = root if isinstance(root, Run) else Run(root)
     before = PipelineState.read(run_dir.pipeline) if run_dir.pipeline.is_file() and not restart else None
+    if before is None and not restart:
+        before = adopted(run_dir)
     settings, kept, notes = plan(before, changes or {})
     for note in notes:
         step(note)
@@ -108,6 +110,19 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
     state.summary = summarize(run_dir)
     state.write(run_dir.pipeline)
     return state
+
+
+def adopted(run: Run) -> PipelineState | None:
+    """A run directory trained by `train` or `tune` but never by `run`: its training, as config.json
+    records it, counts as done, so `run` goes on from export instead of training over model.keras."""
+    if not (run.model.is_file() and run.config.is_file()):
+        return None
+    config = TrainReport.read(run.config)
+    if config.interrupted:
+        return None
+    step(f"{run.model} was trained by `edgefashion train` or `tune` ({run.config.name}): keeping it")
+    settings = train.STAGE.recorded(train.STAGE.restore(config.settings))
+    return PipelineState(settings={"train": settings}, stages={"train": StageState(status="done")})
 
 
 def _run_stage(stage: Stage, settings, run_dir: Run) -> StageState:

@@ -29,8 +29,12 @@ def edge_cli(*args, check=0):
 def test_digits_end_to_end_with_a_held_out_split(tmp_path):
     csv = digits_to_csv.write(tmp_path / "digits")
     run = tmp_path / "run"
-    done = cli("run", "--data", csv, "--out", run, "--epochs", 12, check=0)
+    done = cli("train", "--data", csv, "--out", run, "--epochs", 12, check=0)
     assert "holding out 359 of its 1797 rows" in done.stderr
+    trained = (run / "model.keras").read_bytes()
+    done = cli("run", "--out", run, check=0)  # goes on from the training `train` did, never over it
+    assert "was trained by `edgefashion train` or `tune`" in done.stderr and "stage train" not in done.stderr
+    assert (run / "model.keras").read_bytes() == trained
     config = json.loads((run / "config.json").read_text())
     assert config["image_shape"] == [8, 8, 1] and config["labels"][:3] == ["zero", "one", "two"]
     verify = json.loads((run / "verify.json").read_text())
