@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .console import printable
 from .errors import InputError
 
 
@@ -128,11 +129,53 @@ def read_json(path, what: str = "JSON file"):
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
-def replace_dir(new: Path, dest: Path) -> None:
+SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin",
+               "/srv", "/sys", "/tmp", "/usr", "/var", "/home")
+
+
+def check_tool_folder(folder, markers: tuple[str, ...], what: str) -> None:
+    """A folder a command writes a set of files into must be new, empty, or the command's own (one of
+    `markers`, the files it writes first, is there): never a user's project folder, $HOME or /."""
+    folder = Path(folder)
+    resolved = folder.expanduser().resolve()
+    if str(resolved) in SYSTEM_DIRS or resolved == Path.home().resolve():
+        raise InputError(f"{folder}: a system or home folder; give a folder of its own for the {what}")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder; give a new folder for the {what}")
+    found = [p.name for p in folder.iterdir() if not _ours_hidden(p.name)]
+    if found and not any((folder / m).exists() for m in markers):
+        shown = ", ".join(printable(n) for n in sorted(found)[:3]) + (" ..." if len(found) > 3 else "")
+        raise InputError(f"{folder}: exists and is not an edgefashion {what} (holds {shown}); give a new or empty "
+                         f"folder")
+
+
+def _ours_hidden(name: str) -> bool:
+    """Lock files and leftovers of an interrupted command: edgefashion's own, however the folder looks."""
+    return name.startswith(".") and (name.endswith(".lock") or TEMP_MARK in name or name.endswith(".old"))
+
+
+def check_replaceable(dest, ours) -> None:
+    """Refuse to replace folder `dest` when it is a file, or holds a file whose name is not one of
+    `ours` (what the command writes there): that one is the user's."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"{dest}: is a file, not edgefashion's folder; move it away")
+    if dest.is_dir():
+        theirs = sorted(p.name for p in dest.iterdir() if p.name not in ours)
+        if theirs:
+            shown = ", ".join(printable(n) for n in theirs[:3]) + (" ..." if len(theirs) > 3 else "")
+            raise InputError(f"{dest}: holds files edgefashion did not write ({shown}); move them out first")
+
+
+def replace_dir(new: Path, dest: Path, ours: frozenset | set = frozenset()) -> None:
     """Put the finished folder `new` in place of `dest` (a set of files that belong together).
     Two renames; a crash between them leaves `dest` missing and `.DEST.old` beside it, which
-    `restore_dir` (called under the same lock, before the next build) puts back."""
+    `restore_dir` (called under the same lock, before the next build) puts back. A file in `dest`
+    that is neither in `new` nor one of `ours` (the names the command writes) is the user's: refused."""
     new, dest = Path(new), Path(dest)
+    check_replaceable(dest, {*ours, *(p.name for p in new.iterdir())})
     os.chmod(new, 0o777 & ~_umask())  # mkdtemp makes 0700; this is an ordinary folder
     old = dest.with_name(f".{dest.name}.old")
     if old.exists():

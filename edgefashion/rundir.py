@@ -27,6 +27,8 @@ from .schemas import ExportReport
 FILES = {"tflite-int8": "model_int8.tflite", "tflite-f32": "model_f32.tflite",
          "onnx-f32": "model_f32.onnx", "onnx-int8": "model_int8.onnx"}
 BENCH_FILE = "bench.json"  # RUN/bench.json, or in the working folder when benchmarking loose files
+RUN_MARKERS = ("config.json", "pipeline.json")  # what makes a folder an edgefashion run (train writes them)
+TUNE_MARKERS = ("study.journal", "pareto.json", "seed-cnn", "trials")
 
 
 def indices_sha256(indices) -> str:
@@ -67,6 +69,7 @@ class FirmwareDir:
     report = property(lambda self: self.folder / "firmware.json")
     c_header = property(lambda self: self.folder / "model_int8_data.h")
     c_source = property(lambda self: self.folder / "model_int8_data.cc")
+    NAMES = frozenset({"firmware.json", "model_int8_data.h", "model_int8_data.cc"})  # all it ever writes
 
 
 class ExportDir:
@@ -81,6 +84,8 @@ class ExportDir:
     layer_errors_onnx = property(lambda self: self.folder / "layer_errors_onnx.json")
     c_header = property(lambda self: self.folder / "model_int8_data.h")
     c_source = property(lambda self: self.folder / "model_int8_data.cc")
+    NAMES = frozenset({"export.json", "calibration.npz", "layer_errors.json", "layer_errors_onnx.json",
+                       "model_int8_data.h", "model_int8_data.cc", *FILES.values()})  # all export ever writes
 
     def model(self, fmt: str) -> Path:
         return self.folder / FILES[fmt]

@@ -21,7 +21,7 @@ from ..console import step
 from ..device.runtime import Model
 from ..device.verify import Gates, gate_failure
 from ..errors import CheckFailed, InputError, MissingDependency
-from ..files import atomic_path, replace_dir, restore_dir, run_lock, sha256_bytes, sha256_file, staging_dir, write_bytes
+from ..files import atomic_path, check_replaceable, replace_dir, restore_dir, run_lock, sha256_bytes, sha256_file, staging_dir, write_bytes
 from ..mcu import write_c_array
 from ..options import name_list, positive_int, setting
 from ..rundir import ExportDir, Run, indices_sha256, clean_leftovers
@@ -101,12 +101,13 @@ def export(config: ExportConfig, run: Run) -> ExportReport:
     with run_lock(run.root, "export"):
         restore_dir(run.export_dir)
         clean_leftovers(run)  # half-written files and staging folders of a killed run
+        check_replaceable(run.export_dir, ExportDir.NAMES)
         model_sha256 = sha256_file(run.model) if run.model.is_file() else None  # what the models come from
         model = load_model(run.model, config.verbose)
         staging = staging_dir(run.export_dir)
         try:
             manifest = _build(config, run, model, model_sha256, staging)
-            replace_dir(staging, run.export_dir)
+            replace_dir(staging, run.export_dir, ExportDir.NAMES)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest

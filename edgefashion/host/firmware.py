@@ -24,7 +24,7 @@ from ..device.runtime import Model
 from ..device.tflite_file import read as read_tflite
 from .. import rundata
 from ..errors import InputError, MissingDependency
-from ..files import replace_dir, sha256_bytes, staging_dir, write_text
+from ..files import check_replaceable, replace_dir, sha256_bytes, staging_dir, write_text
 from ..options import positive_int, setting
 from ..render import table
 from ..stage import Stage
@@ -80,6 +80,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     """Run RUN/export/model_int8.tflite on TFLM over the test set; write RUN/firmware/."""
     config.validate()
     runtime = tflm_runtime()
+    check_replaceable(run.firmware.folder, FirmwareDir.NAMES)  # before minutes of TFLM, not after
     path = run.exported_models().get("tflite-int8")
     if path is None:
         raise InputError(f"{run.export_manifest}: no tflite-int8 model (export it with --formats tflite-int8)")
@@ -264,7 +265,7 @@ def write_firmware_dir(report: FirmwareReport, content: bytes, run: Run) -> None
         write_text(folder.c_header, mcu.firmware_header(report))
         write_text(folder.c_source, source)
         report.write(folder.report)
-        replace_dir(staging, dest)
+        replace_dir(staging, dest, FirmwareDir.NAMES)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

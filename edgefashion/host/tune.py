@@ -29,9 +29,9 @@ from ..console import quiet, step
 from ..device.bench import BenchConfig, run_worker
 from ..device.runtime import Model
 from ..errors import CheckFailed, InputError, MissingDependency
-from ..files import atomic_path, process_alive, write_bytes
+from ..files import atomic_path, check_tool_folder, process_alive, write_bytes
 from ..options import fraction, plain, positive_float, positive_int, setting, settings_of
-from ..rundir import TuneDir
+from ..rundir import TUNE_MARKERS, TuneDir
 from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
@@ -145,6 +145,8 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
     """Run (or resume) the study in folder `out` until `trials` trials are complete; report the front
     and the choice."""
     folder = TuneDir(out)
+    if not worker:
+        check_tool_folder(folder.root, TUNE_MARKERS, "tune folder")
     study = open_study(config, folder)
     if not worker:
         _fail_abandoned(study)

@@ -1,12 +1,15 @@
 """The typed run directory: every manifest round-trips, and a bad one is one error naming file and field."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from edgefashion.rundir import Run
 from edgefashion.schemas import ExportReport, LayerErrors
 from edgefashion.manifest import ManifestError
+from helpers import FIXTURES, cli
 
 
 def test_the_committed_run_reads_and_round_trips(fixture_run):
@@ -76,3 +79,25 @@ def test_an_export_whose_model_keras_changed_since_is_refused(fixture_run):
     assert f"run `edgefashion export {fixture_run}` again" in done.stderr
     run.model.unlink()  # a copy of the run without model.keras (a device) has nothing to check
     assert set(run.exported_models())
+
+
+def test_a_users_folder_is_never_written_into(tmp_path):
+    """train, run and tune write only into a new, empty or their own folder, never $HOME or /; export
+    refuses a file of the user's in RUN/export/ instead of deleting it. Everything stays as it was."""
+    project = tmp_path / "project"
+    (project / "export").mkdir(parents=True)
+    (project / "export" / "thesis.tex").write_text("three years")
+    (project / "notes.txt").write_text("mine")
+    for command in (("train", "--out", project), ("run", "--out", project), ("tune", "--out", project)):
+        done = cli(*command, "--limit", 100, check=2)
+        assert "exists and is not an edgefashion" in done.stderr and "notes.txt" in done.stderr, done.stderr
+    for folder in (Path.home(), Path("/")):
+        assert "a system or home folder" in cli("train", "--out", folder, check=2).stderr
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run", run)
+    (run / "export" / "thesis.tex").write_text("three years")
+    done = cli("export", run, check=2)
+    assert "export: holds files edgefashion did not write (thesis.tex)" in done.stderr
+    assert (run / "export" / "thesis.tex").read_text() == "three years"
+    assert (project / "export" / "thesis.tex").read_text() == "three years" and sorted(
+        p.name for p in project.iterdir()) == ["export", "notes.txt"]

@@ -91,3 +91,13 @@ def test_firmware_of_any_full_int8_model_file(tmp_path):
     floating = cli("firmware", FOREIGN / "nchw_f32.onnx", cwd=tmp_path)
     assert floating.returncode == 2 and "TFLM runs full-integer int8 .tflite models" in floating.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_users_file_in_the_firmware_folder_is_kept(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("firmware"))
+    (run / "firmware").mkdir()
+    (run / "firmware" / "main.c").write_text("int main(void) { return 0; }\n")
+    done = cli("firmware", run, check=2)
+    assert "firmware: holds files edgefashion did not write (main.c)" in done.stderr
+    assert sorted(p.name for p in (run / "firmware").iterdir()) == ["main.c"]
