@@ -8,6 +8,8 @@
                           of several inputs and outputs
   nchw_f32.onnx           a PyTorch-style NCHW (N, 1, 28, 28) -> 10 float model, built with onnx.helper
   nchw_dynamic_f32.onnx   the same graph with height and width left open: (N, 1, H, W) -> 10
+  malformed_rows_f32.onnx declares (N, 10) probabilities for (N, 1, 28, 28) images but gives 2N rows: answers
+                          that would pair with the wrong images, which every command must refuse
   digits-bundle.tar.gz    a bundle of the seed CNN trained on scikit-learn's 8x8 digits (`edgefashion run`
                           with its held-out split, 12 epochs, 50 golden images): the device tier's
                           non-Fashion run
@@ -78,6 +80,24 @@ def nchw_onnx(height="28", width="28") -> bytes:
     return model.SerializeToString()
 
 
+def malformed_rows_onnx() -> bytes:
+    """Flatten -> the first 20 features -> Reshape [-1, 10] -> Softmax: 2N rows of 10 for N images."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+              (("starts", [0]), ("ends", [20]), ("axes", [1]), ("shape", [-1, 10]))]
+    nodes = [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Slice", ["f", "starts", "ends", "axes"], ["s"]),
+             helper.make_node("Reshape", ["s", "shape"], ["r"]), helper.make_node("Softmax", ["r"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "malformed_rows", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                       ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnx.helper")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def _dim(d: str):
     return int(d) if d.isdigit() else d  # a number is fixed, a name is left open
 
@@ -106,6 +126,8 @@ def main(argv=None) -> int:
     for name, dims in (("nchw_f32.onnx", ("28", "28")), ("nchw_dynamic_f32.onnx", ("H", "W"))):
         write_bytes(args.out / name, nchw_onnx(*dims))
         print(f"wrote {args.out / name}")
+    write_bytes(args.out / "malformed_rows_f32.onnx", malformed_rows_onnx())
+    print(f"wrote {args.out / 'malformed_rows_f32.onnx'}")
     write_bytes(args.out / "digits-bundle.tar.gz", digits_bundle())
     print(f"wrote {args.out / 'digits-bundle.tar.gz'}")
     return 0

@@ -151,7 +151,7 @@ class Model:
         if len(x) > batch_size:
             return np.concatenate([self.predict_proba(x[i:i + batch_size], batch_size)
                                    for i in range(0, len(x), batch_size)])
-        return self.dequantize(self._runner.run(self._convert(x)))
+        return self.dequantize(self.run(self._convert(x)))
 
     # --- the pieces, for verify / bench / golden vectors --------------------------------
 
@@ -179,8 +179,13 @@ class Model:
         return np.clip(np.round(x / self.input.scale + self.input.zero_point), info.min, info.max).astype(info.dtype)
 
     def run(self, prepared: np.ndarray) -> np.ndarray:
-        """The model's raw output for an already prepared input (int8 for int8 TFLite)."""
-        return self._runner.run(prepared)
+        """The model's raw output for an already prepared input (int8 for int8 TFLite). A classifier's
+        output must have one row of K per input row: answers never pair with the wrong images."""
+        out = self._runner.run(prepared)
+        if self.is_image_classifier and (out.ndim != 2 or out.shape != (len(prepared), self.num_classes)):
+            raise InputError(f"{self.name}: gave output {list(out.shape)} for {len(prepared)} images, expected "
+                             f"[{len(prepared)}, {self.num_classes}] (a malformed model)")
+        return out
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
         """float32 probabilities from the raw output (int8 via a 256-entry table)."""

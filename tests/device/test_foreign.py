@@ -177,3 +177,10 @@ def test_class_names_packed_in_the_tflite(tmp_path):
     mine = json.loads(cli("predict", path, tmp_path / "x.npy", "--labels", tmp_path / "mine.txt", "--json",
                           check=0).stdout)
     assert mine["model"]["labels"] == [n.upper() for n in names]
+
+
+def test_a_model_giving_more_rows_than_images_is_refused(tmp_path):
+    """Declared (N, 10), gives 2N rows: never printed against the wrong files."""
+    np.save(tmp_path / "ten.npy", np.zeros((10, 28, 28), np.uint8))
+    done = cli("predict", FOREIGN / "malformed_rows_f32.onnx", tmp_path / "ten.npy", check=2)
+    assert "gave output [20, 10] for 10 images, expected [10, 10] (a malformed model)" in done.stderr
