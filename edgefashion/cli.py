@@ -143,7 +143,8 @@ def add_compare(sub) -> None:
                    help="bench.json, verify.json or a saved `selftest --json` output, of each device")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size to compare (default 1)")
     add_threads_option(p, "thread count to compare")
-    p.add_argument("--plot", type=Path, default=Path("compare.png"), help="plot to write (default compare.png)")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                   help="also plot the devices side by side into FILE.png (default: no plot)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -154,9 +155,10 @@ def cmd_compare(args) -> int:
             print(printable(f"D{i + 1}: {label}"))
         rows = compare.compare_rows(benches, args.batch, args.threads)
         print(table(rows))
-        check_output(args.plot, ".png", args.files)
-        if compare.plot(benches, rows, args.plot, args.batch, args.threads):
-            print(f"-> {args.plot}")
+        if args.plot is not None:
+            check_output(args.plot, ".png", args.files)
+            if compare.plot(benches, rows, args.plot, args.batch, args.threads):
+                print(f"-> {args.plot}")
     if verifies:
         print()
         for i, (label, _) in enumerate(verifies):

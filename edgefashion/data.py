@@ -172,7 +172,9 @@ def read_labels(path) -> tuple[str, ...]:
     """Class names, one per line in label order (blank lines and surrounding spaces ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: labels file not found")
+        raise InputError(f"{path}: labels file not found (or not a regular file)")
+    if path.stat().st_size > 2**20:
+        raise InputError(f"{path}: more than 1 MB, not a labels file (one class name per line)")
     try:
         names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except UnicodeDecodeError:
@@ -190,11 +192,20 @@ def read_labels_beside(path: Path) -> tuple[str, ...] | None:
     return read_labels(beside) if beside.is_file() else None
 
 
+MAX_CSV_BYTES = 2**30  # Fashion-MNIST's training CSV is 127 MB; a larger file is a mistake (or /dev/zero)
+
+
 def _read_file(path: Path) -> bytes:
+    """A CSV's bytes: a regular file (not a FIFO or a device) within MAX_CSV_BYTES, checked before reading."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a CSV file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (a FIFO or a device?), expected a CSV file")
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size / 2**30:.1f} GB, more than the {MAX_CSV_BYTES // 2**30} GB a "
+                         f"CSV may have")
     raw = path.read_bytes()
     if not raw.strip():
         raise InputError(f"{path}: file is empty, expected a header row, then a label and the pixels per row")
@@ -316,6 +327,8 @@ def read_idx(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    if path.suffix != ".gz" and path.stat().st_size > MAX_IDX_BYTES:
+        raise InputError(f"{path}: more than {MAX_IDX_BYTES // 2**20} MB, more than any Fashion-MNIST file")
     data = _gunzip(path) if path.suffix == ".gz" else path.read_bytes()
     if len(data) < 4 or data[0:2] != b"\x00\x00" or data[2] != 0x08:
         raise InputError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")

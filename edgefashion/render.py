@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .console import printable
 from .files import atomic_path
 
 
@@ -42,7 +43,7 @@ def _fmt(value) -> str:
         if abs(value) < 1e-3:
             return f"{value:.2e}"
         return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
+    return printable(str(value))  # file names and fields read from files: no escape sequence reaches the terminal
 
 
 def pyplot():

@@ -145,6 +145,9 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
     """Run (or resume) the study in folder `out` until `trials` trials are complete; report the front
     and the choice."""
     folder = TuneDir(out)
+    if config.jobs > 2 * (os.cpu_count() or 1):
+        raise InputError(f"--jobs {config.jobs}: more than twice this machine's {os.cpu_count()} CPUs; each job trains "
+                         f"a model (--storage URL spreads a study over several machines)")
     if not worker:
         check_tool_folder(folder.root, TUNE_MARKERS, "tune folder")
     study = open_study(config, folder)

@@ -30,6 +30,7 @@ from edgefashion.device.runtime import Model
 from edgefashion.files import sha256_bytes
 from edgefashion.rundir import Run, clean_leftovers
 from helpers import FIXTURES
+from helpers import cli as run_cli
 
 BUNDLE = FIXTURES / "tiny-bundle.tar.gz"
 EXPORT = FIXTURES / "run" / "export"
@@ -470,3 +471,37 @@ def test_leftovers_of_a_killed_run_are_removed(fixture_run, capsys):
     clean_leftovers(Run(fixture_run))
     assert not any(p.exists() for p in [*stale, staging]) and live.exists()
     assert "removed 3 leftover(s) of an interrupted run" in capsys.readouterr().err
+
+
+def test_names_in_tables_are_escaped_and_compare_plots_only_when_asked(tmp_path):
+    """An escape sequence or a newline in a file name reaches the terminal as text, not as a cleared
+    screen or a forged row; compare writes no compare.png unless --plot names it."""
+    from edgefashion.render import table
+
+    shown = table([{"input": "a\x1b[2J\nALL PASS", "class": 1}])
+    assert "\x1b" not in shown and shown.count("\n") == 2 and "\\x1b" in shown
+    np.save(tmp_path / "x.npy", np.zeros((1, 28, 28), np.uint8))
+    evil = tmp_path / "a\x1b[2Jb.npy"
+    shutil.copy(tmp_path / "x.npy", evil)
+    done = run_cli("predict", SEED_INT8, evil, check=0)
+    assert "\x1b" not in done.stdout and "\\x1b" in done.stdout
+    bench = tmp_path / "bench.json"
+    run_cli("bench", SEED_INT8, "--runs", 5, "--warmup", 1, "--min-time", 0, "--out", bench, check=0)
+    run_cli("compare", bench, bench, check=0, cwd=tmp_path)
+    assert not (tmp_path / "compare.png").exists()
+
+
+def test_inputs_are_read_with_a_bound(tmp_path):
+    """A FIFO named .csv, a .csv link to /dev/zero and a sparse 2 GB CSV are one line each, read never
+    (or only to the cap); tune --jobs beyond twice the CPUs is refused."""
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    with open(tmp_path / "sparse.csv", "wb") as f:
+        f.truncate(2 * 2**30)
+    for name in ("pipe.csv", "zero.csv", "sparse.csv"):
+        done = run_cli("predict", SEED_INT8, tmp_path / name, check=2)
+        assert done.stderr.count("\n") == 1 and ("not a regular file" in done.stderr or "GB a CSV may have"
+                                                  in done.stderr), done.stderr
+    jobs = run_cli("tune", "--out", tmp_path / "tune", "--jobs", 1000, check=2)
+    assert "--jobs 1000: more than twice this machine's" in jobs.stderr and not (tmp_path / "tune").exists()
