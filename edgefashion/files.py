@@ -156,6 +156,17 @@ def _ours_hidden(name: str) -> bool:
     return name.startswith(".") and (name.endswith(".lock") or TEMP_MARK in name or name.endswith(".old"))
 
 
+def fingerprint(path) -> dict[str, str]:
+    """{name: sha256} of a file, or of every file in a folder (hidden leftovers left out)."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: sha256_file(path)}
+    if path.is_dir():
+        return {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")}
+    return {}
+
+
 def check_replaceable(dest, ours) -> None:
     """Refuse to replace folder `dest` when it is a file, or holds a file whose name is not one of
     `ours` (what the command writes there): that one is the user's."""

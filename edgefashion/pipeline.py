@@ -18,7 +18,7 @@ from .errors import CheckFailed
 from .formats import FLOAT_OF
 from .host import bundle, export, firmware, train
 from .host.model import keras_reference
-from .files import check_tool_folder
+from .files import check_tool_folder, fingerprint
 from .rundir import RUN_MARKERS, Run
 from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, TrainReport, VerifyReport
 from .stage import Stage, with_verbosity
@@ -54,10 +54,11 @@ def apply(settings, changes: dict):
     return dataclasses.replace(settings, **values)
 
 
-def plan(before: PipelineState | None, changes: dict[str, dict]) -> tuple[dict, dict[str, StageState], list[str]]:
+def plan(before: PipelineState | None, changes: dict[str, dict],
+         run: Run | None = None) -> tuple[dict, dict[str, StageState], list[str]]:
     """Each stage's settings (recorded ones, with `changes` applied), the finished stages that stay
-    finished, and a line per stage whose settings changed. The first stage that changed, failed or
-    never ran is redone, and every stage after it."""
+    finished, and a line per stage whose settings or outputs changed. The first stage that changed,
+    whose outputs are not what it wrote, failed or never ran is redone, and every stage after it."""
     settings, kept, notes, redo = {}, {}, [], False
     for stage in STAGES:
         recorded = before.settings.get(stage.name) if before else None
@@ -68,11 +69,24 @@ def plan(before: PipelineState | None, changes: dict[str, dict]) -> tuple[dict, 
         state = before.stages.get(stage.name) if before else None
         if changed and state is not None:
             notes.append(f"{stage.name} settings changed since the last run: {', '.join(changed)}")
-        if not redo and state is not None and state.status == "done" and not changed:
+        altered = _altered(stage, state, run) if run is not None and not changed else []
+        if altered and not redo:
+            notes.append(f"{stage.name}: its output changed or went missing since it ran ({', '.join(altered[:3])}"
+                         f"{' ...' if len(altered) > 3 else ''})")
+        if not redo and state is not None and state.status == "done" and not changed and not altered:
             kept[stage.name] = state
         else:
             redo = True
     return settings, kept, notes
+
+
+def _altered(stage: Stage, state: StageState | None, run: Run) -> list[str]:
+    """The files a finished stage wrote that are gone or not the bytes it wrote (a pipeline.json of an
+    older edgefashion recorded none: nothing to check)."""
+    if state is None or state.status != "done" or state.outputs is None:
+        return []
+    now = fingerprint(stage.output(run))
+    return sorted(name for name in {*state.outputs, *now} if state.outputs.get(name) != now.get(name))
 
 
 def _show(value) -> str:
@@ -88,9 +102,12 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
     before = PipelineState.read(run_dir.pipeline) if run_dir.pipeline.is_file() and not restart else None
     if before is None and not restart:
         before = adopted(run_dir)
-    settings, kept, notes = plan(before, changes or {})
+    settings, kept, notes = plan(before, changes or {}, run_dir)
     for note in notes:
         step(note)
+    for name, kept_state in kept.items():  # recorded by an older edgefashion: what is there now, from here on
+        if kept_state.outputs is None:
+            kept_state.outputs = fingerprint(stage_named(name).output(run_dir))
     state = PipelineState(settings={s.name: s.recorded(settings[s.name]) for s in STAGES}, stages=dict(kept))
     if notes and len(kept) < len(STAGES):
         step(f"redoing {STAGES[len(kept)].name} and what follows")
@@ -102,6 +119,8 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
         started = time.monotonic()
         try:
             outcome = _run_stage(stage, with_verbosity(settings[stage.name], verbose), run_dir)
+            if outcome.status == "done":
+                outcome.outputs = fingerprint(stage.output(run_dir))
         except BaseException as exc:  # recorded in pipeline.json, then raised (Ctrl-C too)
             outcome = StageState(status="failed", error=str(exc) or type(exc).__name__)
             raise

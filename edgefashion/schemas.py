@@ -224,6 +224,7 @@ class StageState:
     status: str
     seconds: float | None = None
     error: str | None = None
+    outputs: dict[str, str] | None = None  # sha256 of each file the stage wrote, checked before it is skipped
 
 
 @dataclass

@@ -358,4 +358,4 @@ STAGE = Stage(
                 "table and export.json (with the sha256 of the model.keras it came from: the stages after it "
                 "refuse an export whose model.keras has changed since). Each model is checked against Keras on "
                 "the calibration images with the gates below; the new set replaces the old one only whole.",
-    settings=ExportConfig, run=export, report=ExportReport, render=render, output=lambda run: run.export_manifest)
+    settings=ExportConfig, run=export, report=ExportReport, render=render, output=lambda run: run.export_dir)

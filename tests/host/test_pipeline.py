@@ -28,6 +28,12 @@ def test_run_end_to_end_then_resume(tmp_path):
     assert "bundle settings changed" in third.stderr and "-- stage bundle" in third.stderr
     assert "-- stage train" not in third.stderr and "-- stage bench" not in third.stderr
     assert json.loads((run / "pipeline.json").read_text())["settings"]["bundle"]["golden_count"] == 20
+    # an output edited or deleted since: its stage is redone (and what follows), not "done before"
+    (run / "verify.json").write_text("{}")
+    fourth = cli("run", "--out", run, check=0)
+    assert "verify: its output changed or went missing since it ran (verify.json)" in fourth.stderr
+    assert "-- stage verify" in fourth.stderr and "-- stage export" not in fourth.stderr
+    assert json.loads((run / "verify.json").read_text())["models"]
 
 
 def test_run_stops_at_the_failing_stage(tmp_path):
