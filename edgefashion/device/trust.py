@@ -14,12 +14,13 @@ import base64
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..console import printable
 from ..errors import InputError, MissingDependency
-from ..files import sha256_file
+from ..files import TEMP_MARK, sha256_file
 
 SIGNATURE = "manifest.sig"
 MAX_SIGNATURE_BYTES = 4096
@@ -53,13 +54,23 @@ def fingerprint(raw_public_key: bytes) -> str:
     return hashlib.sha256(raw_public_key).hexdigest()[:16]
 
 
+MAX_KEY_BYTES = 65536  # a key file is a few hundred bytes: a larger one is refused before it is read
+
+
+def read_key_file(path: Path, what: str) -> bytes:
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found (or not a regular file)")
+    if path.stat().st_size > MAX_KEY_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_KEY_BYTES} a {what} file may have")
+    with open(path, "rb") as f:
+        return f.read(MAX_KEY_BYTES)
+
+
 def read_public_keys(path: Path) -> dict[str, bytes]:
     """{fingerprint: raw key} from an OpenSSH-style .pub file (one key a line) or a PEM public key."""
     ed25519, serialization, _, unsupported = _crypto()
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: public key not found")
-    text = path.read_bytes()[:65536]
+    text = read_key_file(path, "public key")
     blocks = [text] if text.lstrip().startswith(b"-----BEGIN") else \
         [line for line in text.splitlines() if line.strip() and not line.startswith(b"#")]
     keys = {}
@@ -88,13 +99,15 @@ class Trust:
     @classmethod
     def load(cls, trust_files=(), pin: str | None = None) -> "Trust":
         """Keys from `trust_files` plus every *.pub in the config folder's trusted-keys/."""
-        files = list(trust_files)
-        folder = trusted_dir()
-        if folder.is_dir():
-            files += sorted(folder.glob(f"*{KEY_SUFFIX}"))
         keys = {}
-        for path in files:
+        for path in trust_files:  # asked for by name: a bad one is an error
             keys.update(read_public_keys(path))
+        folder = trusted_dir()
+        for path in sorted(folder.glob(f"*{KEY_SUFFIX}")) if folder.is_dir() else []:
+            try:
+                keys.update(read_public_keys(path))
+            except InputError as exc:  # one broken file in the folder must not stop every command
+                print(printable(f"warning: ignoring a trusted key: {exc}"), file=sys.stderr)
         if pin is not None:
             pin = pin.lower().removeprefix("sha256:")
             if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
@@ -172,9 +185,12 @@ def generate_key(private_path: Path, comment: str) -> tuple[Path, Path, str]:
     """Write an Ed25519 key pair: PRIVATE (PEM, mode 0600) and PRIVATE.pub (OpenSSH line)."""
     ed25519, serialization, _, unsupported = _crypto()
     private_path = Path(private_path)
+    if private_path.name.endswith(KEY_SUFFIX):
+        raise InputError(f"{private_path}: the private key's name ends in {KEY_SUFFIX}, the public key's suffix; "
+                         f"name it e.g. {private_path.name.removesuffix(KEY_SUFFIX)}.key")
     public_path = private_path.with_name(private_path.name.removesuffix(".key") + KEY_SUFFIX)
     for path in (private_path, public_path):
-        if path.exists():
+        if path.exists() or path.is_symlink():
             raise InputError(f"{path}: already exists; refusing to overwrite a key")
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -183,11 +199,33 @@ def generate_key(private_path: Path, comment: str) -> tuple[Path, Path, str]:
     line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    public_path.write_bytes(line + f" {comment}\n".encode())
+    _write_pair({private_path: (pem, 0o600), public_path: (line + f" {comment}\n".encode(), 0o644)})
     return private_path, public_path, fingerprint(raw)
+
+
+def _write_pair(files: dict[Path, tuple[bytes, int]]) -> None:
+    """Both files or neither: each written to a private temporary name first, then linked into place
+    (os.link never follows a link at the destination and fails if it exists)."""
+    temps, placed = {}, []
+    try:
+        for path, (content, mode) in files.items():
+            temp = path.with_name(f".{path.name}.{TEMP_MARK}{os.getpid()}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            temps[path] = temp
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, temp in temps.items():
+            os.link(temp, path)
+            placed.append(path)
+    except OSError as exc:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise InputError(f"{next(iter(files))}: cannot write the key pair ({exc.strerror}); nothing was written") from None
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
 
 
 def sign(private_path: Path, manifest_bytes: bytes) -> bytes:
@@ -197,7 +235,7 @@ def sign(private_path: Path, manifest_bytes: bytes) -> bytes:
     if not private_path.is_file():
         raise InputError(f"{private_path}: signing key not found (make one with `edgefashion keygen`)")
     try:
-        key = serialization.load_pem_private_key(private_path.read_bytes()[:65536], password=None)
+        key = serialization.load_pem_private_key(read_key_file(private_path, "private key"), password=None)
     except (ValueError, TypeError, unsupported) as exc:
         raise InputError(f"{private_path}: not an unencrypted PEM private key ({printable(str(exc)[:80])})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):

@@ -505,3 +505,31 @@ def test_inputs_are_read_with_a_bound(tmp_path):
                                                   in done.stderr), done.stderr
     jobs = run_cli("tune", "--out", tmp_path / "tune", "--jobs", 1000, check=2)
     assert "--jobs 1000: more than twice this machine's" in jobs.stderr and not (tmp_path / "tune").exists()
+
+
+def test_keys_are_written_whole_and_read_with_a_bound(tmp_path):
+    """keygen: never a private key named .pub, never through a dangling link, both halves or neither (a
+    retry works); a key file over 64 KB is refused before reading; a broken key in the trusted folder is
+    a warning, not the end of a command that needs no trust."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert "ends in .pub" in run_cli("keygen", keys / "release.pub", check=2).stderr
+    (keys / "a.pub").symlink_to(tmp_path / "nowhere")
+    assert "already exists" in run_cli("keygen", keys / "a.key", check=2).stderr
+    assert not (tmp_path / "nowhere").exists() and not (keys / "a.key").exists()
+    (keys / "b.pub").mkdir()  # the public half cannot be placed: the private half must not stay behind
+    run_cli("keygen", keys / "b.key", check=2)
+    assert sorted(p.name for p in keys.iterdir()) == ["a.pub", "b.pub"]
+    (keys / "b.pub").rmdir()
+    run_cli("keygen", keys / "b.key", check=0)
+    assert {"b.key", "b.pub"} <= {p.name for p in keys.iterdir()}
+    with open(keys / "huge.pub", "wb") as f:
+        f.truncate(2**30)
+    assert "more than the 65536 a public key file may have" in run_cli(
+        "selftest", FIXTURES / "tiny-bundle.tar.gz", "--trust", keys / "huge.pub", check=2).stderr
+    config = tmp_path / "config"
+    (config / "trusted-keys").mkdir(parents=True)
+    (config / "trusted-keys" / "junk.pub").write_text("not a key\n")
+    np.save(tmp_path / "x.npy", np.zeros((1, 28, 28), np.uint8))
+    done = run_cli("predict", SEED_INT8, tmp_path / "x.npy", check=0, env={**os.environ, "EDGEFASHION_CONFIG": str(config)})
+    assert "warning: ignoring a trusted key" in done.stderr
