@@ -211,8 +211,11 @@ def bundle_cases(d: Path, keys: Path) -> list:
                   "64 hex digits"))
     cases.append(("signature", "trust a missing key", ["selftest", str(BUNDLE), "--trust", str(d / "no.pub")], 2,
                   "public key not found"))
-    cases.append(("signature", "trust a file that is no key", ["selftest", str(BUNDLE), "--trust", str(BUNDLE)], 2,
-                  "not an Ed25519 public key"))
+    (d / "notakey.pub").write_text("hello\n")
+    cases.append(("signature", "trust a file that is no key", ["selftest", str(BUNDLE), "--trust", str(d / "notakey.pub")],
+                  2, "not an Ed25519 public key"))
+    cases.append(("signature", "trust a file far too large for a key", ["selftest", str(BUNDLE), "--trust", str(BUNDLE)],
+                  2, "a public key file may have"))
     return cases
 
 
