@@ -44,15 +44,17 @@ TEMP_MARK = "tmp-pid"  # .NAME.tmp-pid1234-XXXX.part: a half-written NAME of pro
 _LEFTOVER = re.compile(rf"^\..+\.{TEMP_MARK}(\d+)-")
 
 
-def remove_leftovers(folder) -> list[Path]:
+def remove_leftovers(folder, of: str | None = None) -> list[Path]:
     """Delete half-written files (and staging folders) that a killed process left in `folder`:
-    those whose pid is no longer running. Returns what was removed."""
+    those whose pid is no longer running (`of`: only those of the file named so). Returns what was removed."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
         match = _LEFTOVER.match(path.name)
+        if of is not None and not path.name.startswith(f".{of}."):
+            continue
         if match and not process_alive(int(match.group(1))):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..console import printable
 from ..errors import InputError, MissingDependency
-from ..files import TEMP_MARK, sha256_file
+from ..files import TEMP_MARK, remove_leftovers, sha256_file
 
 SIGNATURE = "manifest.sig"
 MAX_SIGNATURE_BYTES = 4096
@@ -209,7 +209,8 @@ def _write_pair(files: dict[Path, tuple[bytes, int]]) -> None:
     temps, placed = {}, []
     try:
         for path, (content, mode) in files.items():
-            temp = path.with_name(f".{path.name}.{TEMP_MARK}{os.getpid()}")
+            remove_leftovers(path.parent, of=path.name)  # of a keygen killed before it finished
+            temp = path.with_name(f".{path.name}.{TEMP_MARK}{os.getpid()}-")
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             temps[path] = temp
             with os.fdopen(fd, "wb") as f:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..files import atomic_path, check_output, sha256_bytes
+from ..files import atomic_path, check_output, remove_leftovers, sha256_bytes
 from ..options import positive_int, setting
 from ..rundir import Run
 from ..schemas import (Artifact, BenchReport, BundleManifest, CrossCheck, FileEntry, Golden, HostAccuracy,
@@ -43,6 +43,7 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     if golden_count < 1:
         raise InputError(f"--golden {golden_count}, expected a positive integer")
     check_output(out, ".tar.gz", [run.root])
+    remove_leftovers(out.parent, of=out.name)  # of a bundle killed while it wrote this file
     if config.sign is not None and not config.sign.is_file():
         raise InputError(f"{config.sign}: signing key not found (make one with `edgefashion keygen`)")
     models = run.exported_models()

@@ -28,7 +28,7 @@ from ..files import check_replaceable, replace_dir, sha256_bytes, staging_dir, w
 from ..options import positive_int, setting
 from ..render import table
 from ..stage import Stage
-from ..rundir import FirmwareDir, Run
+from ..rundir import FirmwareDir, Run, clean_leftovers
 from ..schemas import FirmwareReport, ModelFit, TargetVerdict, TensorInfo, TrainReport, VerifyReport
 
 ARENA_NOTE = ("measured on a 64-bit host: the smallest arena that runs the model there (one 16-byte step less "
@@ -80,6 +80,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     """Run RUN/export/model_int8.tflite on TFLM over the test set; write RUN/firmware/."""
     config.validate()
     runtime = tflm_runtime()
+    clean_leftovers(run)  # a killed firmware's staging folder, among others
     check_replaceable(run.firmware.folder, FirmwareDir.NAMES)  # before minutes of TFLM, not after
     path = run.exported_models().get("tflite-int8")
     if path is None:

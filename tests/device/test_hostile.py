@@ -536,3 +536,16 @@ def test_keys_are_written_whole_and_read_with_a_bound(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 28, 28), np.uint8))
     done = run_cli("predict", SEED_INT8, tmp_path / "x.npy", check=0, env={**os.environ, "EDGEFASHION_CONFIG": str(config)})
     assert "warning: ignoring a trusted key" in done.stderr
+
+
+def test_a_killed_bundle_leaves_nothing_behind_the_next_one(tmp_path, fashion_dir):
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run", run)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    leftover = tmp_path / f".b.tar.gz.tmp-pid{dead}-x1.part"
+    leftover.write_bytes(b"half a bundle")
+    other = tmp_path / f".notes.txt.tmp-pid{dead}-x2.part"  # not the bundle's: left alone
+    other.write_bytes(b"")
+    run_cli("bundle", run, "--out", tmp_path / "b.tar.gz", "--golden", 5, check=0)
+    assert not leftover.exists() and other.exists() and (tmp_path / "b.tar.gz").is_file()
