@@ -65,9 +65,8 @@ def selftest(bundle, threads: int = 1, on_check=print, trust: Trust | None = Non
         record(Check("origin", True, provenance.line() + (f"; warning: {provenance.warning}"
                                                           if provenance.warning else ""),
                      {"sha256": provenance.digest, "signer": provenance.signer, "verified": provenance.verified}))
-        outputs = {}
-        for fmt, name in manifest.models.items():
-            outputs[fmt] = _check_model(fmt, folder / name, golden, threads, limits, backend, record)
+        outputs = _check_models_isolated([(fmt, folder / name) for fmt, name in manifest.models.items()], golden,
+                                         threads, limits, backend, record)
         if all(value is None for value in outputs.values()) and not any(c.passed is False for c in checks):
             record(Check("models", False, "no model of the bundle could run on this device"))
         _cross_check(manifest, golden, outputs, limits, record)
@@ -76,6 +75,48 @@ def selftest(bundle, threads: int = 1, on_check=print, trust: Trust | None = Non
 
 def _report(checks: list[Check]) -> SelftestReport:
     return SelftestReport(passed=all(c.passed for c in checks), cpu=cpu.describe(), checks=checks)
+
+
+def _check_models_isolated(models: list, golden, threads: int, limits: Limits, backend: str, record) -> dict:
+    """{format: probabilities or None} of _check_model on each (format, path), in a worker process: a
+    model that kills its interpreter (SIGABRT in LiteRT's reference kernels on a negative softmax beta)
+    is a FAIL line naming it and the signal, a new worker takes the models after it, and this process
+    goes on (and removes the extracted bundle)."""
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited but the arguments
+    outputs, left = {}, list(models)
+    while left:
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_models_worker, args=(left, golden, threads, limits, backend, send), daemon=True)
+        child.start()
+        send.close()
+        while left:
+            try:
+                checks, probabilities = receive.recv()
+            except EOFError:
+                child.join()
+                code = child.exitcode
+                how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+                fmt, path = left.pop(0)
+                record(Check(f"load {printable(path.name)}", False, f"the model killed its interpreter ({how}); "
+                                                                   f"a malformed or hostile model"))
+                outputs[fmt] = None
+                break
+            fmt, _ = left.pop(0)
+            for check in checks:
+                record(check)
+            outputs[fmt] = probabilities
+        child.join()
+    return outputs
+
+
+def _models_worker(models, golden, threads, limits, backend, send) -> None:
+    for fmt, path in models:
+        checks = []
+        probabilities = _check_model(fmt, Path(path), golden, threads, limits, backend, checks.append)
+        send.send((checks, probabilities))
 
 
 def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, backend: str,
