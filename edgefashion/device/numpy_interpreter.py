@@ -57,9 +57,9 @@ class NumpyInterpreter:
             floating = tensors[0].dtype is np.float32 and op.op in FLOAT_BUILDERS
             options = {**op.options, "round_once": self.flavor == "litert"}
             return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, options)
+        except InputError as exc:
+            raise InputError(f"{self.name}: {op.op}: {exc}") from None
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise InputError(f"{self.name}: {op.op}: {exc}") from None
             raise InputError(f"{self.name}: {op.op} with inputs {op.inputs} is malformed or unsupported "
                              f"({type(exc).__name__})") from None
 
@@ -78,10 +78,17 @@ class NumpyInterpreter:
 
 # --- operator builders: (input tensors, output tensor, options) -> function of input arrays ----
 
+MAX_SCALE = 1e10  # a scale this large (or zero, or not finite) turns every value into a wrong answer
+
+
 def _int8(t: Tensor, what: str) -> None:
     if t.dtype is not np.int8 or t.scale is None:
         raise InputError(f"{what} {t.name!r} is {np.dtype(t.dtype).name} without int8 quantization; "
                          f"the numpy backend runs full-integer int8 models")
+    scales = np.asarray(t.scale, dtype=np.float64)
+    if not (np.isfinite(scales).all() and (scales > 0).all() and (scales < MAX_SCALE).all()):
+        raise InputError(f"{what} {t.name!r} has quantization scale {scales.min():g}..{scales.max():g}, expected "
+                         f"positive and finite")
 
 
 def _zp(t: Tensor) -> int:
@@ -191,6 +198,9 @@ def _pool(tensors, out_t, o, reduce):
     _int8(out_t, "output")
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), _zp(out_t))
     size = (o["filter_height"], o["filter_width"], o["stride_h"], o["stride_w"], 1, 1, o["padding"])
+    if min(size[:4]) < 1:
+        raise InputError(f"pooling filter {size[0]}x{size[1]}, stride {size[2]}x{size[3]}: expected at least 1 "
+                         f"(LiteRT refuses it too)")
 
     def run(x, *_):
         return np.clip(reduce(x, size), act[0], act[1]).astype(np.int8)
@@ -256,6 +266,8 @@ def softmax(tensors, out_t, o):
     _int8(out_t, "output")
     if _zp(out_t) != -128 or abs(float(out_t.scale[0]) - 1 / 256) > 0.001 / 256:
         raise InputError("int8 softmax output must have scale 1/256 and zero point -128")
+    if not (np.isfinite(o["beta"]) and o["beta"] > 0):
+        raise InputError(f"softmax beta {o['beta']}, expected a positive number (LiteRT's kernels abort on it)")
     return k.SoftmaxInt8(float(o["beta"]), float(x_t.scale[0]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,35 @@ def test_cli_selftest_and_predict_on_the_numpy_backend(fixture_bundle, few_image
     result = json.loads(cli("predict", fixture_bundle, tmp_path / "x.npy", "--backend", "numpy", "--json",
                             check=0).stdout)
     assert result["model"]["backend"] == "numpy" and len(result["predictions"]) == 8
+
+
+def test_numpy_backend_refuses_what_would_be_a_wrong_answer(tmp_path):
+    """A negative softmax beta (LiteRT's reference kernels abort on it) and a zero or huge activation scale
+    are refused at load, naming the model and the operator, never run into wrong probabilities."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    seed = FIXTURES / "run" / "export" / "model_int8.tflite"
+
+    def mutant(change) -> Path:
+        model = flatbuffer_utils.read_model_from_bytearray(bytearray(seed.read_bytes()))
+        change(model)
+        path = tmp_path / f"mutant{len(list(tmp_path.iterdir()))}.tflite"
+        path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+        return path
+
+    def beta(model):
+        for op in model.subgraphs[0].operators:
+            if op.builtinOptions is not None and hasattr(op.builtinOptions, "beta"):
+                op.builtinOptions.beta = -1.0
+
+    def scale(value):
+        def change(model):
+            tensor = model.subgraphs[0].tensors[model.subgraphs[0].operators[0].outputs[0]]
+            tensor.quantization.scale = [value]
+        return change
+
+    with pytest.raises(InputError, match=r"mutant0.tflite: SOFTMAX: softmax beta -1.0, expected a positive number"):
+        Model(mutant(beta), backend="numpy")
+    for value in (0.0, 1e30):
+        with pytest.raises(InputError, match="quantization scale .* expected positive and finite"):
+            Model(mutant(scale(value)), backend="numpy")
