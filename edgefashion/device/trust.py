@@ -134,9 +134,10 @@ class Provenance:
         return f"sha256 {self.digest}, {who}"
 
 
-def check(bundle: Path, folder: Path, manifest_bytes: bytes, trust: Trust) -> Provenance:
-    """The bundle's provenance, or InputError when `trust` refuses it."""
-    digest = sha256_file(bundle)
+def check(bundle: Path, folder: Path, manifest_bytes: bytes, trust: Trust, digest: str | None = None) -> Provenance:
+    """The bundle's provenance, or InputError when `trust` refuses it. `digest`: the sha256 of the bytes
+    that were extracted (else the file is hashed again)."""
+    digest = digest or sha256_file(bundle)
     if trust.pin and digest != trust.pin:
         raise InputError(f"{bundle}: sha256 {digest} is not the pinned {trust.pin}")
     signature = _read_signature(folder / SIGNATURE)

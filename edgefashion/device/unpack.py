@@ -67,13 +67,13 @@ def open_bundle(path, dest: Path, trust: Trust | None = None) -> tuple[Path, Bun
     if not path.is_file():
         raise InputError(f"{path}: bundle not found")
     trust = Trust.load() if trust is None else trust
-    hashes = _extract(path, dest)
+    hashes, digest = _extract(path, dest)
     if MANIFEST not in hashes:
         raise InputError(f"{path}: has no {MANIFEST}")
     if hashes[MANIFEST][1] > MAX_MANIFEST_BYTES:
         raise InputError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
     manifest_bytes = (dest / MANIFEST).read_bytes()
-    provenance = trust_check(path, dest, manifest_bytes, trust)
+    provenance = trust_check(path, dest, manifest_bytes, trust, digest)
     manifest = BundleManifest.from_json(read_json(dest / MANIFEST, MANIFEST), f"{path}: {MANIFEST}")
     problems = check_files(hashes, manifest) + check_listing(manifest)
     if problems:
@@ -87,26 +87,49 @@ def _first(problems: list[str], shown: int = 3) -> str:
     return "; ".join(problems[:shown]) + more
 
 
-def _extract(path: Path, dest: Path) -> dict[str, tuple[str, int]]:
-    """Stream every member into `dest`, hashing as it goes: {name: (sha256, bytes)}."""
-    hashes, total = {}, 0
+def _extract(path: Path, dest: Path) -> tuple[dict[str, tuple[str, int]], str]:
+    """Stream every member into `dest`, hashing as it goes: ({name: (sha256, bytes)}, the bundle file's
+    sha256). The file is opened once: the digest is of the very bytes extracted, however the path
+    is swapped meanwhile."""
+    hashes = {}
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            for count, member in enumerate(tar, start=1):
-                _check_member(path, member, count)
-                total += member.size
-                if total > MAX_BUNDLE_BYTES:
-                    raise InputError(f"{path}: unpacks to more than {MAX_BUNDLE_BYTES // 2**20} MB")
-                if member.name in hashes:
-                    raise InputError(f"{path}: member {printable(member.name, NAME_LIMIT)!r} appears twice")
-                hashes[member.name] = _extract_file(path, tar, member, dest)
+        with open(path, "rb") as raw:
+            reader = _HashingReader(raw)
+            with tarfile.open(fileobj=reader, mode="r|gz") as tar:  # a stream: every byte read once, in order
+                _extract_members(path, tar, dest, hashes)
+            for _ in iter(lambda: reader.read(1 << 20), b""):  # what follows the archive counts too
+                pass
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {printable(exc)})") from None
     except OSError as exc:
         if exc.filename is not None:  # writing failed: a full or read-only $TMPDIR, not a bad bundle
             raise InputError(f"cannot extract {path} into {dest}: {exc.strerror}") from None
         raise InputError(f"{path}: not a readable .tar.gz bundle (truncated or corrupt: {printable(exc)})") from None
-    return hashes
+    return hashes, reader.digest.hexdigest()
+
+
+class _HashingReader:
+    """A file's bytes as tarfile reads them, hashed on the way."""
+
+    def __init__(self, raw):
+        self.raw, self.digest = raw, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.raw.read(size)
+        self.digest.update(block)
+        return block
+
+
+def _extract_members(path: Path, tar: tarfile.TarFile, dest: Path, hashes: dict) -> None:
+    total = 0
+    for count, member in enumerate(tar, start=1):
+        _check_member(path, member, count)
+        total += member.size
+        if total > MAX_BUNDLE_BYTES:
+            raise InputError(f"{path}: unpacks to more than {MAX_BUNDLE_BYTES // 2**20} MB")
+        if member.name in hashes:
+            raise InputError(f"{path}: member {printable(member.name, NAME_LIMIT)!r} appears twice")
+        hashes[member.name] = _extract_file(path, tar, member, dest)
 
 
 def _check_member(path: Path, m: tarfile.TarInfo, count: int) -> None:
