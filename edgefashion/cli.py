@@ -289,10 +289,13 @@ def add_trust_options(p) -> None:
                    help=f"accept only bundles signed by this Ed25519 public key (repeatable); the .pub files in "
                         f"{trust.trusted_dir()} are trusted too")
     p.add_argument("--pin", metavar="SHA256", help="accept only the bundle file with this sha256")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="accept a signed bundle older than the newest this device accepted from the same key "
+                        f"(recorded in {trust.config_dir() / trust.ACCEPTED})")
 
 
 def trust_from(args) -> trust.Trust:
-    return trust.Trust.load(args.trust, args.pin)
+    return trust.Trust.load(args.trust, args.pin, args.allow_downgrade)
 
 
 def add_tune(sub) -> None:

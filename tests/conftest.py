@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,12 @@ import pytest
 
 from edgefashion import data
 from helpers import FIXTURES
+
+# The device's config folder (trusted keys, the newest bundle accepted per key) is the tests' own, never
+# the user's ~/.config/edgefashion; every command the tests start inherits it.
+_CONFIG = tempfile.mkdtemp(prefix="edgefashion-test-config-")
+os.environ["EDGEFASHION_CONFIG"] = _CONFIG
+atexit.register(shutil.rmtree, _CONFIG, True)
 
 
 @pytest.fixture(scope="session")

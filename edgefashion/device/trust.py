@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..console import printable
 from ..errors import InputError, MissingDependency
-from ..files import TEMP_MARK, remove_leftovers, sha256_file
+from ..files import TEMP_MARK, remove_leftovers, sha256_file, write_bytes
 
 SIGNATURE = "manifest.sig"
 MAX_SIGNATURE_BYTES = 4096
@@ -95,9 +95,10 @@ class Trust:
 
     keys: dict[str, bytes] = field(default_factory=dict)
     pin: str | None = None
+    allow_downgrade: bool = False  # accept a signed bundle older than the newest accepted from its key
 
     @classmethod
-    def load(cls, trust_files=(), pin: str | None = None) -> "Trust":
+    def load(cls, trust_files=(), pin: str | None = None, allow_downgrade: bool = False) -> "Trust":
         """Keys from `trust_files` plus every *.pub in the config folder's trusted-keys/."""
         keys = {}
         for path in trust_files:  # asked for by name: a bad one is an error
@@ -112,7 +113,7 @@ class Trust:
             pin = pin.lower().removeprefix("sha256:")
             if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
                 raise InputError(f"--pin {printable(pin)!r}: expected the 64 hex digits of a sha256")
-        return cls(keys, pin)
+        return cls(keys, pin, allow_downgrade)
 
 
 @dataclass
@@ -161,7 +162,40 @@ def check(bundle: Path, folder: Path, manifest_bytes: bytes, trust: Trust, diges
     except invalid:
         raise InputError(f"{bundle}: the signature by key {signer} does not match manifest.json "
                          f"(changed after signing)") from None
+    check_not_older(bundle, signer, manifest_bytes, trust)
     return Provenance(digest, signer, True, None)
+
+
+ACCEPTED = "accepted.json"  # in the config folder: {key fingerprint: creation time of the newest bundle accepted}
+
+
+def check_not_older(bundle: Path, signer: str, manifest_bytes: bytes, trust: Trust) -> None:
+    """Rollback protection: a validly signed bundle older than the newest this device accepted from the
+    same key is refused (an attacker could replay an old, signed, vulnerable bundle), unless
+    --allow-downgrade; a newer one becomes the newest."""
+    from datetime import datetime
+
+    try:
+        created = datetime.strptime(json.loads(manifest_bytes)["created"], "%Y-%m-%dT%H:%M:%S%z")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{bundle}: a signed manifest without a readable creation time ({type(exc).__name__})") from None
+    path = config_dir() / ACCEPTED
+    try:
+        seen = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        newest = datetime.fromisoformat(seen[signer]) if signer in seen else None
+    except (ValueError, TypeError, OSError, AttributeError):
+        seen, newest = {}, None  # a damaged record protects nothing: start it again
+    if newest is not None and created < newest:
+        if not trust.allow_downgrade:
+            raise InputError(f"{bundle}: created {created.isoformat()}, older than the newest bundle this device "
+                             f"accepted from key {signer} ({newest.isoformat()}); --allow-downgrade accepts it")
+        return
+    if newest is None or created > newest:
+        seen = {**(seen if isinstance(seen, dict) else {}), signer: created.isoformat()}
+        try:
+            write_bytes(path, json.dumps(seen, indent=2).encode())
+        except OSError as exc:
+            print(printable(f"warning: cannot record the newest bundle in {path} ({exc.strerror})"), file=sys.stderr)
 
 
 def _read_signature(path: Path) -> tuple[str, bytes] | None:

@@ -569,3 +569,22 @@ def test_a_model_that_kills_its_interpreter_is_a_fail_line(tmp_path):
     assert "FAIL  load model_int8.tflite: the model killed its interpreter (signal SIGABRT)" in done.stdout
     assert "PASS  golden model_f32.tflite" in done.stdout and "Traceback" not in done.stderr
     assert [p.name for p in scratch.iterdir() if "edgefashion" in p.name] == []  # (onnxruntime leaves its .ses)
+
+
+def test_an_older_signed_bundle_is_a_rollback(tmp_path):
+    """Signed by the trusted key and intact, but older than the newest this device accepted from that key:
+    refused unless --allow-downgrade (a replayed old bundle)."""
+    keys = tmp_path / "keys"
+    trust.generate_key(keys / "ws.key", "test")
+    dated = lambda when: (lambda m: m.update(created=when))  # noqa: E731
+    new = consistent(tmp_path / "new.tar.gz", change=dated("2026-11-30T10:00:00+0000"), sign_with=keys / "ws.key")
+    old = consistent(tmp_path / "old.tar.gz", change=dated("2026-01-01T10:00:00+0000"), sign_with=keys / "ws.key")
+    env = {**os.environ, "EDGEFASHION_CONFIG": str(tmp_path / "config")}
+    with_key = ("--trust", keys / "ws.pub")
+    run_cli("selftest", new, *with_key, check=0, env=env)
+    done = run_cli("selftest", old, *with_key, check=1, env=env)
+    assert "FAIL  bundle:" in done.stdout and "older than the newest bundle this device accepted from key" in done.stdout
+    refused = run_cli("predict", old, FIXTURES / "test_images.npz", *with_key, env=env, check=2)
+    assert "--allow-downgrade accepts it" in refused.stderr
+    run_cli("selftest", old, *with_key, "--allow-downgrade", check=0, env=env)
+    run_cli("selftest", new, *with_key, check=0, env=env)  # the newest is still the newest
