@@ -38,6 +38,7 @@ from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain
 from .pipeline import STAGES, run, stage_named, verify_on_host
 from .render import table
 from .rundir import Run, TuneDir
+from .schemas import VerifyReport
 from .stage import Stage, with_verbosity
 
 
@@ -90,7 +91,7 @@ def cmd_verify(args) -> int:
     config = stage_settings(stage, args)
     if is_bundle(args.run):
         if args.out is not None:
-            check_output(args.out, ".json", [args.run])
+            check_output(args.out, ".json", [args.run], ours=VerifyReport.written_at)
         report = verify_bundle(config, args.run, args.out, trust_from(args))
         written = args.out
     else:
@@ -156,7 +157,7 @@ def cmd_compare(args) -> int:
         rows = compare.compare_rows(benches, args.batch, args.threads)
         print(table(rows))
         if args.plot is not None:
-            check_output(args.plot, ".png", args.files)
+            check_output(args.plot, ".png", args.files, ours=lambda p: False)
             if compare.plot(benches, rows, args.plot, args.batch, args.threads):
                 print(f"-> {args.plot}")
     if verifies:

@@ -228,14 +228,23 @@ def run_lock(run: Path, what: str):
             handle.truncate(0)
 
 
-def check_output(out, suffix: str, inputs=()) -> None:
-    """Refuse an output path that is not a `suffix` file, or that is one of the inputs
-    (`bench --out model.tflite` must not overwrite the model)."""
+def check_output(out, suffix: str, inputs=(), ours=None, siblings=()) -> None:
+    """Refuse an output path that is not a `suffix` file, that is one of the inputs (`bench --out
+    model.tflite` must not overwrite the model), a link, or an existing file that is not this command's
+    own output (`ours(path)` says whether it is; `siblings`: the other files written beside it)."""
     out = Path(out)
     if not out.name.lower().endswith(suffix):
         raise InputError(f"{out}: expected a {suffix} file to write")
     if out.is_dir():
         raise InputError(f"{out}: is a directory, expected a {suffix} file to write")
+    if out.is_symlink():
+        raise InputError(f"{out}: is a symbolic link; refusing to write through it")
+    if ours is not None:
+        mine = out.is_file() and ours(out)
+        for path in [out, *siblings]:
+            if (path.exists() or path.is_symlink()) and not mine:
+                raise InputError(f"{path}: exists and is not an edgefashion output; refusing to overwrite it "
+                                 f"(choose another --out, or move it away)")
     target = out.resolve()
     for source in map(Path, inputs):
         if source.exists() and (source.resolve() == target or target.is_relative_to(source.resolve())

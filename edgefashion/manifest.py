@@ -97,5 +97,14 @@ class Manifest:
     def read(cls, path):
         return cls.from_json(read_json(path, cls.WHAT), str(path))
 
+    @classmethod
+    def written_at(cls, path) -> bool:
+        """Is `path` one of these, written by edgefashion (so replacing it replaces its own output)?"""
+        try:
+            cls.read(path)
+            return True
+        except InputError:
+            return False
+
     def write(self, path) -> Path:
         return write_json(path, self.to_json())

@@ -229,7 +229,8 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
     if not paths:
         raise InputError("no model, run directory or bundle given")
     if out is not None:
-        check_output(out, ".json", paths)
+        check_output(out, ".json", paths, ours=BenchReport.written_at,
+                     siblings=[out.with_suffix(".csv"), out.with_suffix(".png")])
     env = environment()
     results, skipped, profiles = [], [], {}
     with resolve_models(paths, trust) as models:

@@ -42,7 +42,7 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     out, golden_count = Path(out), config.golden_count
     if golden_count < 1:
         raise InputError(f"--golden {golden_count}, expected a positive integer")
-    check_output(out, ".tar.gz", [run.root])
+    check_output(out, ".tar.gz", [run.root], ours=_is_bundle)
     remove_leftovers(out.parent, of=out.name)  # of a bundle killed while it wrote this file
     if config.sign is not None and not config.sign.is_file():
         raise InputError(f"{config.sign}: signing key not found (make one with `edgefashion keygen`)")
@@ -87,6 +87,19 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
         files[SIGNATURE] = sign(config.sign, files[MANIFEST])
     _write_tar(out, files)
     return manifest
+
+
+def _is_bundle(path: Path) -> bool:
+    """An existing bundle of edgefashion's (a manifest.json member that reads as one), replaced on request."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            member = tar.getmember(MANIFEST)
+            if member.size > 2**20:
+                return False
+            BundleManifest.from_json(json.loads(tar.extractfile(member).read()), str(path))
+        return True
+    except (tarfile.TarError, KeyError, ValueError, OSError, EOFError, InputError):
+        return False
 
 
 def _refuse_links(run: Run, models) -> None:

@@ -588,3 +588,30 @@ def test_an_older_signed_bundle_is_a_rollback(tmp_path):
     assert "--allow-downgrade accepts it" in refused.stderr
     run_cli("selftest", old, *with_key, "--allow-downgrade", check=0, env=env)
     run_cli("selftest", new, *with_key, check=0, env=env)  # the newest is still the newest
+
+
+def test_no_output_replaces_a_file_that_is_not_its_own(tmp_path):
+    """bench --out, verify BUNDLE --out, bundle --out and compare --plot over a user's file (or beside it,
+    bench's .csv): refused, the file untouched; over their own earlier output: replaced."""
+    user = {"tsconfig.json": "{\"compilerOptions\": {}}", "results.csv": "a,b\n", "package.json": "{}",
+            "archive.tar.gz": "not a bundle", "photo.png": "png"}
+    for name, text in user.items():
+        (tmp_path / name).write_text(text)
+    quick = ("--runs", 5, "--warmup", 1, "--min-time", 0)
+    assert "not an edgefashion output" in run_cli("bench", SEED_INT8, *quick, "--out", tmp_path / "tsconfig.json",
+                                                  check=2).stderr
+    assert "results.csv: exists and is not an edgefashion output" in run_cli(
+        "bench", SEED_INT8, *quick, "--out", tmp_path / "results.json", check=2).stderr
+    run_cli("bench", SEED_INT8, *quick, "--out", tmp_path / "bench.json", check=0)
+    run_cli("bench", SEED_INT8, *quick, "--out", tmp_path / "bench.json", check=0)  # its own: replaced
+    assert "not an edgefashion output" in run_cli("verify", BUNDLE, "--out", tmp_path / "package.json",
+                                                  check=2).stderr
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run", run)
+    assert "not an edgefashion output" in run_cli("bundle", run, "--out", tmp_path / "archive.tar.gz", "--golden", 5,
+                                                  check=2).stderr
+    run_cli("bundle", run, "--out", tmp_path / "b.tar.gz", "--golden", 5, check=0)
+    run_cli("bundle", run, "--out", tmp_path / "b.tar.gz", "--golden", 5, check=0)  # its own: replaced
+    assert "not an edgefashion output" in run_cli("compare", tmp_path / "bench.json", tmp_path / "bench.json",
+                                                  "--plot", tmp_path / "photo.png", check=2).stderr
+    assert {name: (tmp_path / name).read_text() for name in user} == user
