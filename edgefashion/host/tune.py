@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import cpu, data, rundata
-from ..console import quiet, step
+from ..console import printable, quiet, step
 from ..device.bench import BenchConfig, run_worker
 from ..device.runtime import Model
 from ..errors import CheckFailed, InputError, MissingDependency
@@ -102,17 +102,20 @@ def optuna_module():
 def open_study(config: TuneConfig, folder: TuneDir):
     optuna = optuna_module()
     folder.root.mkdir(parents=True, exist_ok=True)
-    if config.storage:
-        storage = config.storage
-    else:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-        storage = JournalStorage(JournalFileBackend(str(folder.journal)))
     try:
+        if config.storage:
+            storage = config.storage
+        else:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+            storage = JournalStorage(JournalFileBackend(str(folder.journal)))  # replays the journal here
         study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
                                     directions=list(OBJECTIVES.values()))
-    except Exception as exc:  # a bad URL, an unreachable database, a corrupt journal
-        raise InputError(f"cannot open the study in {config.storage or folder.journal}: {str(exc)[:200]}") from None
+    except Exception as exc:  # a bad URL, an unreachable database, a damaged journal (any type Optuna raises)
+        where = config.storage or folder.journal
+        hint = "" if config.storage else "; it is damaged or not an Optuna journal: move it away to start a new study"
+        raise InputError(f"cannot open the study in {where} ({type(exc).__name__}: "
+                         f"{printable(str(exc))[:160]}){hint}") from None
     study.sampler = _sampler(optuna, config, len(study.trials))
     recorded = study.user_attrs.get("identity")
     if recorded is None:

@@ -64,3 +64,13 @@ def test_train_a_preset_architecture(tmp_path):
     assert json.loads((run / "config.json").read_text())["settings"]["arch"] == "tiny"
     bad = cli("tune", "--out", tmp_path / "t", "--storage", "nosuch://x", *QUICK)
     assert bad.returncode == 2 and "cannot open the study" in bad.stderr
+
+
+def test_a_damaged_journal_is_one_line(tmp_path):
+    for content in (bytes(range(256)) * 4, b'{"op_code": 99}\n[1, 2]\n'):
+        folder = tmp_path / f"t{len(content)}"
+        folder.mkdir()
+        (folder / "study.journal").write_bytes(content)
+        done = cli("tune", "--out", folder, "--trials", 1, check=2)
+        assert "it is damaged or not an Optuna journal: move it away to start a new study" in done.stderr
+        assert done.stderr.count("\n") == 1 and (folder / "study.journal").read_bytes() == content
