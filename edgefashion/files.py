@@ -120,11 +120,16 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+MAX_JSON_BYTES = 64 * 2**20  # edgefashion's reports are kilobytes; a larger one is a mistake or an attack
+
+
 def read_json(path, what: str = "JSON file"):
-    """Read a JSON file or raise InputError naming it."""
+    """Read a JSON file (a regular file within MAX_JSON_BYTES) or raise InputError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
+        raise InputError(f"{path}: {what} not found (or not a regular file)")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise InputError(f"{path}: more than {MAX_JSON_BYTES // 2**20} MB, not a {what}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

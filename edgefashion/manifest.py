@@ -5,6 +5,7 @@ the field. The schemas themselves are in schemas.py; the run's paths in rundir.p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -53,8 +54,14 @@ def _load(value, tp, where: str):
     raise ManifestError(f"{where} is {_kind(value)}, expected {_name(tp)}")
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    """A schema class's resolved annotations: once per class, not once per object read."""
+    return typing.get_type_hints(cls)
+
+
 def _build(cls, obj: dict, where: str):
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in obj:

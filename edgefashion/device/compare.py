@@ -46,9 +46,9 @@ def load(paths) -> tuple[list, list, list]:
 
 def accuracy_rows(verifies: list) -> list[dict]:
     """Per format: test accuracy on each device's verify.json."""
-    formats = list(dict.fromkeys(f for _, r in verifies for f in r.accuracies()))
-    return [{"format": fmt, **{f"V{i + 1}": r.accuracies().get(fmt) for i, (_, r) in enumerate(verifies)}}
-            for fmt in formats]
+    accuracies = [r.accuracies() for _, r in verifies]  # once per file: linear in what was read
+    formats = list(dict.fromkeys(f for a in accuracies for f in a))
+    return [{"format": fmt, **{f"V{i + 1}": a.get(fmt) for i, a in enumerate(accuracies)}} for fmt in formats]
 
 
 def selftest_rows(selftests: list) -> list[dict]:
