@@ -15,6 +15,7 @@ from ..errors import InputError, MissingDependency, Unsupported
 from ..formats import FLOAT_OF
 from ..options import fraction, non_negative_float, non_negative_int, setting
 from ..schemas import BundleManifest, Check, SelftestReport
+from .isolate import Crashed, in_worker
 from .runtime import Model
 from .trust import Trust
 from .unpack import REFERENCE_KERNELS, load_golden, open_bundle
@@ -80,43 +81,25 @@ def _report(checks: list[Check]) -> SelftestReport:
 def _check_models_isolated(models: list, golden, threads: int, limits: Limits, backend: str, record) -> dict:
     """{format: probabilities or None} of _check_model on each (format, path), in a worker process: a
     model that kills its interpreter (SIGABRT in LiteRT's reference kernels on a negative softmax beta)
-    is a FAIL line naming it and the signal, a new worker takes the models after it, and this process
-    goes on (and removes the extracted bundle)."""
-    import multiprocessing
-    import signal
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited but the arguments
-    outputs, left = {}, list(models)
-    while left:
-        receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=_models_worker, args=(left, golden, threads, limits, backend, send), daemon=True)
-        child.start()
-        send.close()
-        while left:
-            try:
-                checks, probabilities = receive.recv()
-            except EOFError:
-                child.join()
-                code = child.exitcode
-                how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-                fmt, path = left.pop(0)
-                record(Check(f"load {printable(path.name)}", False, f"the model killed its interpreter ({how}); "
-                                                                   f"a malformed or hostile model"))
-                outputs[fmt] = None
-                break
-            fmt, _ = left.pop(0)
-            for check in checks:
-                record(check)
-            outputs[fmt] = probabilities
-        child.join()
+    is a FAIL line naming it and the signal, and this process goes on (and removes the extracted bundle)."""
+    jobs = [(fmt, str(path), golden, threads, limits, backend) for fmt, path in models]
+    outputs = {}
+    for (fmt, path), result in zip(models, in_worker(_model_job, jobs)):
+        if isinstance(result, Crashed):
+            record(Check(f"load {printable(path.name)}", False, f"the model killed its interpreter ({result.how}); "
+                                                               f"a malformed or hostile model"))
+            outputs[fmt] = None
+            continue
+        checks, outputs[fmt] = result
+        for check in checks:
+            record(check)
     return outputs
 
 
-def _models_worker(models, golden, threads, limits, backend, send) -> None:
-    for fmt, path in models:
-        checks = []
-        probabilities = _check_model(fmt, Path(path), golden, threads, limits, backend, checks.append)
-        send.send((checks, probabilities))
+def _model_job(fmt, path, golden, threads, limits, backend):
+    checks = []
+    probabilities = _check_model(fmt, Path(path), golden, threads, limits, backend, checks.append)
+    return checks, probabilities
 
 
 def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, backend: str,

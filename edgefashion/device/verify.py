@@ -27,6 +27,7 @@ from ..schemas import LayerErrors, ModelResult, Reference, VerifyReport
 from ..formats import FLOAT_OF
 from .unpack import GOLDEN, bundle_image_shape, load_golden, open_bundle
 from .locate import print_origin
+from .isolate import Crashed, in_worker
 from .runtime import Model, backend_setting
 
 # --- metrics ------------------------------------------------------------------------------
@@ -188,10 +189,15 @@ def verify_bundle(config: VerifyConfig, bundle: Path, out: Path | None = None, t
         ref_format = next((f for f in ("tflite-f32", "onnx-f32") if f in models), None)
         if ref_format is None:
             raise InputError(f"{bundle}: no float model to verify against")
-        reference = Model(models[ref_format], threads=config.threads, backend=config.backend).predict_proba(
-            test.images, batch_size=config.batch_size)
+        # a bundle's models are untrusted: each runs in a worker process a crash cannot take down
+        jobs = [(str(path), config.threads, config.backend, test.images, config.batch_size) for path in models.values()]
+        outputs = dict(zip(models, in_worker(model_outputs, jobs)))
+        reference = _outputs_or_refusal(models[ref_format], outputs[ref_format])
+        if not isinstance(reference, tuple):
+            raise InputError(f"{bundle}: the float model {models[ref_format].name} cannot run here ({reference})")
+        reference = reference[1]
         results = check_models({f: p for f, p in models.items() if f != ref_format}, config, test, reference,
-                               manifest.labels)
+                               manifest.labels, outputs)
     report = _report(config, ref_format, reference, test, results, started, None, None)
     if out is not None:
         report.write(out)
@@ -211,19 +217,38 @@ def bundle_test_set(path: Path, manifest) -> data.Dataset:
     return test
 
 
+def model_outputs(path: str, threads: int, backend: str, images: np.ndarray, batch_size: int):
+    """(backend, probabilities, seconds) of one model on the images, or the Unsupported or
+    MissingDependency that keeps it from running here."""
+    try:
+        model = Model(path, threads=threads, backend=backend)
+    except (Unsupported, MissingDependency) as exc:
+        return exc
+    started = time.monotonic()
+    return model.backend, model.predict_proba(images, batch_size=batch_size), time.monotonic() - started
+
+
+def _outputs_or_refusal(path: Path, got):
+    """A model's outputs, or why it was skipped; a model that killed its worker is one error line."""
+    if isinstance(got, Crashed):
+        raise InputError(f"{path.name}: killed its interpreter ({got.how}); a malformed or hostile model")
+    return got
+
+
 def check_models(models: dict, config: VerifyConfig, test: data.Dataset, reference: np.ndarray,
-                 names: list[str]) -> list[ModelResult]:
+                 names: list[str], outputs: dict | None = None) -> list[ModelResult]:
+    """Every model against the reference; `outputs`: each model's model_outputs, run beforehand (in a
+    worker process), else run here."""
     results = []
     with Progress(len(models), "verify") as progress:
         for fmt, path in models.items():
-            try:
-                model = Model(path, threads=config.threads, backend=config.backend)
-            except (Unsupported, MissingDependency) as exc:
-                print(f"warning: skipped {fmt}: {exc}", file=sys.stderr)
+            got = _outputs_or_refusal(path, outputs[fmt] if outputs else model_outputs(
+                str(path), config.threads, config.backend, test.images, config.batch_size))
+            if isinstance(got, Exception):
+                print(f"warning: skipped {fmt}: {got}", file=sys.stderr)
                 progress.update()
                 continue
-            t0 = time.monotonic()
-            probs = model.predict_proba(test.images, batch_size=config.batch_size)
+            backend, probs, seconds = got
             figures = agreement_figures(probs, reference, test.labels, names)
             failures = config.gates.failures(fmt, figures)
             warnings = []
@@ -231,8 +256,7 @@ def check_models(models: dict, config: VerifyConfig, test: data.Dataset, referen
                 warnings.append(f"{fmt}: on some images its probabilities are far from the float model's (min "
                                 f"cosine {figures['cosine_similarity_min']:.2f}, max |dp| {figures['max_abs_diff']:.2f})"
                                 f" though the top-1 agrees on {figures['top1_agreement']:.2%}")
-            results.append(ModelResult(format=fmt, file=path.name, backend=model.backend,
-                                       seconds=round(time.monotonic() - t0, 2), **figures,
+            results.append(ModelResult(format=fmt, file=path.name, backend=backend, seconds=round(seconds, 2), **figures,
                                        failures=failures, passed=not failures, warnings=warnings))
             progress.update()
     return results

@@ -111,3 +111,17 @@ def test_pareto_dominance():
 ])
 def test_budget_violations(budgets, figures, inside):
     assert (max(violations(figures, TuneConfig(**budgets))) <= 0) == inside
+
+
+def test_a_job_that_kills_its_worker_is_crashed_and_the_rest_still_run():
+    import math
+    import os
+
+    from edgefashion.device.isolate import Crashed, in_worker
+
+    results = in_worker(math.sqrt, [(4.0,), (9.0,)])
+    assert results == [2.0, 3.0]
+    assert [type(r) for r in in_worker(os.abort, [(), ()])] == [Crashed, Crashed]
+    assert in_worker(os.abort, [()])[0].how == "signal SIGABRT"
+    with pytest.raises(ValueError, match="math domain error"):
+        in_worker(math.sqrt, [(-1.0,)])
