@@ -103,6 +103,18 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     return dims
 
 
+def check_test_fits(test: Dataset, shape: tuple, classes: int, whose: str) -> None:
+    """A test set measures the task only with labels, images of `shape` and labels below `classes`
+    (`whose`: what they belong to, for the message: "the run's", "the bundle's models'")."""
+    if test.labels is None:
+        raise InputError(f"{test.source}: a test set needs a label column")
+    if test.shape != tuple(shape):
+        raise InputError(f"{test.source}: images are {'x'.join(map(str, test.shape))}, {whose} are "
+                         f"{'x'.join(map(str, shape))}; give a test set of the same images")
+    if len(test.labels) and int(test.labels.max()) >= classes:
+        raise InputError(f"{test.source}: label {int(test.labels.max())}, but {whose} have {classes} classes")
+
+
 def holdout(dataset: Dataset, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of a seeded held-out test split: `fraction` of each class (at least one row
     of every class with two or more), so a small data set's test set has every class."""

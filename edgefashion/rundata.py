@@ -10,7 +10,7 @@ import numpy as np
 from . import IMAGE_SHAPE, LABELS, data
 from .errors import InputError
 from .files import atomic_path
-from .rundir import Run, indices_sha256
+from .rundir import Run, indices_sha256, read_indices
 from .schemas import TrainReport
 
 
@@ -51,14 +51,7 @@ def held_out(run: Run) -> np.ndarray | None:
     config = recorded(run)
     if config is None or config.test is None or config.test.indices_sha256 is None:
         return None
-    try:
-        with np.load(run.test_split) as saved:
-            indices = saved["indices"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"{run.test_split}: not readable held-out indices ({exc})") from None
-    if indices_sha256(indices) != config.test.indices_sha256:
-        raise InputError(f"{run.test_split}: indices do not match indices_sha256 in {run.config}")
-    return indices
+    return read_indices(run.test_split, config.test.indices_sha256, run.config)
 
 
 def training_rows(run: Run, source=None) -> data.Dataset:
@@ -92,18 +85,10 @@ def test_set(run: Run, path: Path | None = None) -> data.Dataset:
                          f"with --data (run: --test-data)")
     else:
         dataset = data.load(None, "test")
-    if dataset.labels is None:
-        raise InputError(f"{dataset.source}: a test set needs a label column")
     check_matches(run, dataset)
     return dataset
 
 
 def check_matches(run: Run, dataset: data.Dataset) -> None:
     """A test set of another image shape or more classes than the run's measures another task: refused."""
-    shape, names = image_shape(run), class_names(run)
-    if dataset.shape != shape:
-        raise InputError(f"{dataset.source}: images are {'x'.join(map(str, dataset.shape))}, the run's are "
-                         f"{'x'.join(map(str, shape))}")
-    if dataset.labels is not None and len(dataset.labels) and int(dataset.labels.max()) >= len(names):
-        raise InputError(f"{dataset.source}: label {int(dataset.labels.max())}, but the run has {len(names)} "
-                         f"classes ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
+    data.check_test_fits(dataset, image_shape(run), len(class_names(run)), "the run's")

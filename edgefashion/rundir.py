@@ -36,6 +36,19 @@ def indices_sha256(indices) -> str:
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
+def read_indices(path: Path, sha256: str, recorded_in: Path) -> np.ndarray:
+    """Row indices saved in an .npz (calibration, held-out test rows), checked against the sha256 the
+    manifest `recorded_in` holds for them."""
+    try:
+        with np.load(path) as saved:
+            indices = saved["indices"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: not readable indices ({exc})") from None
+    if indices_sha256(indices) != sha256:
+        raise InputError(f"{path}: indices do not match indices_sha256 in {recorded_in}")
+    return indices
+
+
 class TuneDir:
     """DIR of `edgefashion tune`: the study journal, each trial's models, the front and the choice."""
 
@@ -167,14 +180,7 @@ class Run:
         if not self.calibration.is_file():
             raise InputError(f"{self.calibration}: calibration indices not found (exported by an older edgefashion?); "
                              f"run `edgefashion export {self.root}` again")
-        try:
-            with np.load(self.calibration) as saved:
-                indices = saved["indices"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{self.calibration}: not readable calibration indices ({exc})") from None
-        if indices_sha256(indices) != recorded.indices_sha256:
-            raise InputError(f"{self.calibration}: indices do not match indices_sha256 in {self.export_manifest}")
-        return indices
+        return read_indices(self.calibration, recorded.indices_sha256, self.export_manifest)
 
     def remove_leftovers(self) -> list[Path]:
         """Half-written files and staging folders a killed train/export/verify/bundle left behind."""

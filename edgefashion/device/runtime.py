@@ -72,8 +72,8 @@ class Model:
     own input scale and zero point. Class names: `labels`, else a label file packed in the .tflite
     (TFLite metadata), else class 0 ... class K-1.
 
-    `classifier=False` opens any model with one input and one output (another shape, a model that
-    is not a classifier) for `run` on `example_input`: what bench and profile time.
+    `classifier=False` opens any model (another shape, a model that is not a classifier, several
+    inputs and outputs) for `run` on `example_input`: what bench and profile time.
 
     `kernels="reference"` runs TFLite's reference kernels: slow, but bit-identical on every CPU,
     which the bundle's golden check relies on. The default is the fast kernels (XNNPACK etc.).
@@ -151,7 +151,7 @@ class Model:
         if len(x) > batch_size:
             return np.concatenate([self.predict_proba(x[i:i + batch_size], batch_size)
                                    for i in range(0, len(x), batch_size)])
-        return self.dequantize(self.run(self._convert(x)))
+        return self.dequantize(self.outputs_of(self._convert(x)))
 
     # --- the pieces, for verify / bench / golden vectors --------------------------------
 
@@ -178,11 +178,16 @@ class Model:
         info = np.iinfo(self.input.dtype)
         return np.clip(np.round(x / self.input.scale + self.input.zero_point), info.min, info.max).astype(info.dtype)
 
-    def run(self, prepared: np.ndarray) -> np.ndarray:
-        """The model's raw output for an already prepared input (int8 for int8 TFLite). A classifier's
-        output must have one row of K per input row: answers never pair with the wrong images."""
+    def run(self, prepared) -> np.ndarray:
+        """The model's raw (first) output for an already prepared input (int8 for int8 TFLite): what
+        bench times, so nothing else happens here."""
+        return self._runner.run(prepared)
+
+    def outputs_of(self, prepared: np.ndarray) -> np.ndarray:
+        """`run`, checked: a classifier's output has one row of K per input row, so answers never pair
+        with the wrong images."""
         out = self._runner.run(prepared)
-        if self.is_image_classifier and (out.ndim != 2 or out.shape != (len(prepared), self.num_classes)):
+        if self.is_image_classifier and out.shape != (len(prepared), self.num_classes):
             raise InputError(f"{self.name}: gave output {list(out.shape)} for {len(prepared)} images, expected "
                              f"[{len(prepared)}, {self.num_classes}] (a malformed model)")
         return out

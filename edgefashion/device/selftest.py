@@ -110,10 +110,10 @@ def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, bac
         model = Model(path, threads=threads, backend=backend)
         if model.format != fmt:
             raise InputError(f"{name}: is a {model.format} model, listed as {printable(fmt)}")
-        raw = model.run(model.prepare(golden["images"]))
+        raw = model.outputs_of(model.prepare(golden["images"]))
         if fmt in REFERENCE_KERNELS and model.backend != "numpy":
             reference = Model(path, threads=threads, backend=backend, kernels="reference")
-            raw_reference = reference.run(reference.prepare(golden["images"]))
+            raw_reference = reference.outputs_of(reference.prepare(golden["images"]))
     except (MissingDependency, Unsupported) as exc:
         record(Check(f"load {name}", True, f"skipped: {exc}", skipped=True))
         return None

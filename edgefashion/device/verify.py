@@ -208,12 +208,7 @@ def bundle_test_set(path: Path, manifest) -> data.Dataset:
     """A test set for a bundle's models: of its image shape, with labels of its classes."""
     shape = bundle_image_shape(manifest)
     test = data.load(path, "test", shape, tuple(manifest.labels))
-    if test.labels is None:
-        raise InputError(f"{test.source}: a test set needs a label column")
-    if test.shape != shape or int(test.labels.max()) >= len(manifest.labels):
-        raise InputError(f"{test.source}: {'x'.join(map(str, test.shape))} images with labels up to "
-                         f"{int(test.labels.max())}; the bundle's models take {'x'.join(map(str, shape))} images "
-                         f"of {len(manifest.labels)} classes")
+    data.check_test_fits(test, shape, len(manifest.labels), "the bundle's models'")
     return test
 
 

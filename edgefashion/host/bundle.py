@@ -56,11 +56,11 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     specs, fast_probs = {}, {}
     for fmt, path in models.items():
         model = Model(path)
-        fast = model.run(model.prepare(golden["images"]))
+        fast = model.outputs_of(model.prepare(golden["images"]))
         fast_probs[fmt] = model.dequantize(fast)
         if fmt in REFERENCE_KERNELS:
             reference = Model(path, kernels="reference")
-            golden[f"raw_{fmt}"] = reference.run(reference.prepare(golden["images"]))
+            golden[f"raw_{fmt}"] = reference.outputs_of(reference.prepare(golden["images"]))
             golden[f"fast_{fmt}"] = fast
         else:
             golden[f"raw_{fmt}"] = fast

@@ -130,11 +130,7 @@ def check_test_set(train_set: data.Dataset, test_set: data.Dataset | None) -> No
     another task: refused."""
     if test_set is None:
         return
-    if test_set.labels is None:
-        raise InputError(f"{test_set.source}: a test set needs a label column")
-    if test_set.shape != train_set.shape:
-        raise InputError(f"{test_set.source}: images are {'x'.join(map(str, test_set.shape))}, the training data's "
-                         f"{'x'.join(map(str, train_set.shape))}; give the test set of the same images (--test-data)")
+    data.check_test_fits(test_set, train_set.shape, train_set.num_classes, "the training data's")
     unseen = sorted(set(np.unique(test_set.labels).tolist()) - set(np.unique(train_set.labels).tolist()))
     if unseen:
         raise InputError(f"{test_set.source}: test labels {unseen} do not occur in the training data "
