@@ -454,7 +454,6 @@ def open_image(path: Path):
         raise InputError(f"{path}: not a readable image ({str(exc)[:160]})") from None
 
 
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DEFAULT_FOLDER_SIDE = 32  # an image folder's images are resized to 32x32 unless --image-shape says otherwise
 MAX_FOLDER_IMAGES = 200_000

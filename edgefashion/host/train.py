@@ -288,7 +288,7 @@ def render(report: TrainReport) -> str:
 
 
 STAGE = Stage(
-    name="train", help="fit the seed CNN (or another --arch) on Fashion-MNIST (host)",
+    name="train", help="fit the seed CNN (or another --arch) on Fashion-MNIST or your own images (host)",
     description="Fit the seed CNN. Writes RUN/model.keras (best epoch by val_accuracy; replaced only when "
                 "training ends, so Ctrl-C keeps the best finished epoch), history.json, training_curves.png "
                 "and config.json, then evaluates on the held-out test set.",
