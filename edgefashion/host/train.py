@@ -130,11 +130,12 @@ def check_test_set(train_set: data.Dataset, test_set: data.Dataset | None) -> No
     another task: refused."""
     if test_set is None:
         return
+    if test_set.labels is not None:  # the more telling message first: which classes training never saw
+        unseen = sorted(set(np.unique(test_set.labels).tolist()) - set(np.unique(train_set.labels).tolist()))
+        if unseen:
+            raise InputError(f"{test_set.source}: test labels {unseen} do not occur in the training data "
+                             f"{train_set.source}; give the test set of the same classes (--test-data)")
     data.check_test_fits(test_set, train_set.shape, train_set.num_classes, "the training data's")
-    unseen = sorted(set(np.unique(test_set.labels).tolist()) - set(np.unique(train_set.labels).tolist()))
-    if unseen:
-        raise InputError(f"{test_set.source}: test labels {unseen} do not occur in the training data "
-                         f"{train_set.source}; give the test set of the same classes (--test-data)")
 
 
 def split_data(config: TrainConfig, train_set: data.Dataset):
