@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import mcu
 from ..console import Progress, capture_fd, quiet
+from ..device.isolate import Crashed, in_worker
 from ..device.runtime import Model
 from ..device.tflite_file import read as read_tflite
 from .. import rundata
@@ -168,35 +169,23 @@ def measure_arena(runtime, path: Path) -> dict:
 
 
 def measure_arena_isolated(path: Path) -> dict:
-    """measure_arena in a child process: TFLM aborts the whole process (SIGABRT) on some models (an op
-    it cannot prepare, MobileNetV2's arena); here that is one InputError naming the model."""
-    import multiprocessing
-    import signal
+    """measure_arena in a worker process (device/isolate.py): TFLM aborts the whole process (SIGABRT) on
+    some models (an op it cannot prepare, MobileNetV2's arena); here that is one InputError naming the model."""
+    result = in_worker(_arena_job, [(str(path),)])[0]
+    if isinstance(result, Crashed):
+        raise InputError(f"{path}: TensorFlow Lite Micro crashed on this model ({result.how}); it cannot run it "
+                         f"(an operator or tensor it does not support)")
+    if isinstance(result, str):
+        raise InputError(result)
+    return result
 
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_arena_child, args=(str(path), send), daemon=True)
-    child.start()
-    send.close()
+
+def _arena_job(path: str) -> dict | str:
+    """The arena, or why TFLM refused the model (a message: it crosses the process boundary as text)."""
     try:
-        kind, value = receive.recv()
-    except EOFError:
-        child.join()
-        code = child.exitcode
-        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-        raise InputError(f"{path}: TensorFlow Lite Micro crashed on this model ({how}); it cannot run it "
-                         f"(an operator or tensor it does not support)") from None
-    child.join()
-    if kind == "error":
-        raise InputError(value)
-    return value
-
-
-def _arena_child(path: str, send) -> None:
-    try:
-        send.send(("ok", measure_arena(tflm_runtime(), Path(path))))
+        return measure_arena(tflm_runtime(), Path(path))
     except (InputError, MissingDependency, RuntimeError, ValueError) as exc:
-        send.send(("error", str(exc)))
+        return str(exc)
 
 
 def smallest_arena(runtime, path: Path, reported: int) -> int:
