@@ -21,6 +21,7 @@ import numpy as np
 from .console import printable
 from .errors import InputError
 from .files import remove_leftovers, sha256_file
+from .formats import FIRMWARE_FORMAT
 from .manifest import ManifestError
 from .schemas import ExportReport
 
@@ -97,8 +98,11 @@ class ExportDir:
     layer_errors_onnx = property(lambda self: self.folder / "layer_errors_onnx.json")
     c_header = property(lambda self: self.folder / "model_int8_data.h")
     c_source = property(lambda self: self.folder / "model_int8_data.cc")
+    # the full-int8 model for TFLM when model_int8.tflite keeps layers in float
+    firmware_model = property(lambda self: self.folder / "model_int8_firmware.tflite")
     NAMES = frozenset({"export.json", "calibration.npz", "layer_errors.json", "layer_errors_onnx.json",
-                       "model_int8_data.h", "model_int8_data.cc", *FILES.values()})  # all export ever writes
+                       "model_int8_data.h", "model_int8_data.cc", "model_int8_firmware.tflite",
+                       *FILES.values()})  # all export ever writes
 
     def model(self, fmt: str) -> Path:
         return self.folder / FILES[fmt]
@@ -150,20 +154,27 @@ class Run:
         a set that was changed or mixed after export is refused."""
         export = self.read_export()
         self.check_export_source(export)
-        found = {}
-        for fmt, entry in export.models().items():
-            path = self.export_dir / entry.file
-            if Path(entry.file).name != entry.file:
-                raise ManifestError(f"{self.export_manifest}: artifact file {entry.file!r} is not a plain file name")
-            if not path.is_file():
-                raise InputError(f"{path}: listed in export.json but missing")
-            if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
-                raise InputError(f"{path}: does not match its sha256 in export.json (changed after export?); "
-                                 f"run `edgefashion export {self.root}` again")
-            found[fmt] = path
+        found = {fmt: self._checked(entry) for fmt, entry in export.models().items()}
         if not found:
             raise InputError(f"{self.export_manifest}: lists no models")
         return found
+
+    def firmware_model(self) -> Path | None:
+        """The full-int8 model TFLM runs: model_int8.tflite, or the full-int8 one export kept beside
+        it when model_int8.tflite keeps layers in float. Checked against export.json."""
+        entry = next((a for a in self.read_export().artifacts if a.format == FIRMWARE_FORMAT), None)
+        return self._checked(entry) if entry is not None else self.exported_models().get("tflite-int8")
+
+    def _checked(self, entry) -> Path:
+        path = self.export_dir / entry.file
+        if Path(entry.file).name != entry.file:
+            raise ManifestError(f"{self.export_manifest}: artifact file {entry.file!r} is not a plain file name")
+        if not path.is_file():
+            raise InputError(f"{path}: listed in export.json but missing")
+        if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+            raise InputError(f"{path}: does not match its sha256 in export.json (changed after export?); "
+                             f"run `edgefashion export {self.root}` again")
+        return path
 
     def check_export_source(self, export: ExportReport) -> None:
         """Refuse an export whose model.keras has changed since (trained again): its models and the

@@ -94,6 +94,7 @@ class ExportReport(Manifest):
     versions: dict[str, Any]
     onnx_int8: dict[str, Any] | None = None
     model_sha256: str | None = None  # of the model.keras the models were made from
+    quantization: dict[str, Any] | None = None  # the int8 candidates tried and chosen (int8_search.py)
     schema_version: int = SCHEMA_VERSION
 
     def models(self) -> dict[str, Artifact]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,13 @@ from ..mcu import write_c_array
 from ..options import name_list, positive_int, setting
 from ..rundir import ExportDir, Run, indices_sha256, clean_leftovers
 from ..schemas import Artifact, Calibration, ExportReport, TensorInfo
-from ..formats import FORMATS
+from ..formats import FIRMWARE_FORMAT, FORMATS
 from ..render import table
 from ..stage import Stage
 from . import import_tf, quiet, versions
-from .layer_errors import layer_errors, onnx_layer_errors
+from . import equalize, int8_search
+from .int8_search import METHODS, Built, Search
+from .layer_errors import DEBUG_IMAGES, layer_errors, onnx_layer_errors, worst_layers
 from .model import load_model
 
 ONNX_OPSET = 17
@@ -48,7 +51,8 @@ class OnnxInt8Settings:
     reduce_range: bool = True       # 7-bit weights
     per_channel: bool = True
     quant_format: str = "QDQ"       # QDQ | QOperator
-    calibration_method: str = "MinMax"
+    calibration_method: str = "MinMax"  # MinMax | Percentile | Entropy (the int8 search tries them)
+    nodes_to_exclude: tuple = ()    # nodes left in float (the int8 search's float-layers step)
     why: str = field(default="uint8 activations x 7-bit int8 weights: no int16 saturation on x86 without "
                              "VNNI, so the same integers on VNNI, AVX2, SSE and Arm (measured: "
                              "benchmarks/onnx_int8_settings.py); the fastest of the settings that keep it",
@@ -63,6 +67,11 @@ class ExportConfig:
     seed: int = setting(0, "seed choosing the calibration images")
     data: Path | None = setting(None, "training CSV or IDX folder for calibration (default: the data the "
                                       "run was trained on)", type=Path)
+    quantization: str = setting("auto", "how int8 models are made: auto (plain post-training quantization; "
+                                        "when it misses --max-drop/--min-agreement on validation images, "
+                                        "more calibration, cross-layer equalization, then float layers, "
+                                        "until one meets them), or only one of " + ", ".join(METHODS[1:]),
+                                choices=METHODS)
     gates: Gates = field(default_factory=Gates)
     onnx_int8: OnnxInt8Settings = field(default_factory=OnnxInt8Settings)
     verbose: bool = False
@@ -106,14 +115,15 @@ def export(config: ExportConfig, run: Run) -> ExportReport:
         model = load_model(run.model, config.verbose)
         staging = staging_dir(run.export_dir)
         try:
-            manifest = _build(config, run, model, model_sha256, staging)
+            with tempfile.TemporaryDirectory(dir=staging, prefix=".scratch-") as scratch:  # the search's files
+                manifest = _build(config, run, model, model_sha256, staging, Path(scratch))
             replace_dir(staging, run.export_dir, ExportDir.NAMES)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
-def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) -> ExportReport:
+def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path, scratch: Path) -> ExportReport:
     """Everything of RUN/export/, written into `out` (a private folder the caller swaps in)."""
     staged = ExportDir(out)
     labels, shape = rundata.class_names(run), rundata.image_shape(run)
@@ -125,49 +135,93 @@ def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path) 
     indices, calib, calib_info = calibration_set(config, run)
     with quiet(config.verbose):
         reference = model.predict(calib, batch_size=500, verbose=0)
-    builders = {"tflite-int8": lambda: _tflite(tf, model, calib, quantize=True),
-                "tflite-f32": lambda: _tflite(tf, model, calib, quantize=False),
-                "onnx-f32": lambda: _onnx_f32(tf, model, calib.shape[1:]),
-                "onnx-int8": lambda: quantize_onnx(staged.model("onnx-f32"), calib, config.onnx_int8)}
-    artifacts = []
+    int8_formats = [f for f in config.formats if f.endswith("int8")]
+    recipes = Recipes(tf, model, calib, config, run, indices, scratch) if int8_formats else None
+    builders = {"tflite-f32": lambda: _tflite(tf, model, calib, quantize=False),
+                "onnx-f32": lambda: _onnx_f32(tf, model, calib.shape[1:])}
+    artifacts, searches, float_p50 = [], {}, {}
     for fmt in (f for f in FORMATS if f in config.formats):
         step(f"export {fmt}")
         started = time.monotonic()
-        with quiet(config.verbose):
-            content = builders[fmt]()
-        entry = _check_and_write(fmt, content, staged.model(fmt), calib, reference, config.gates)
+        if fmt in int8_formats:
+            searches[fmt] = Search(fmt, config.gates, recipes.validation, config.quantization, config.verbose)
+            content = _searched(searches[fmt], recipes, staged)
+        else:
+            with quiet(config.verbose):
+                content = builders[fmt]()
+            float_p50[fmt] = int8_search.p50_us(content, recipes.validation.images[:1]) if recipes else None
+        # int8 models were judged by the search on validation images; float ones are judged here
+        entry = _check_and_write(fmt, content, staged.model(fmt), calib, reference, config.gates,
+                                 gate=fmt not in int8_formats)
         entry.seconds = round(time.monotonic() - started, 2)
         artifacts.append(entry)
+    for search in searches.values():
+        if not search.chosen.full_int8:
+            search.chosen.float_share = int8_search.float_share(search.chosen.content, staged.model(search.fmt).name)
+    for line in int8_search.describe(list(searches.values())):
+        step(line)
     with atomic_path(staged.calibration, suffix=".npz") as tmp:
         np.savez_compressed(tmp, indices=indices)
+    firmware = None
     if "tflite-int8" in config.formats:
-        int8 = staged.model("tflite-int8")
+        firmware = _firmware_model(searches["tflite-int8"], staged, artifacts)
+        int8 = staged.firmware_model if firmware else staged.model("tflite-int8")
         artifacts.extend(write_c_array(int8.read_bytes(), staged, labels))
         step("per-layer int8 error (QuantizationDebugger)")
-        layer_errors(tf, tflite_converter(tf, model, calib), calib, int8.name, config.verbose).write(staged.layer_errors)
+        full_model, full_calib = (firmware or searches["tflite-int8"].chosen).recipe
+        layer_errors(tf, tflite_converter(tf, full_model, full_calib), full_calib, int8.name,
+                     config.verbose).write(staged.layer_errors)
     if {"onnx-f32", "onnx-int8"} <= set(config.formats):
         step("per-layer int8 error of the ONNX model (qdq_loss_debug)")
         try:
             with quiet(config.verbose):
-                errors = onnx_layer_errors(staged.model("onnx-f32"), staged.model("onnx-int8"), calib, CalibrationReader)
+                made_from = searches["onnx-int8"].chosen.recipe[0]  # the float model it was quantized from
+                errors = onnx_layer_errors(made_from, staged.model("onnx-int8"), calib, CalibrationReader)
             errors.write(staged.layer_errors_onnx)
         except Exception as exc:  # a debugging aid: its failure must not fail the export
             step(f"per-layer ONNX errors skipped ({type(exc).__name__}: {str(exc)[:120]})")
     manifest = ExportReport(source=str(run.model), model_sha256=model_sha256, artifacts=artifacts, calibration=calib_info,
                             gates=asdict(config.gates), labels=labels, versions=versions(),
-                            onnx_int8=asdict(config.onnx_int8) if "onnx-int8" in config.formats else None)
+                            onnx_int8=_onnx_settings(searches.get("onnx-int8")),
+                            quantization=int8_search.report(list(searches.values()), recipes.validation,
+                                                            float_p50, firmware) if recipes else None)
     manifest.write(staged.manifest)
     return manifest
 
 
+def _searched(search: Search, recipes: "Recipes", staged: ExportDir) -> bytes:
+    """The int8 model the search chose; fails the export when no candidate meets the gates."""
+    chosen = search.run(recipes.steps(search.fmt, search, staged))
+    if not chosen.meets_gates:
+        figures = {"accuracy_drop_pp": chosen.accuracy_drop_pp, "top1_agreement": chosen.top1_agreement}
+        raise CheckFailed(gate_failure(
+            staged.model(search.fmt).name, search.gates.failures(search.fmt, {**figures, "max_abs_diff": 0.0}),
+            f"the best of {len(search.tried)} int8 candidates on {len(recipes.validation.images)} validation "
+            f"images; " + int8_search.describe([search])[0]))
+    return chosen.content
+
+
+def _firmware_model(search: Search, staged: ExportDir, artifacts: list):
+    """When the chosen TFLite model keeps float layers, TFLM (full-int8 only) gets the best full-int8
+    candidate, written beside it; returns that candidate, else None."""
+    if search.chosen.full_int8:
+        return None
+    firmware = search.best(full_int8_only=True)
+    write_bytes(staged.firmware_model, firmware.content)
+    artifacts.append(Artifact(file=staged.firmware_model.name, format=FIRMWARE_FORMAT,
+                              bytes=len(firmware.content), sha256=sha256_bytes(firmware.content)))
+    return firmware
+
+
 def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, reference: np.ndarray,
-                     gates: Gates) -> Artifact:
-    """Run the exported bytes through the edge runtime beside Keras; write only if they pass."""
+                     gates: Gates, gate: bool = True) -> Artifact:
+    """Run the exported bytes through the edge runtime beside Keras on the calibration images; write
+    them only if they pass the gates (`gate`) and record the figures."""
     exported = Model(content, name=dest.name)
     probs = exported.predict_proba(calib)
     check = {"max_abs_diff": float(np.abs(probs - reference).max()),
              "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean())}
-    reasons = gates.failures(fmt, check)
+    reasons = gates.failures(fmt, check) if gate else []
     if reasons:
         raise CheckFailed(gate_failure(dest.name, reasons, f"vs Keras on the {len(calib)} calibration images"))
     write_bytes(dest, content)
@@ -176,6 +230,171 @@ def _check_and_write(fmt: str, content: bytes, dest: Path, calib: np.ndarray, re
         output.scale, output.zero_point = onnx_output_quantization(content)
     return Artifact(file=dest.name, format=fmt, bytes=len(content), sha256=sha256_bytes(content),
                     input=TensorInfo(**exported.input.as_dict()), output=output, check=check)
+
+
+# --- the int8 candidates ----------------------------------------------------------------------
+
+class Recipes:
+    """The int8 candidates of export's search (int8_search.py tries them in order), made with
+    export's own converters. A recipe is what a candidate was made from, so that the float-layers
+    steps can start from the best full-int8 one: (Keras model, calibration images) for TFLite,
+    (float ONNX file, images, OnnxInt8Settings) for ONNX."""
+
+    def __init__(self, tf, model, calib: np.ndarray, config: ExportConfig, run: Run, indices: np.ndarray,
+                 scratch: Path):
+        self.tf, self.model, self.calib, self.config, self.run, self.scratch = tf, model, calib, config, run, scratch
+        with quiet(config.verbose):
+            self.validation = int8_search.validation_set(run, config.data, indices, model, config.seed)
+        self.target = max(int8_search.MORE_CALIBRATION, len(calib))
+        self.notes = {}  # id(model) -> what a repair did to it, once it has run
+
+    @cached_property
+    def more(self) -> np.ndarray:
+        return int8_search.balanced_calibration(self.run, self.config.data, self.target, self.config.seed,
+                                                exclude=self.validation.indices)
+
+    @cached_property
+    def equalized(self):
+        """The float model after cross-layer equalization, or None (no conv/dense pair, or not the same
+        function: checked on the validation images)."""
+        import keras
+        copy, rows, _ = int8_search.equalized(keras, self.model)
+        if not rows or not self._same_function(copy):
+            return None
+        self.notes[id(copy)] = "; ".join(f"{r['layers']}: weight ranges over channels {r['range_ratio_before']:g}:1 "
+                                         f"-> {r['range_ratio_after']:g}:1" for r in rows)
+        return copy
+
+    @cached_property
+    def corrected(self):
+        """The equalized model with bias correction (its float function moves by the expected int8 error)."""
+        import keras
+        if self.equalized is None:
+            return None
+        copy, _, layers = int8_search.equalized(keras, self.equalized, self.more)
+        if not layers:
+            return None
+        self.notes[id(copy)] = self.notes[id(self.equalized)] + "; bias corrected: " + ", ".join(layers)
+        return copy
+
+    @cached_property
+    def smoothed(self):
+        """The float model with activation outliers moved into the next layer's weights, or None."""
+        import keras
+        copy = keras.models.clone_model(self.model)
+        copy.set_weights(self.model.get_weights())
+        rows = equalize.equalize_activations(copy, keras, self.more)
+        if not rows or not self._same_function(copy):
+            return None
+        self.notes[id(copy)] = "; ".join(f"{r['layers']}: output ranges over channels {r['range_ratio_before']:g}:1 "
+                                         f"-> {r['range_ratio_after']:g}:1" for r in rows)
+        return copy
+
+    def _same_function(self, copy) -> bool:
+        x = self.validation.images[:500]
+        return float(np.abs(copy.predict(x, batch_size=500, verbose=0) - self.validation.reference[:500]).max()) < 1e-3
+
+    def steps(self, fmt: str, search: Search, staged: ExportDir) -> list:
+        n, more = len(self.calib), f"up to {self.target} training images balanced over the classes"
+        if fmt == "tflite-int8":
+            tflite = self._tflite
+            steps = [("ptq", "ptq", f"{n} random training images", lambda: tflite(self.model, self.calib)),
+                     ("calibration", "balanced", more, lambda: tflite(self.model, self.more)),
+                     ("cle", "cle", "cross-layer equalization, " + more, lambda: tflite(self.equalized, self.more)),
+                     ("cle", "cle+bias", "cross-layer equalization and bias correction, " + more,
+                      lambda: tflite(self.corrected, self.more)),
+                     ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
+                      lambda: tflite(self.smoothed, self.more))]
+            return steps + int8_search.float_layer_steps(fmt, search, self._tflite_layers, self._tflite_without)
+        f32, base = staged.model("onnx-f32"), self.config.onnx_int8
+        onnx, cle, corrected, smoothed = self._onnx, lambda: self._onnx_file(self.equalized, "cle"), \
+            lambda: self._onnx_file(self.corrected, "cle-bias"), lambda: self._onnx_file(self.smoothed, "smooth")
+        steps = [("ptq", "ptq", f"{n} random training images, MinMax", lambda: onnx(f32, self.calib, base)),
+                 ("calibration", "balanced", more + ", MinMax", lambda: onnx(f32, self.more, base)),
+                 ("calibration", "percentile", more + ", Percentile",
+                  lambda: onnx(f32, self.more, replace(base, calibration_method="Percentile"))),
+                 ("calibration", "entropy", more + ", Entropy",
+                  lambda: onnx(f32, self.more, replace(base, calibration_method="Entropy"))),
+                 ("cle", "cle", "cross-layer equalization, " + more, lambda: onnx(cle(), self.more, base)),
+                 ("cle", "cle+bias", "cross-layer equalization and bias correction, " + more,
+                  lambda: onnx(corrected(), self.more, base)),
+                 ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
+                  lambda: onnx(smoothed(), self.more, base))]
+        return steps + int8_search.float_layer_steps(fmt, search, self._onnx_layers, self._onnx_without)
+
+    def _tflite(self, model, calib) -> Built | None:
+        if model is None:
+            return None
+        return Built(_tflite(self.tf, model, calib, quantize=True), recipe=(model, calib),
+                     note=self.notes.get(id(model), ""))
+
+    def _tflite_layers(self, recipe) -> list[str]:
+        """The output tensors of the conv and dense operators, worst int8 error first."""
+        model, calib = recipe
+        return worst_layers(self.tf, tflite_converter(self.tf, model, calib), calib, WEIGHTED_TFLITE_OPS)
+
+    def _tflite_without(self, recipe, layers: list[str]) -> bytes:
+        """Full-integer int8 except `layers` (output tensor names), which stay float (the converter's
+        denylist, through TFLite's QuantizationDebugger)."""
+        tf, (model, calib) = self.tf, recipe
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(layers), fully_quantize=True)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=tflite_converter(tf, model, calib), debug_options=options,
+            debug_dataset=lambda: ([calib[i:i + 1]] for i in range(min(len(calib), DEBUG_IMAGES))))
+        return bytes(debugger.get_nondebug_quantized_model())
+
+    def _onnx_file(self, model, name: str) -> Path | None:
+        if model is None:
+            return None
+        path = self.scratch / f"{name}.onnx"
+        if not path.is_file():
+            path.write_bytes(_onnx_f32(self.tf, model, self.calib.shape[1:]))
+            self.notes[path] = self.notes.get(id(model), "")
+        return path
+
+    def _onnx(self, f32: Path | None, calib, settings: OnnxInt8Settings) -> Built | None:
+        if f32 is None:
+            return None
+        return Built(quantize_onnx(f32, calib, settings, self.scratch), list(settings.nodes_to_exclude),
+                     (f32, calib, settings), self.notes.get(f32, ""))
+
+    def _onnx_nodes(self, f32: Path) -> list:
+        """The nodes ONNX Runtime quantizes: those of the pre-processed graph (MatMul + Add fused to Gemm)."""
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        pre = self.scratch / f"{f32.stem}.pre.onnx"
+        if not pre.is_file():
+            quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
+        return list(onnx.load(str(pre)).graph.node)
+
+    def _onnx_layers(self, recipe) -> list[str]:
+        """The layers (tf2onnx's node-name prefix: 'model/dense_1') of the conv and dense nodes."""
+        nodes = self._onnx_nodes(recipe[0])
+        return list(dict.fromkeys(_layer_of(node.name) for node in nodes if node.op_type in WEIGHTED_ONNX_OPS))
+
+    def _onnx_without(self, recipe, layers: list[str]) -> bytes:
+        """The int8 ONNX model with every node of `layers` (matrix product, bias, activation) in float."""
+        f32, calib, settings = recipe
+        nodes = [node.name for node in self._onnx_nodes(f32) if _layer_of(node.name) in layers]
+        return quantize_onnx(f32, calib, replace(settings, nodes_to_exclude=tuple(nodes)), self.scratch)
+
+
+WEIGHTED_TFLITE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+WEIGHTED_ONNX_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def _layer_of(node_name: str) -> str:
+    """tf2onnx names a Keras layer's nodes 'model/layer/op...': the layer is the first two parts."""
+    return "/".join(node_name.split("/")[:2])
+
+
+def _onnx_settings(search: Search | None) -> dict | None:
+    """The ONNX Runtime settings of the chosen int8 ONNX model, for export.json."""
+    if search is None:
+        return None
+    settings = asdict(search.chosen.recipe[2])
+    settings["nodes_to_exclude"] = list(settings["nodes_to_exclude"])
+    return settings
 
 
 # --- TFLite ---------------------------------------------------------------------------------
@@ -319,7 +538,8 @@ class CalibrationReader:
         return iter(self.get_next, None)
 
 
-def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings = OnnxInt8Settings()) -> bytes:
+def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings = OnnxInt8Settings(),
+                  scratch: Path | None = None) -> bytes:
     """ONNX Runtime static quantization of the float model at `f32_path`; returns the int8 model."""
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -331,14 +551,15 @@ def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings 
         raise InputError(f"{f32_path}: needed to make the int8 ONNX model")
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     # Scratch files live in a temporary folder; the caller puts the result in place.
-    with tempfile.TemporaryDirectory(dir=f32_path.parent) as scratch:  # inside the staging folder
+    with tempfile.TemporaryDirectory(dir=scratch or f32_path.parent) as scratch:  # inside the staging folder
         pre, quantized = Path(scratch) / "pre.onnx", Path(scratch) / "int8.onnx"
         quant_pre_process(str(f32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(quantized), CalibrationReader(calib),
                         quant_format=QuantFormat[settings.quant_format], per_channel=settings.per_channel,
                         reduce_range=settings.reduce_range,
                         activation_type=types[settings.activations], weight_type=types[settings.weights],
-                        calibrate_method=CalibrationMethod[settings.calibration_method])
+                        calibrate_method=CalibrationMethod[settings.calibration_method],
+                        nodes_to_exclude=list(settings.nodes_to_exclude))
         return quantized.read_bytes()
 
 

@@ -83,7 +83,7 @@ def firmware(config: FirmwareConfig, run: Run) -> FirmwareReport:
     runtime = tflm_runtime()
     clean_leftovers(run)  # a killed firmware's staging folder, among others
     check_replaceable(run.firmware.folder, FirmwareDir.NAMES)  # before minutes of TFLM, not after
-    path = run.exported_models().get("tflite-int8")
+    path = run.firmware_model()
     if path is None:
         raise InputError(f"{run.export_manifest}: no tflite-int8 model (export it with --formats tflite-int8)")
     test = rundata.test_set(run, config.data)

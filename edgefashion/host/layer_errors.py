@@ -17,8 +17,8 @@ from ..schemas import LayerErrors
 DEBUG_IMAGES = 100  # enough for stable per-layer statistics, quick on 2 cores
 
 
-def layer_errors(tf, converter, calib: np.ndarray, model_name: str, verbose: bool = False) -> LayerErrors:
-    """One row per quantized tensor, worst first (rmse in units of the tensor's scale)."""
+def _statistics(tf, converter, calib: np.ndarray, verbose: bool) -> list[dict]:
+    """TFLite's QuantizationDebugger's per-tensor statistics on the first DEBUG_IMAGES images."""
     debug = calib[:DEBUG_IMAGES]
     with quiet(verbose):
         debugger = tf.lite.experimental.QuantizationDebugger(
@@ -26,12 +26,29 @@ def layer_errors(tf, converter, calib: np.ndarray, model_name: str, verbose: boo
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
+    return list(csv.DictReader(io.StringIO(dump.getvalue())))
+
+
+def _rmse_per_step(row: dict) -> float | None:
+    scale, mse = float(row["scale"]), float(row["mean_squared_error"])
+    return round(mse ** 0.5 / scale, 4) if scale else None
+
+
+def worst_layers(tf, converter, calib: np.ndarray, ops: tuple, verbose: bool = False) -> list[str]:
+    """Full output tensor names of the operators `ops`, the largest int8 error (in steps) first."""
+    rows = [row for row in _statistics(tf, converter, calib, verbose) if row["op_name"] in ops]
+    return [row["tensor_name"] for row in sorted(rows, key=lambda r: -(_rmse_per_step(r) or 0))]
+
+
+def layer_errors(tf, converter, calib: np.ndarray, model_name: str, verbose: bool = False) -> LayerErrors:
+    """One row per quantized tensor, worst first (rmse in units of the tensor's scale)."""
+    debug = calib[:DEBUG_IMAGES]
     rows = []
-    for row in csv.DictReader(io.StringIO(dump.getvalue())):
-        scale, mse = float(row["scale"]), float(row["mean_squared_error"])
-        rows.append({"op": row["op_name"], "tensor": _short(row["tensor_name"]),
+    for row in _statistics(tf, converter, calib, verbose):
+        scale = float(row["scale"])
+        rows.append({"op": row["op_name"], "tensor": short_name(row["tensor_name"]),
                      "elements": int(float(row["num_elements"])),
-                     "rmse_per_step": round(mse ** 0.5 / scale, 4) if scale else None,
+                     "rmse_per_step": _rmse_per_step(row),
                      "max_abs_error": round(float(row["max_abs_error"]), 6),
                      "mean_error": round(float(row["mean_error"]), 6), "scale": scale})
     rows.sort(key=lambda r: -(r["rmse_per_step"] or 0))
@@ -52,7 +69,7 @@ def onnx_layer_errors(f32_path: Path, int8_path: Path, calib: np.ndarray, reader
         float_acts = collect_activations(str(float_aug), reader_class(debug))
         int8_acts = collect_activations(str(int8_aug), reader_class(debug))
     errors = compute_activation_error(create_activation_matching(int8_acts, float_acts))
-    rows = [{"tensor": _short(name), "sqnr_vs_float_model_db": _db(e.get("xmodel_err")),
+    rows = [{"tensor": short_name(name), "sqnr_vs_float_model_db": _db(e.get("xmodel_err")),
              "sqnr_of_its_quantization_db": _db(e.get("qdq_err"))} for name, e in errors.items()]
     rows.sort(key=lambda r: r["sqnr_vs_float_model_db"] if r["sqnr_vs_float_model_db"] is not None else 1e9)
     return LayerErrors(model=int8_path.name, images=len(debug), rows=rows)
@@ -62,7 +79,7 @@ def _db(value) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 2)
 
 
-def _short(tensor_name: str) -> str:
+def short_name(tensor_name: str) -> str:
     """'fashion_cnn_1/conv1_1/Relu;...' -> 'conv1_1/Relu'."""
     first = tensor_name.split(";")[0]
     return first.split("/", 1)[1] if "/" in first else first

@@ -1,0 +1,279 @@
+"""Accuracy-aware int8: when plain post-training quantization misses the gates, try repairs in order
+of cost and keep the first that meets them, measured on validation images (never the test set).
+
+    ptq           the calibration images export always uses (seeded random training rows)
+    calibration   more images, the same number of each class; for ONNX also Percentile and Entropy
+    cle           cross-layer equalization, then also bias correction, on the float model (equalize.py)
+    float-layers  the layers whose int8 error costs the most agreement stay float (TFLite: the
+                  converter's denylist; ONNX Runtime: nodes_to_exclude), one, then two
+
+Every candidate tried is reported: its accuracy drop and top-1 agreement on the validation images,
+its size and its median latency at batch 1 on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import rundata
+from ..console import quiet, step
+from ..data import prepare
+from ..device.profile import _median_us, profile
+from ..device.runtime import Model
+from ..device.verify import Gates
+from ..errors import CheckFailed
+from ..rundir import Run, indices_sha256
+from . import equalize
+from .layer_errors import short_name
+
+METHODS = ("auto", "ptq", "calibration", "cle", "float-layers")
+VALIDATION_IMAGES = 2000
+MORE_CALIBRATION = 2000
+FLOAT_LAYER_TRIES = 6   # layers tried one at a time in float; the best two are then tried together
+SELECTION_IMAGES = 500  # validation images that rank those layers (all of them judge the candidate)
+TIMED_RUNS = 100
+
+
+@dataclass
+class Candidate:
+    """One int8 model tried: how it was made and what it scored on the validation images."""
+
+    format: str
+    method: str      # what --quantization names
+    name: str        # this candidate among those of its method (ptq, balanced, percentile, cle+bias, ...)
+    detail: str
+    accuracy_drop_pp: float
+    top1_agreement: float
+    bytes: int
+    p50_us: float
+    full_int8: bool = True
+    float_layers: list = field(default_factory=list)
+    float_share: float | None = None  # of the batch-1 latency, in the float operators
+    note: str = ""
+    seconds: float = 0.0
+    meets_gates: bool = False
+    chosen: bool = False
+    content: bytes = field(default=b"", repr=False)
+    recipe: object = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("content", "recipe")}
+
+
+@dataclass
+class Validation:
+    """Labelled training rows that neither trained (Keras' validation split) nor calibrated the model."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    reference: np.ndarray  # the float Keras model's probabilities
+    indices: np.ndarray    # rows of the training data (without held-out test rows)
+    info: dict
+
+    @property
+    def float_accuracy(self) -> float:
+        return float((self.reference.argmax(1) == self.labels).mean())
+
+
+def validation_set(run: Run, source, calibration: np.ndarray, keras_model, seed: int) -> Validation:
+    """Up to VALIDATION_IMAGES rows of the training data's validation split (the last share of the
+    rows train fitted on, as Keras cuts it), none of them a calibration image."""
+    rows = rundata.training_rows(run, source)
+    config = rundata.recorded(run)
+    settings = config.settings if config is not None and source in (None, config.trained_on) else {}
+    fitted = min(len(rows), settings.get("limit") or len(rows))
+    first = int(fitted * (1 - settings.get("validation_split", 0.2))) if settings else 0
+    pool = np.setdiff1d(np.arange(first, fitted), calibration)
+    if len(pool) == 0:
+        pool = np.setdiff1d(np.arange(len(rows)), calibration)
+    rng = np.random.default_rng(seed + 1)
+    picked = np.sort(rng.choice(pool, min(VALIDATION_IMAGES, len(pool)), replace=False))
+    images = prepare(rows.images[picked])
+    reference = keras_model.predict(images, batch_size=500, verbose=0)
+    where = "the training's validation split" if settings else "training rows"
+    return Validation(images, rows.labels[picked], reference, picked,
+                      {"count": int(len(picked)), "source": f"{rows.source} ({where}, no calibration image)",
+                       "indices_sha256": indices_sha256(picked)})
+
+
+def balanced_calibration(run: Run, source, count: int, seed: int, exclude: np.ndarray) -> np.ndarray:
+    """`count` training images, the same number of each class, none of the validation rows."""
+    rows = rundata.training_rows(run, source)
+    rng = np.random.default_rng(seed)
+    allowed = np.setdiff1d(np.arange(len(rows)), exclude)
+    classes = np.unique(rows.labels[allowed])
+    per_class = max(1, count // len(classes))
+    picked = [rng.permutation(allowed[rows.labels[allowed] == k])[:per_class] for k in classes]
+    return prepare(rows.images[np.sort(np.concatenate(picked))])
+
+
+def score(fmt: str, method: str, name: str, detail: str, content: bytes, validation: Validation, seconds: float,
+          gates: Gates, float_layers: list | None = None, images: int | None = None) -> Candidate:
+    """A candidate's figures on the validation images (the first `images` of them when given)."""
+    model = Model(content, name=f"{fmt} {method}")
+    x, labels, reference = (validation.images[:images], validation.labels[:images],
+                            validation.reference[:images]) if images else \
+        (validation.images, validation.labels, validation.reference)
+    predicted = model.predict_proba(x).argmax(1)
+    drop = 100 * float((reference.argmax(1) == labels).mean() - (predicted == labels).mean())
+    agreement = float((predicted == reference.argmax(1)).mean())
+    candidate = Candidate(format=fmt, method=method, name=name, detail=detail, accuracy_drop_pp=round(drop, 3),
+                          top1_agreement=round(agreement, 4), bytes=len(content),
+                          p50_us=p50_us(model, validation.images[:1]),
+                          full_int8=not float_layers, float_layers=[short_name(n) for n in float_layers or []],
+                          seconds=round(seconds, 1), content=content)
+    candidate.meets_gates = not gates.failures(fmt, {"accuracy_drop_pp": drop, "top1_agreement": agreement,
+                                                     "max_abs_diff": 0.0})
+    return candidate
+
+
+def p50_us(model: Model | bytes, image: np.ndarray) -> float:
+    """Median latency at batch 1 on this machine, one thread (a model's figure beside the others)."""
+    model = model if isinstance(model, Model) else Model(model)
+    one = model.prepare(image)
+    return round(_median_us(lambda: model.run(one), TIMED_RUNS), 1)
+
+
+@dataclass
+class Built:
+    """What one step made: the model, the layers it left in float, and how to make it again."""
+
+    content: bytes
+    float_layers: list = field(default_factory=list)
+    recipe: object = None  # what a later float-layers step starts from
+    note: str = ""         # what a repair did (cross-layer equalization: the ranges before and after)
+
+
+@dataclass
+class Search:
+    """The candidates of one format, built in order of cost."""
+
+    fmt: str
+    gates: Gates
+    validation: Validation
+    method: str = "auto"
+    verbose: bool = False
+    tried: list = field(default_factory=list)
+
+    def run(self, steps: list[tuple[str, str, str, Callable[[], Built | None]]]) -> Candidate:
+        """Try `steps` (method, name, detail, build) until one meets the gates: in auto mode all of them in
+        order, else those of the one method asked for. The chosen candidate is the first that meets
+        them, else the one of the smallest drop (the caller fails the export on it)."""
+        for method, name, detail, build in steps:
+            if self.method not in ("auto", method):
+                continue
+            if self.method == "auto" and any(c.meets_gates for c in self.tried):
+                break
+            step(f"int8 {self.fmt}: {name} ({detail})")
+            started = time.monotonic()
+            with quiet(self.verbose):
+                built = build()
+            if built is None:
+                continue
+            candidate = score(self.fmt, method, name, detail, built.content, self.validation,
+                              time.monotonic() - started, self.gates, built.float_layers)
+            candidate.recipe, candidate.note = built.recipe, built.note
+            if built.note:
+                step(f"  {built.note}")
+            self.tried.append(candidate)
+        if not self.tried:
+            raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
+        chosen = self.best()
+        chosen.chosen = True
+        return chosen
+
+    @property
+    def chosen(self) -> Candidate:
+        return next(c for c in self.tried if c.chosen)
+
+    def best(self, full_int8_only: bool = False) -> Candidate | None:
+        """The first candidate that meets the gates, else the one of the smallest drop."""
+        pool = [c for c in self.tried if c.full_int8 or not full_int8_only]
+        if not pool:
+            return None
+        passing = [c for c in pool if c.meets_gates]
+        return passing[0] if passing else min(pool, key=lambda c: (c.accuracy_drop_pp, -c.top1_agreement))
+
+
+def float_layer_steps(fmt: str, search: Search, layers_of: Callable[[object], list[str]],
+                      build_without: Callable[[object, list], bytes]) -> list[tuple[str, str, str, Callable]]:
+    """Steps that keep layers in float, starting from the best full-int8 candidate so far. Greedy:
+    each layer (up to FLOAT_LAYER_TRIES, the worst int8 error first) is tried alone in float and
+    ranked on SELECTION_IMAGES validation images by the agreement it buys; the best is one
+    candidate; then each other layer beside it, the best pair the next (a layer with outlier outputs
+    needs its consumer in float too, or the consumer's int8 input keeps the outlier's scale)."""
+    def ranked(recipe, fixed: list[str]) -> list[str]:
+        scores = []
+        for layer in [name for name in layers_of(recipe) if name not in fixed][:FLOAT_LAYER_TRIES]:
+            layers = [*fixed, layer]
+            trial = score(fmt, "float-layers", "", "", build_without(recipe, layers), search.validation, 0.0,
+                          search.gates, layers, images=SELECTION_IMAGES)
+            scores.append((trial.top1_agreement, -trial.accuracy_drop_pp, layer))
+        return [layer for *_, layer in sorted(scores, reverse=True)]
+
+    chosen: list[str] = []
+
+    def keep(n: int):
+        def build() -> Built | None:
+            base = search.best(full_int8_only=True)
+            if base is None:
+                return None
+            while len(chosen) < n:
+                options = ranked(base.recipe, chosen)
+                if not options:
+                    return None
+                chosen.append(options[0])
+            return Built(build_without(base.recipe, chosen[:n]), chosen[:n], base.recipe)
+        return build
+    return [("float-layers", "float-1", "the one layer whose float version agrees best", keep(1)),
+            ("float-layers", "float-2", "that layer and the best second one in float", keep(2))]
+
+
+def float_share(content: bytes, name: str) -> float | None:
+    """The share of a mixed model's batch-1 latency spent in float operators (LiteRT, per-op timing)."""
+    with tempfile.TemporaryDirectory(prefix="edgefashion-share-") as scratch:
+        path = Path(scratch) / name
+        path.write_bytes(content)
+        try:
+            ops = profile(path, runs=50)["ops"]
+        except Exception:  # a latency breakdown is a remark; its failure must not fail the export
+            return None
+    total = sum(op["us"] for op in ops)
+    return round(sum(op["us"] for op in ops if op["dtype"] == "float32") / total, 3) if total else None
+
+
+def report(searches: list[Search], validation: Validation, float_p50: dict[str, float], firmware) -> dict:
+    """What export.json records: the validation images, every candidate, the ones chosen."""
+    return {"validation": {**validation.info, "float_accuracy": round(validation.float_accuracy, 4)},
+            "float_p50_us": float_p50,
+            "candidates": [c.as_dict() for s in searches for c in s.tried],
+            "chosen": {s.fmt: s.chosen.name for s in searches},
+            "firmware": None if firmware is None else firmware.as_dict()}
+
+
+def describe(searches: list[Search]) -> list[str]:
+    """One line per format: what was chosen and why."""
+    lines = []
+    for s in searches:
+        chosen = s.chosen
+        tried = ", ".join(f"{c.name} {c.accuracy_drop_pp:+.2f} pp" for c in s.tried)
+        verdict = "meets the gates" if chosen.meets_gates else "misses the gates (the best tried)"
+        lines.append(f"{s.fmt}: {chosen.name} ({chosen.detail}) {verdict}: drop {chosen.accuracy_drop_pp:.2f} pp, "
+                     f"agreement {chosen.top1_agreement:.2%}; tried {tried}")
+    return lines
+
+
+def equalized(keras, model, calibration: np.ndarray | None = None):
+    """A copy of `model` with cross-layer equalization (and, given images, bias correction)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    rows = equalize.equalize(copy)
+    corrected = equalize.correct_bias(copy, keras, calibration) if calibration is not None else []
+    return copy, rows, corrected
