@@ -100,6 +100,15 @@ class ExportReport(Manifest):
     def models(self) -> dict[str, Artifact]:
         return {a.format: a for a in self.artifacts if a.format in FORMATS}
 
+    def made_by(self, fmt: str) -> str | None:
+        """How the int8 model of `fmt` was made: the chosen candidate of export's int8 search."""
+        chosen = next((c for c in (self.quantization or {}).get("candidates", [])
+                       if c["format"] == fmt and c["chosen"]), None)
+        if chosen is None:
+            return None
+        floats = f" ({', '.join(chosen['float_layers'])} in float)" if chosen["float_layers"] else ""
+        return chosen["name"] + floats
+
 
 @dataclass
 class LayerErrors(Manifest):
@@ -140,6 +149,7 @@ class ModelResult:
     failures: list[str]
     passed: bool
     warnings: list[str] = field(default_factory=list)  # far from float on some images, though not failing
+    quantization: str | None = None  # how an int8 model was made (export's int8 search)
 
 
 @dataclass
@@ -262,6 +272,7 @@ class ModelSpec:
     file: str
     input: TensorInfo
     output: TensorInfo
+    quantization: str | None = None  # how an int8 model was made (export's int8 search)
 
 
 @dataclass

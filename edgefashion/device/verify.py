@@ -156,6 +156,9 @@ def verify(config: VerifyConfig, run: Run, keras: FloatReference | None = None) 
     started = time.monotonic()
     ref_format, reference = _reference(config, run, models, test, keras)
     results = check_models(models, config, test, reference, names)
+    export = run.read_export()
+    for r in results:
+        r.quantization = export.made_by(r.format)
     layers = {fmt: LayerErrors.read(path) for fmt, path in (("tflite-int8", run.layer_errors),
                                                            ("onnx-int8", run.export.layer_errors_onnx))
               if path.is_file()}
@@ -198,6 +201,9 @@ def verify_bundle(config: VerifyConfig, bundle: Path, out: Path | None = None, t
         reference = reference[1]
         results = check_models({f: p for f, p in models.items() if f != ref_format}, config, test, reference,
                                manifest.labels, outputs)
+        for r in results:
+            spec = manifest.model_specs.get(r.format)
+            r.quantization = spec.quantization if spec else None
     report = _report(config, ref_format, reference, test, results, started, None, None)
     if out is not None:
         report.write(out)
@@ -296,6 +302,10 @@ def summary_rows(report: VerifyReport) -> list[dict]:
         rows.append({"model": r.format, "accuracy": r.accuracy, "drop_pp": r.accuracy_drop_pp,
                      "agreement": r.top1_agreement, "max_abs_diff": r.max_abs_diff,
                      "cosine_min": r.cosine_similarity_min, "result": "PASS" if r.passed else "FAIL"})
+    if any(r.quantization for r in report.models):  # how each int8 model was made
+        made = {r.format: r.quantization for r in report.models}
+        for row in rows:
+            row["int8 made by"] = made.get(row["model"]) or "-"
     return rows
 
 

@@ -64,7 +64,7 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
             golden[f"fast_{fmt}"] = fast
         else:
             golden[f"raw_{fmt}"] = fast
-        specs[fmt] = _model_spec(model, export.models()[fmt])
+        specs[fmt] = _model_spec(model, export.models()[fmt], export.made_by(fmt))
     files = {path.name: path.read_bytes() for path in models.values()}
     files["labels.json"] = json.dumps(list(export.labels), indent=2).encode()
     files[GOLDEN] = _npz_bytes(golden)
@@ -109,9 +109,9 @@ def _refuse_links(run: Run, models) -> None:
             raise InputError(f"{path}: is a symbolic link; a bundle packs only the run's own files")
 
 
-def _model_spec(model: Model, entry: Artifact) -> ModelSpec:
+def _model_spec(model: Model, entry: Artifact, made_by: str | None = None) -> ModelSpec:
     output = entry.output or TensorInfo(**model.output.as_dict())
-    return ModelSpec(file=entry.file, input=TensorInfo(**model.input.as_dict()), output=output)
+    return ModelSpec(file=entry.file, input=TensorInfo(**model.input.as_dict()), output=output, quantization=made_by)
 
 
 def _host_accuracies(run: Run) -> HostAccuracy | None:

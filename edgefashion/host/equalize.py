@@ -137,6 +137,8 @@ def equalize_activations(model, keras, images: np.ndarray) -> list[dict]:
     output on `images`, r2_c the next layer's weight range for it). Same float function; a channel
     the next layer ignores (r2_c = 0) is brought down to the quietest live channel's range."""
     found = pairs(model)
+    if not found:
+        return []
     outputs = keras.Model(model.inputs, [p.first.output for p in found]).predict(images, batch_size=500, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     rows = []

@@ -33,7 +33,8 @@ from ..stage import Stage
 from . import import_tf, quiet, versions
 from . import equalize, int8_search
 from .int8_search import METHODS, Built, Search
-from .layer_errors import DEBUG_IMAGES, layer_errors, onnx_layer_errors, worst_layers
+from ..device.tflite_file import read as read_tflite
+from .layer_errors import DEBUG_IMAGES, layer_errors, onnx_layer_errors
 from .model import load_model
 
 ONNX_OPSET = 17
@@ -328,10 +329,12 @@ class Recipes:
         return Built(_tflite(self.tf, model, calib, quantize=True), recipe=(model, calib),
                      note=self.notes.get(id(model), ""))
 
-    def _tflite_layers(self, recipe) -> list[str]:
-        """The output tensors of the conv and dense operators, worst int8 error first."""
-        model, calib = recipe
-        return worst_layers(self.tf, tflite_converter(self.tf, model, calib), calib, WEIGHTED_TFLITE_OPS)
+    @staticmethod
+    def _tflite_layers(base) -> list[str]:
+        """The output tensors of the conv and dense operators of a candidate, in graph order (the
+        names the converter's denylist takes)."""
+        graph = read_tflite(base.content, "candidate")
+        return [graph.tensors[op.outputs[0]].name for op in graph.operators if op.op in WEIGHTED_TFLITE_OPS]
 
     def _tflite_without(self, recipe, layers: list[str]) -> bytes:
         """Full-integer int8 except `layers` (output tensor names), which stay float (the converter's
@@ -367,9 +370,9 @@ class Recipes:
             quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
         return list(onnx.load(str(pre)).graph.node)
 
-    def _onnx_layers(self, recipe) -> list[str]:
+    def _onnx_layers(self, base) -> list[str]:
         """The layers (tf2onnx's node-name prefix: 'model/dense_1') of the conv and dense nodes."""
-        nodes = self._onnx_nodes(recipe[0])
+        nodes = self._onnx_nodes(base.recipe[0])
         return list(dict.fromkeys(_layer_of(node.name) for node in nodes if node.op_type in WEIGHTED_ONNX_OPS))
 
     def _onnx_without(self, recipe, layers: list[str]) -> bytes:
@@ -428,7 +431,35 @@ def _onnx_f32(tf, model, image_shape: tuple) -> bytes:
     forward = tf.function(lambda x: {"probabilities": model(x, training=False)}, input_signature=spec)
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET)
     _name_batch_dim(proto)
-    return _static_flatten(proto).SerializeToString()
+    proto = _static_flatten(proto)
+    _number_names(proto.graph)
+    return proto.SerializeToString()
+
+
+def _number_names(graph) -> None:
+    """Renumber tf2onnx's generated names ('const_axes__23'): its counter depends on the process's
+    history, so the same model gave other names, and other bytes, from one export to the next."""
+    import re
+
+    generated = re.compile(r"^(.*?)__(\d+)(:\d+)?$")
+    names: dict[str, str] = {}
+
+    def renamed(name: str) -> str:
+        match = generated.match(name)
+        if not match:
+            return name
+        base = f"{match[1]}__{match[2]}"
+        names.setdefault(base, f"{match[1]}__{len(names)}")
+        return names[base] + (match[3] or "")
+
+    for init in graph.initializer:
+        init.name = renamed(init.name)
+    for node in graph.node:
+        node.name = renamed(node.name)
+        node.input[:] = [renamed(n) for n in node.input]
+        node.output[:] = [renamed(n) for n in node.output]
+    for value in (*graph.value_info, *graph.input, *graph.output):
+        value.name = renamed(value.name)
 
 
 def _static_flatten(proto):
@@ -481,14 +512,17 @@ def _same_outputs(a: bytes, b: bytes) -> bool:
 
 
 def _drop_dead_nodes(graph) -> None:
-    """Remove nodes whose outputs nothing uses (the old shape computation)."""
+    """Remove nodes whose outputs nothing uses (the old shape computation), then the constants
+    only they used."""
     while True:
         used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
         dead = [node for node in graph.node if not any(out in used for out in node.output)]
         if not dead:
-            return
+            break
         for node in dead:
             graph.node.remove(node)
+    for init in [init for init in graph.initializer if init.name not in used]:
+        graph.initializer.remove(init)
 
 
 def _name_batch_dim(proto) -> None:

@@ -129,9 +129,14 @@ def score(fmt: str, method: str, name: str, detail: str, content: bytes, validat
                           p50_us=p50_us(model, validation.images[:1]),
                           full_int8=not float_layers, float_layers=[short_name(n) for n in float_layers or []],
                           seconds=round(seconds, 1), content=content)
-    candidate.meets_gates = not gates.failures(fmt, {"accuracy_drop_pp": drop, "top1_agreement": agreement,
-                                                     "max_abs_diff": 0.0})
+    candidate.meets_gates = not gates.failures(fmt, _figures(candidate))
     return candidate
+
+
+def _figures(candidate: Candidate) -> dict:
+    """A candidate's figures as Gates.failures takes them."""
+    return {"accuracy_drop_pp": candidate.accuracy_drop_pp, "top1_agreement": candidate.top1_agreement,
+            "max_abs_diff": 0.0}
 
 
 def p50_us(model: Model | bytes, image: np.ndarray) -> float:
@@ -164,10 +169,11 @@ class Search:
 
     def run(self, steps: list[tuple[str, str, str, Callable[[], Built | None]]]) -> Candidate:
         """Try `steps` (method, name, detail, build) until one meets the gates: in auto mode all of them in
-        order, else those of the one method asked for. The chosen candidate is the first that meets
-        them, else the one of the smallest drop (the caller fails the export on it)."""
+        order, else plain PTQ (the baseline, and what float-layers starts from) and those of the one
+        method asked for. The chosen candidate is the first of that method that meets them, else the
+        nearest the float model (the caller fails the export on it)."""
         for method, name, detail, build in steps:
-            if self.method not in ("auto", method):
+            if self.method != "auto" and method not in ("ptq", self.method):
                 continue
             if self.method == "auto" and any(c.meets_gates for c in self.tried):
                 break
@@ -185,7 +191,9 @@ class Search:
             self.tried.append(candidate)
         if not self.tried:
             raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
-        chosen = self.best()
+        chosen = self.best(method=None if self.method == "auto" else self.method)
+        if chosen is None:
+            raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
         chosen.chosen = True
         return chosen
 
@@ -193,47 +201,64 @@ class Search:
     def chosen(self) -> Candidate:
         return next(c for c in self.tried if c.chosen)
 
-    def best(self, full_int8_only: bool = False) -> Candidate | None:
-        """The first candidate that meets the gates, else the one of the smallest drop."""
-        pool = [c for c in self.tried if c.full_int8 or not full_int8_only]
+    def best(self, full_int8_only: bool = False, method: str | None = None) -> Candidate | None:
+        """The first candidate (of `method`, when given) that meets the gates, else the nearest the
+        float model."""
+        pool = [c for c in self.tried if (c.full_int8 or not full_int8_only) and method in (None, c.method)]
         if not pool:
             return None
         passing = [c for c in pool if c.meets_gates]
-        return passing[0] if passing else min(pool, key=lambda c: (c.accuracy_drop_pp, -c.top1_agreement))
+        if passing:
+            return passing[0]
+        # nearest the float model: the fewest gates missed, then the highest agreement (a drop of a
+        # few images either way is noise; agreement counts every image that changed)
+        return min(pool, key=lambda c: (len(self.gates.failures(self.fmt, _figures(c))), -c.top1_agreement,
+                                        c.accuracy_drop_pp))
 
 
-def float_layer_steps(fmt: str, search: Search, layers_of: Callable[[object], list[str]],
+def float_layer_steps(fmt: str, search: Search, layers_of: Callable[["Candidate"], list[str]],
                       build_without: Callable[[object, list], bytes]) -> list[tuple[str, str, str, Callable]]:
-    """Steps that keep layers in float, starting from the best full-int8 candidate so far. Greedy:
-    each layer (up to FLOAT_LAYER_TRIES, the worst int8 error first) is tried alone in float and
-    ranked on SELECTION_IMAGES validation images by the agreement it buys; the best is one
-    candidate; then each other layer beside it, the best pair the next (a layer with outlier outputs
-    needs its consumer in float too, or the consumer's int8 input keeps the outlier's scale)."""
-    def ranked(recipe, fixed: list[str]) -> list[str]:
-        scores = []
-        for layer in [name for name in layers_of(recipe) if name not in fixed][:FLOAT_LAYER_TRIES]:
-            layers = [*fixed, layer]
-            trial = score(fmt, "float-layers", "", "", build_without(recipe, layers), search.validation, 0.0,
-                          search.gates, layers, images=SELECTION_IMAGES)
-            scores.append((trial.top1_agreement, -trial.accuracy_drop_pp, layer))
-        return [layer for *_, layer in sorted(scores, reverse=True)]
+    """Steps that keep layers in float, starting from the best full-int8 candidate so far. Each conv
+    and dense layer (the first FLOAT_LAYER_TRIES in graph order) is tried alone in float, ranked on
+    SELECTION_IMAGES validation images by the agreement it buys: the best is one candidate. Then
+    pairs: the best layer with each other one, and each layer with the next (a layer with outlier
+    outputs needs its consumer in float too, or the consumer's int8 input keeps the outlier's scale)."""
+    found: dict[int, list[str]] = {}
 
-    chosen: list[str] = []
+    def measured(recipe, layers: list[str]) -> tuple:
+        trial = score(fmt, "float-layers", "", "", build_without(recipe, layers), search.validation, 0.0,
+                      search.gates, layers, images=SELECTION_IMAGES)
+        return trial.top1_agreement, -trial.accuracy_drop_pp
+
+    def best_of(recipe, options: list[list[str]]) -> list[str] | None:
+        return max(options, key=lambda layers: measured(recipe, layers)) if options else None
 
     def keep(n: int):
         def build() -> Built | None:
             base = search.best(full_int8_only=True)
             if base is None:
                 return None
-            while len(chosen) < n:
-                options = ranked(base.recipe, chosen)
-                if not options:
-                    return None
-                chosen.append(options[0])
-            return Built(build_without(base.recipe, chosen[:n]), chosen[:n], base.recipe)
+            layers = layers_of(base)[:FLOAT_LAYER_TRIES]
+            if n not in found:
+                single = found.get(1) or best_of(base.recipe, [[layer] for layer in layers])
+                options = [[*single, layer] for layer in layers if layer not in single]
+                options += [[a, b] for a, b in zip(layers, layers[1:])]
+                found[n] = single if n == 1 else best_of(base.recipe, _unique(options))
+            if not found[n]:
+                return None
+            return Built(build_without(base.recipe, found[n]), found[n], base.recipe)
         return build
-    return [("float-layers", "float-1", "the one layer whose float version agrees best", keep(1)),
-            ("float-layers", "float-2", "that layer and the best second one in float", keep(2))]
+    return [("float-layers", "float-1", "the one conv/dense layer whose float version agrees best", keep(1)),
+            ("float-layers", "float-2", "the two conv/dense layers whose float versions agree best", keep(2))]
+
+
+def _unique(options: list[list[str]]) -> list[list[str]]:
+    seen, out = set(), []
+    for layers in options:
+        if frozenset(layers) not in seen:
+            seen.add(frozenset(layers))
+            out.append(layers)
+    return out
 
 
 def float_share(content: bytes, name: str) -> float | None:
@@ -263,7 +288,7 @@ def describe(searches: list[Search]) -> list[str]:
     lines = []
     for s in searches:
         chosen = s.chosen
-        tried = ", ".join(f"{c.name} {c.accuracy_drop_pp:+.2f} pp" for c in s.tried)
+        tried = ", ".join(f"{c.name} {c.accuracy_drop_pp:+.2f} pp/{c.top1_agreement:.1%}" for c in s.tried)
         verdict = "meets the gates" if chosen.meets_gates else "misses the gates (the best tried)"
         lines.append(f"{s.fmt}: {chosen.name} ({chosen.detail}) {verdict}: drop {chosen.accuracy_drop_pp:.2f} pp, "
                      f"agreement {chosen.top1_agreement:.2%}; tried {tried}")

@@ -34,12 +34,6 @@ def _rmse_per_step(row: dict) -> float | None:
     return round(mse ** 0.5 / scale, 4) if scale else None
 
 
-def worst_layers(tf, converter, calib: np.ndarray, ops: tuple, verbose: bool = False) -> list[str]:
-    """Full output tensor names of the operators `ops`, the largest int8 error (in steps) first."""
-    rows = [row for row in _statistics(tf, converter, calib, verbose) if row["op_name"] in ops]
-    return [row["tensor_name"] for row in sorted(rows, key=lambda r: -(_rmse_per_step(r) or 0))]
-
-
 def layer_errors(tf, converter, calib: np.ndarray, model_name: str, verbose: bool = False) -> LayerErrors:
     """One row per quantized tensor, worst first (rmse in units of the tensor's scale)."""
     debug = calib[:DEBUG_IMAGES]

@@ -1,0 +1,103 @@
+"""Accuracy-aware int8: the repairs keep the float function, and export's search picks a candidate
+that meets the gates on models made to quantize badly (tools/bad_int8_models.py), on real data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from edgefashion.device.runtime import Model
+from edgefashion.device.tflite_file import read as read_tflite
+from edgefashion.rundir import Run
+from helpers import ROOT, cli
+
+sys.path.insert(0, str(ROOT / "tools"))
+import bad_int8_models  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def keras():
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    return keras
+
+
+def _small_cnn(keras):
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((12, 12, 1)), layers.Conv2D(6, 3, activation="relu"),
+                              layers.Conv2D(8, 3, activation="relu"), layers.Conv2D(8, 3, activation="relu"),
+                              layers.MaxPooling2D(), layers.Flatten(), layers.Dense(16, activation="relu"),
+                              layers.Dense(4, activation="softmax")])
+    for layer in model.layers:  # biases as a trained model has them, not zeros
+        weights = layer.get_weights()
+        if len(weights) == 2:
+            layer.set_weights([weights[0], np.random.default_rng(1).normal(0, 0.1, weights[1].shape).astype(np.float32)])
+    return model
+
+
+def test_equalization_keeps_the_function_and_balances_the_ranges(keras):
+    from edgefashion.host import equalize
+
+    model = _small_cnn(keras)
+    images = np.random.default_rng(0).random((64, 12, 12, 1), dtype=np.float32)
+    before = model.predict(images, verbose=0)
+    bad_int8_models.spread(model)
+    assert np.abs(model.predict(images, verbose=0) - before).max() < 1e-5  # the same function, bad ranges
+    rows = equalize.equalize(model)
+    assert [r["layers"] for r in rows] == ["conv2d -> conv2d_1", "conv2d_1 -> conv2d_2", "conv2d_2 -> dense",
+                                           "dense -> dense_1"]  # through pooling and flatten
+    assert rows[0]["range_ratio_before"] > 50 and all(r["range_ratio_after"] < 10 for r in rows)
+    assert np.abs(model.predict(images, verbose=0) - before).max() < 1e-5
+    assert equalize.equalize_activations(model, keras, images)
+    assert np.abs(model.predict(images, verbose=0) - before).max() < 1e-5
+    biases = [layer.get_weights()[1].copy() for layer in equalize.chain(model) if layer.get_weights()]
+    assert equalize.correct_bias(model, keras, images) == ["conv2d", "conv2d_1", "conv2d_2", "dense", "dense_1"]
+    moved = [not np.array_equal(b, layer.get_weights()[1]) for b, layer in
+             zip(biases, [la for la in equalize.chain(model) if la.get_weights()])]
+    assert any(moved)  # corrected by the mean shift of int8 weights, which is not zero
+
+
+def _quantization(run):
+    return json.loads((run / "export" / "export.json").read_text())["quantization"]
+
+
+def test_plain_ptq_is_all_that_runs_when_it_meets_the_gates(tiny_run):
+    candidates = _quantization(tiny_run)["candidates"]
+    assert [(c["format"], c["name"], c["chosen"]) for c in candidates] == [("tflite-int8", "ptq", True),
+                                                                          ("onnx-int8", "ptq", True)]
+
+
+def test_export_repairs_a_model_whose_channel_ranges_differ_100x(tiny_run, tmp_path):
+    run = bad_int8_models.make(tiny_run, tmp_path / "spread", "spread")
+    done = cli("export", run, "--formats", "tflite-int8", "--max-drop", 1, "--min-agreement", 0.97, check=0)
+    tried = {c["name"]: c for c in _quantization(run)["candidates"]}
+    assert not tried["ptq"]["meets_gates"] and tried["ptq"]["top1_agreement"] < 0.97  # plain int8 is broken
+    chosen = next(c for c in tried.values() if c["chosen"])
+    assert chosen["method"] in ("calibration", "cle") and chosen["meets_gates"] and chosen["full_int8"]
+    assert "weight ranges over channels" in done.stderr and f"tflite-int8: {chosen['name']}" in done.stderr
+    artifact = next(a for a in json.loads((run / "export" / "export.json").read_text())["artifacts"]
+                    if a["format"] == "tflite-int8")
+    assert artifact["bytes"] == chosen["bytes"]
+
+
+def test_float_layers_keep_a_full_int8_model_for_the_firmware(tiny_run, tmp_path):
+    run = bad_int8_models.make(tiny_run, tmp_path / "outlier", "outlier")
+    cli("export", run, "--formats", "tflite-int8,tflite-f32", "--quantization", "float-layers",
+        "--max-drop", 100, "--min-agreement", 0, check=0)
+    quantization = _quantization(run)
+    chosen = next(c for c in quantization["candidates"] if c["chosen"])
+    assert chosen["method"] == "float-layers" and chosen["float_layers"] and not chosen["full_int8"]
+    mixed = read_tflite((run / "export" / "model_int8.tflite").read_bytes(), "mixed")
+    assert {"DEQUANTIZE", "QUANTIZE"} & {op.op for op in mixed.operators}  # float layers inside
+    firmware = Run(run).firmware_model()
+    assert firmware.name == "model_int8_firmware.tflite" and quantization["firmware"]["full_int8"]
+    model = Model(firmware)
+    assert (model.input.dtype, model.output.dtype) == ("int8", "int8")
+    assert {"DEQUANTIZE", "QUANTIZE"}.isdisjoint(op.op for op in read_tflite(firmware.read_bytes(), "firmware").operators)
+    probs = Model(run / "export" / "model_int8.tflite").predict_proba(np.zeros((2, 28, 28), np.uint8))
+    assert probs.shape == (2, 10)
