@@ -165,6 +165,7 @@ class VerifyReport(Manifest):
     seconds: float
     calibration_images: int | None = None
     layer_errors: dict[str, LayerErrors] | None = None  # per int8 format, from export
+    quantization: dict[str, Any] | None = None  # export's int8 candidates (export.json), when verified on the host
     schema_version: int = SCHEMA_VERSION
 
     def accuracies(self) -> dict[str, float]:

@@ -163,6 +163,7 @@ def verify(config: VerifyConfig, run: Run, keras: FloatReference | None = None) 
                                                            ("onnx-int8", run.export.layer_errors_onnx))
               if path.is_file()}
     report = _report(config, ref_format, reference, test, results, started, len(calibration), layers or None)
+    report.quantization = export.quantization
     report.write(run.verify)
     write_text(run.verify_md, render_markdown(report))
     by_format = {r.format: r for r in results}
@@ -329,12 +330,36 @@ def render_markdown(report: VerifyReport) -> str:
             out.append(f"- {r.format} failed: " + "; ".join(r.failures) + "\n")
         for warning in r.warnings:
             out.append(f"- **warning**: {warning}\n")
+    out.append(_candidates_markdown(report.quantization))
     for fmt, layers in (report.layer_errors or {}).items():
         out.append(f"\n## Layers that lose the most in int8: {fmt} ({layers.model}, {layers.images} calibration "
                    f"images)\n\n")
         out.append(LAYER_NOTES.get(fmt, "") + "\n\n")
         out.append(markdown_table(layers.rows))
     return "".join(out)
+
+
+def _candidates_markdown(quantization: dict | None) -> str:
+    """verify.md's account of export's int8 search: every candidate tried, the one chosen."""
+    if not quantization or not quantization.get("candidates"):
+        return ""
+    validation = quantization["validation"]
+    rows = [{"format": c["format"], "candidate": c["name"], "how": c["detail"],
+             "drop_pp": c["accuracy_drop_pp"], "agreement": c["top1_agreement"], "bytes": c["bytes"],
+             "p50_us": c["p50_us"], "float layers": ", ".join(c["float_layers"]) or "-",
+             "float share": c["float_share"] if c["float_share"] is not None else "-",
+             "chosen": "yes" if c["chosen"] else ""} for c in quantization["candidates"]]
+    firmware = quantization.get("firmware")
+    floats = ", ".join(f"{k} {v} us" for k, v in (quantization.get("float_p50_us") or {}).items() if v)
+    return ("\n## How the int8 models were made\n\n"
+            f"Candidates in order of cost, judged on {validation['count']} validation images ({validation['source']}; "
+            f"float accuracy {validation['float_accuracy']:.4f}); the first that meets the gates is chosen. "
+            f"p50: batch 1, one thread, on the machine that exported (float: {floats or '-'}). Float share: the "
+            f"part of the batch-1 latency spent in the layers left in float.\n\n" + markdown_table(rows)
+            + ("" if firmware is None else
+               f"\nThe firmware (TFLM runs full-int8 only) gets `model_int8_firmware.tflite`: {firmware['name']}, "
+               f"drop {firmware['accuracy_drop_pp']} pp, agreement {firmware['top1_agreement']:.2%} on the "
+               f"validation images.\n"))
 
 
 LAYER_NOTES = {

@@ -54,6 +54,47 @@ def _weighted(layer) -> bool:
             and layer.get_config().get("data_format", "channels_last") == "channels_last")
 
 
+def fold_batch_norm(model, keras):
+    """A copy of a chain model with each Conv2D/Dense -> BatchNormalization folded into the
+    Conv2D/Dense (what the converters do at export), so its pairs can be equalized; None when the
+    model is not a chain or has no such batch norm."""
+    layers = chain(model)
+    if layers is None or not any(type(a).__name__ in WEIGHTED and type(b).__name__ == "BatchNormalization"
+                                 for a, b in zip(layers, layers[1:])):
+        return None
+    rebuilt, skip = [keras.Input(model.inputs[0].shape[1:])], False
+    weights = []
+    for i, layer in enumerate(layers):
+        if skip:
+            skip = False
+            continue
+        following = layers[i + 1] if i + 1 < len(layers) else None
+        config = layer.get_config()
+        if type(layer).__name__ in WEIGHTED and type(following).__name__ == "BatchNormalization":
+            config["use_bias"] = True
+            weights.append(_folded(layer, following))
+            skip = True
+        else:
+            weights.append(layer.get_weights())
+        rebuilt.append(type(layer).from_config(config))
+    folded = keras.Sequential(rebuilt, name=f"{model.name}_folded")
+    for layer, w in zip(folded.layers, weights):
+        layer.set_weights(w)
+    return folded
+
+
+def _folded(layer, norm) -> list[np.ndarray]:
+    """Kernel and bias of `layer` followed by batch norm `norm` (inference: moving statistics)."""
+    kernel, *rest = layer.get_weights()
+    bias = rest[0] if rest else np.zeros(kernel.shape[-1], kernel.dtype)
+    config = norm.get_config()
+    values = dict(zip([w.path.rsplit("/", 1)[-1] for w in norm.weights], norm.get_weights()))
+    gamma = values.get("gamma", np.ones_like(bias)) if config.get("scale", True) else np.ones_like(bias)
+    beta = values.get("beta", np.zeros_like(bias)) if config.get("center", True) else np.zeros_like(bias)
+    factor = gamma / np.sqrt(values["moving_variance"] + config["epsilon"])
+    return [kernel * factor, (bias - values["moving_mean"]) * factor + beta]
+
+
 def pairs(model) -> list[Pair]:
     """Conv/Dense layers with a ReLU (or no activation) whose output goes, through pooling, dropout,
     flatten or a ReLU only, into the next Conv/Dense layer."""

@@ -208,6 +208,10 @@ def _firmware_model(search: Search, staged: ExportDir, artifacts: list):
     if search.chosen.full_int8:
         return None
     firmware = search.best(full_int8_only=True)
+    verdict = "meets the gates" if firmware.meets_gates else "misses the gates: TFLM will be less accurate"
+    step(f"{'' if firmware.meets_gates else 'warning: '}firmware: {staged.firmware_model.name}, the full-int8 "
+         f"{firmware.name} ({firmware.accuracy_drop_pp:.2f} pp, agreement {firmware.top1_agreement:.2%}) {verdict}; "
+         f"model_int8.tflite keeps {', '.join(search.chosen.float_layers)} in float, which TFLM does not run")
     write_bytes(staged.firmware_model, firmware.content)
     artifacts.append(Artifact(file=staged.firmware_model.name, format=FIRMWARE_FORMAT,
                               bytes=len(firmware.content), sha256=sha256_bytes(firmware.content)))
@@ -255,11 +259,19 @@ class Recipes:
                                                 exclude=self.validation.indices)
 
     @cached_property
+    def unfolded(self):
+        """The float model with batch norms folded into their convolutions (as the converters fold
+        them), so that equalization sees conv -> ReLU -> conv; the model itself when it has none."""
+        import keras
+        folded = equalize.fold_batch_norm(self.model, keras)
+        return folded if folded is not None and self._same_function(folded) else self.model
+
+    @cached_property
     def equalized(self):
         """The float model after cross-layer equalization, or None (no conv/dense pair, or not the same
         function: checked on the validation images)."""
         import keras
-        copy, rows, _ = int8_search.equalized(keras, self.model)
+        copy, rows, _ = int8_search.equalized(keras, self.unfolded)
         if not rows or not self._same_function(copy):
             return None
         self.notes[id(copy)] = "; ".join(f"{r['layers']}: weight ranges over channels {r['range_ratio_before']:g}:1 "
@@ -282,8 +294,8 @@ class Recipes:
     def smoothed(self):
         """The float model with activation outliers moved into the next layer's weights, or None."""
         import keras
-        copy = keras.models.clone_model(self.model)
-        copy.set_weights(self.model.get_weights())
+        copy = keras.models.clone_model(self.unfolded)
+        copy.set_weights(self.unfolded.get_weights())
         rows = equalize.equalize_activations(copy, keras, self.more)
         if not rows or not self._same_function(copy):
             return None
