@@ -32,10 +32,12 @@ def edgefashion(*args) -> subprocess.CompletedProcess:
 
 
 def copy_run(run: Path, out: Path) -> Path:
+    from edgefashion.rundir import Run
+
     out.mkdir(parents=True)
-    for name in ("config.json", "history.json", "test_split.npz", "model.keras"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, out / name)
+    for name in ("config", "history", "test_split", "model"):
+        if getattr(Run(run), name).is_file():
+            shutil.copy2(getattr(Run(run), name), getattr(Run(out), name))
     return out
 
 

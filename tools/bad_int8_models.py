@@ -52,15 +52,18 @@ def make(run: Path, out: Path, kind: str) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    from edgefashion.rundir import Run
+
     if out.exists():
         raise SystemExit(f"{out}: exists; give a new folder")
-    model = keras.saving.load_model(run / "model.keras")
+    source, copy = Run(run), Run(out)
+    model = keras.saving.load_model(source.model)
     {"spread": spread, "outlier": outlier}[kind](model)
     out.mkdir(parents=True)
-    for name in ("config.json", "history.json", "test_split.npz"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, out / name)
-    model.save(out / "model.keras")
+    for name in ("config", "history", "test_split"):
+        if getattr(source, name).is_file():
+            shutil.copy2(getattr(source, name), getattr(copy, name))
+    model.save(copy.model)
     return out
 
 

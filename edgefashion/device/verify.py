@@ -340,7 +340,7 @@ def render_markdown(report: VerifyReport) -> str:
 
 
 def _candidates_markdown(quantization: dict | None) -> str:
-    """verify.md's account of export's int8 search: every candidate tried, the one chosen."""
+    """The account of export's int8 search in the markdown report: every candidate tried, the one chosen."""
     if not quantization or not quantization.get("candidates"):
         return ""
     validation = quantization["validation"]
