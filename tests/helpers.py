@@ -72,3 +72,17 @@ def check_bundle(bundle: Path, golden: int) -> None:
     assert all(line.startswith("PASS") for line in lines[:-1]) and lines[-1].endswith("0 failed")
     assert sum(line.startswith("PASS  golden") for line in lines) == 5
     assert sum("int8 vs float" in line for line in lines) == 2
+
+
+def model_verdict(path: str, backend: str, kernels: str) -> tuple:
+    """('ran', output bytes) or ('refused', the one-line error) for a model on one seeded input: what
+    a backend makes of a model. Module-level, so that isolate.in_worker can run it in a worker."""
+    from edgefashion.device.feed import bench_input
+    from edgefashion.device.runtime import Model
+    from edgefashion.errors import InputError, Unsupported
+
+    try:
+        model = Model(path, backend=backend, kernels=kernels, classifier=False)
+        return "ran", np.asarray(model.run(bench_input(model, 1))).tobytes()
+    except (InputError, Unsupported) as exc:
+        return "refused", str(exc)

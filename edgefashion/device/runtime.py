@@ -443,7 +443,8 @@ class _NumpyRunner:
         self.interpreter = NumpyInterpreter(content, name)
         self.quantized = self.interpreter.input.dtype is np.int8
         self.inputs, self.outputs = [_numpy_spec(self.interpreter.input)], [_numpy_spec(self.interpreter.output)]
-        self.max_batch = MAX_BATCH
+        # the LiteRT path's budget, on the same tensors (the numpy steps' own scratch comes on top)
+        self.max_batch = min(MAX_BATCH, _batch_budget(name, [(t.shape, t.dtype) for t in self.interpreter.graph.tensors]))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         try:
@@ -475,7 +476,7 @@ class _TFLiteRunner:
         try:  # ValueError covers UnicodeDecodeError from tensor names
             with quiet(fds=(2,)):  # LiteRT prints an INFO line for its XNNPACK delegate
                 self.interpreter = interpreter_class(model_content=content, num_threads=threads, **options)
-                self.max_batch = _batch_budget(name, self.interpreter.get_tensor_details())
+                self.max_batch = _batch_budget(name, [(t["shape"], t["dtype"]) for t in self.interpreter.get_tensor_details()])
                 self.interpreter.allocate_tensors()
             inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         except (ValueError, RuntimeError) as exc:
@@ -507,12 +508,12 @@ class _TFLiteRunner:
 MAX_TENSOR_BYTES = 256 * 2**20  # per batch: a Pi Zero 2 W has 512 MB in all
 
 
-def _batch_budget(name: str, tensors: list[dict]) -> int:
-    """The largest batch whose tensors fit MAX_TENSOR_BYTES, from the shapes at batch 1 (an upper
-    bound: weights are counted per image too). A model that does not fit one image is refused."""
-    per_image = sum(math.prod(int(d) for d in t["shape"]) * np.dtype(t["dtype"]).itemsize for t in tensors)
+def _batch_budget(name: str, tensors: list[tuple]) -> int:
+    """The largest batch whose tensors (shape, dtype) fit MAX_TENSOR_BYTES, from the shapes at batch 1
+    (an upper bound: weights are counted per image too). A model that does not fit one image is refused."""
+    per_image = sum(math.prod(max(int(d), 1) for d in shape) * np.dtype(dtype).itemsize for shape, dtype in tensors)
     if per_image > MAX_TENSOR_BYTES:
-        raise InputError(f"{name}: its tensors need {per_image / 2**20:.0f} MB for one image, more than the "
+        raise InputError(f"{name}: its tensors need {per_image // 2**20:,} MB for one image, more than the "
                          f"{MAX_TENSOR_BYTES // 2**20} MB allowed (not a small image classifier)")
     return max(1, MAX_TENSOR_BYTES // max(per_image, 1))
 

@@ -88,16 +88,26 @@ class _Buffer:
 
 
 class _Table:
+    """One flatbuffer table, checked as the flatbuffers verifier checks it (alignment, vtable and
+    table sizes, fields inside the table), so that a file LiteRT refuses is refused here too."""
+
     def __init__(self, buf: _Buffer, pos: int):
         self.buf, self.pos = buf, pos
         self.vtable = pos - buf.read("i", pos)
         self.vsize = buf.read("H", self.vtable)
+        self.tsize = buf.read("H", self.vtable + 2)
+        if (pos % 4 or self.vtable % 2 or self.vsize < 4 or self.vsize % 2 or self.tsize < 4
+                or self.vtable + self.vsize > len(buf.data) or pos + self.tsize > len(buf.data)
+                or any(o >= self.tsize for o in struct.unpack_from(f"<{self.vsize // 2 - 2}H", buf.data, self.vtable + 4))):
+            raise InputError(f"{buf.name}: malformed .tflite (a table at offset {pos} fails the flatbuffer checks)")
 
     def _field(self, index: int) -> int | None:
         slot = 4 + 2 * index
         if slot >= self.vsize:
             return None
         offset = self.buf.read("H", self.vtable + slot)
+        if offset >= self.tsize:
+            raise InputError(f"{self.buf.name}: malformed .tflite (a field outside its table at offset {self.pos})")
         return self.pos + offset if offset else None
 
     def scalar(self, index: int, fmt: str, default=0):
@@ -118,6 +128,8 @@ class _Table:
         if pos is None:
             return 0, 0
         count = self.buf.read("I", pos)
+        if pos % 4:
+            raise InputError(f"{self.buf.name}: malformed .tflite (a vector at offset {pos} is not aligned)")
         if pos + 4 + count > len(self.buf.data):  # every item takes at least one byte
             raise InputError(f"{self.buf.name}: malformed .tflite (vector of {count} items past the end)")
         return pos + 4, count
@@ -135,9 +147,18 @@ class _Table:
             raise InputError(f"{self.buf.name}: malformed .tflite (table vector past the end of the file)")
         return [self.buf.table(start + 4 * i + self.buf.read("I", start + 4 * i)) for i in range(count)]
 
-    def string(self, index: int) -> str:
+    def string(self, index: int, strict: bool = False) -> str:
+        """A string field; `strict`: refuse bytes that are not UTF-8 (as LiteRT does for input and output names)."""
         start, count = self.vector(index)
-        return self.buf.data[start:start + count].decode("utf-8", "replace")
+        if count == 0 and start == 0:
+            return ""
+        if start + count >= len(self.buf.data) or self.buf.data[start + count] != 0:
+            raise InputError(f"{self.buf.name}: malformed .tflite (a string at offset {start} without its end)")
+        try:
+            return self.buf.data[start:start + count].decode("utf-8", "strict" if strict else "replace")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.buf.name}: malformed .tflite (an input or output name that is not UTF-8 "
+                             f"at offset {start})") from None
 
 
 def read(content: bytes, name: str) -> Graph:
@@ -152,7 +173,9 @@ def read(content: bytes, name: str) -> Graph:
         raise InputError(f"{name}: {len(subgraphs)} subgraphs; the numpy backend runs single-graph models")
     buffers = model.tables(4)
     graph = subgraphs[0]
-    tensors = [_tensor(t, buffers, name) for t in graph.tables(0)]
+    _walk_the_rest(model, graph)
+    tables = graph.tables(0)
+    tensors = [_tensor(t, buffers, name) for t in tables]
     operators = [_operator(op, codes, name) for op in graph.tables(3)]
     result = Graph(tensors, graph.scalars(1, np.int32).tolist(), graph.scalars(2, np.int32).tolist(), operators)
     used = result.inputs + result.outputs + [i for op in operators for i in op.inputs + op.outputs]
@@ -160,7 +183,22 @@ def read(content: bytes, name: str) -> Graph:
         raise InputError(f"{name}: malformed .tflite (a tensor index outside the {len(tensors)} tensors)")
     if any(not op.outputs or op.outputs[0] < 0 for op in operators):
         raise InputError(f"{name}: malformed .tflite (an operator without output)")
+    for index in result.inputs + result.outputs:  # LiteRT decodes these names strictly (its other names leniently)
+        tables[index].string(3, strict=True)
     return result
+
+
+def _walk_the_rest(model: _Table, graph: _Table) -> None:
+    """Read the parts the numpy backend does not use (description, metadata, signatures, names),
+    so that their damage is found: LiteRT's flatbuffer verifier refuses such a file too."""
+    model.string(3)
+    graph.string(4)
+    for entry in model.tables(6):         # metadata: name, buffer index
+        entry.string(0)
+    for signature in model.tables(7):     # signature defs: input and output tensor maps, key
+        for tensor_map in signature.tables(0) + signature.tables(1):
+            tensor_map.string(0)
+        signature.string(2)
 
 
 def _tensor(t: _Table, buffers: list[_Table], name: str) -> Tensor:
@@ -192,6 +230,9 @@ def _tensor(t: _Table, buffers: list[_Table], name: str) -> Tensor:
             tensor.scale = scale.copy()
             tensor.zero_point = quantization.scalars(3, np.int64).copy()
             tensor.quantized_dimension = quantization.scalar(6, "i")
+            if not 0 <= tensor.quantized_dimension < max(len(shape), 1):
+                raise InputError(f"{name}: tensor {tensor.name!r}: quantized dimension {tensor.quantized_dimension} "
+                                 f"outside its {len(shape)} dimensions")
     return tensor
 
 

@@ -129,3 +129,46 @@ def test_numpy_backend_refuses_what_would_be_a_wrong_answer(tmp_path):
     for value in (0.0, 1e30):
         with pytest.raises(InputError, match="quantization scale .* expected positive and finite"):
             Model(mutant(scale(value)), backend="numpy")
+
+
+def test_numpy_backend_refuses_every_model_litert_reference_kernels_refuse(tmp_path):
+    """Side by side on 40 flipped-byte mutants of a real model: whatever LiteRT's reference kernels
+    refuse (or die on), the numpy backend refuses too; whatever both run, they answer bit-identically.
+    (The numpy backend may refuse more: asymmetric int8 weights, operators it lacks, each named.)"""
+    from edgefashion.device.isolate import Crashed, in_worker
+    from helpers import model_verdict
+
+    seed = (FIXTURES / "run" / "export" / "model_int8.tflite").read_bytes()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(40):
+        blob = bytearray(seed)
+        for pos in rng.integers(0, len(blob), 8):
+            blob[pos] = int(rng.integers(0, 256))
+        paths.append(tmp_path / f"flip{i}.tflite")
+        paths[-1].write_bytes(bytes(blob))
+    reference = in_worker(model_verdict, [(str(p), None, "reference") for p in paths])
+    numpy_backend = in_worker(model_verdict, [(str(p), "numpy", "reference") for p in paths])
+    both_ran = 0
+    for path, ref, ours in zip(paths, reference, numpy_backend):
+        assert not isinstance(ours, Crashed), f"{path.name}: the numpy backend crashed ({ours.how})"
+        if isinstance(ref, Crashed) or ref[0] == "refused":
+            assert ours[0] == "refused", f"{path.name}: LiteRT refuses it ({ref}), the numpy backend ran it"
+            assert ours[1].startswith(str(path)) and "\n" not in ours[1]
+        elif ours[0] == "ran":
+            assert ours[1] == ref[1], f"{path.name}: both ran it, with other outputs"
+            both_ran += 1
+    assert both_ran >= 3  # some flips land in weights both read the same way
+
+
+def test_numpy_backend_keeps_the_litert_memory_budget(monkeypatch):
+    from edgefashion.device import runtime
+
+    path = FIXTURES / "run" / "export" / "model_int8.tflite"
+    monkeypatch.setattr(runtime, "MAX_TENSOR_BYTES", 4096)  # smaller than the fixture's tensors
+    for backend in (None, "numpy"):
+        with pytest.raises(InputError, match=r"its tensors need \d+ MB for one image, more than the \d+ MB allowed"):
+            Model(path, backend=backend)
+    monkeypatch.setattr(runtime, "MAX_TENSOR_BYTES", 256 * 2**20)
+    litert = Model(path)._runner.max_batch
+    assert Model(path, backend="numpy")._runner.max_batch == min(runtime.MAX_BATCH, litert) and litert > 1000
