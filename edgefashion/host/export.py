@@ -71,8 +71,8 @@ class ExportConfig:
     quantization: str = setting("auto", "how int8 models are made: auto (plain post-training quantization; "
                                         "when it misses --max-drop/--min-agreement on validation images, "
                                         "more calibration, cross-layer equalization, then float layers, "
-                                        "until one meets them), or only one of " + ", ".join(METHODS[1:]),
-                                choices=METHODS)
+                                        "until one meets them), or plain PTQ and only one of "
+                                        + ", ".join(METHODS[1:]), choices=METHODS, metavar="|".join(METHODS))
     gates: Gates = field(default_factory=Gates)
     onnx_int8: OnnxInt8Settings = field(default_factory=OnnxInt8Settings)
     verbose: bool = False
@@ -250,6 +250,8 @@ class Recipes:
         self.tf, self.model, self.calib, self.config, self.run, self.scratch = tf, model, calib, config, run, scratch
         with quiet(config.verbose):
             self.validation = int8_search.validation_set(run, config.data, indices, model, config.seed)
+        step(f"int8 models judged on {self.validation.info['count']} validation images "
+             f"({self.validation.info['source']})")
         self.target = max(int8_search.MORE_CALIBRATION, len(calib))
         self.notes = {}  # id(model) -> what a repair did to it, once it has run
 
@@ -623,6 +625,10 @@ STAGE = Stage(
                 "model_int8.onnx (QDQ: uint8 activations, per-channel 7-bit int8 weights, the same integers on "
                 "every CPU), the int8 model as a C array, the calibration indices, the per-layer int8 error "
                 "table and export.json (with the sha256 of the model.keras it came from: the stages after it "
-                "refuse an export whose model.keras has changed since). Each model is checked against Keras on "
-                "the calibration images with the gates below; the new set replaces the old one only whole.",
+                "refuse an export whose model.keras has changed since). An int8 model must meet --max-drop and "
+                "--min-agreement on 2,000 validation images (never test images); when plain quantization misses "
+                "them, export tries more calibration, cross-layer equalization, bias correction, activation "
+                "equalization, then float layers (--quantization), and export.json lists every candidate. A "
+                "float model must meet --float-tolerance on the calibration images. The new set replaces the "
+                "old one only whole.",
     settings=ExportConfig, run=export, report=ExportReport, render=render, output=lambda run: run.export_dir)

@@ -91,15 +91,17 @@ def validation_set(run: Run, source, calibration: np.ndarray, keras_model, seed:
     fitted = min(len(rows), settings.get("limit") or len(rows))
     first = int(fitted * (1 - settings.get("validation_split", 0.2))) if settings else 0
     pool = np.setdiff1d(np.arange(first, fitted), calibration)
+    where = "the training's validation split, no calibration image" if settings else "training rows, no calibration image"
     if len(pool) == 0:
-        pool = np.setdiff1d(np.arange(len(rows)), calibration)
+        pool, where = np.setdiff1d(np.arange(len(rows)), calibration), "training rows, no calibration image"
+    if len(pool) == 0:  # every training row calibrates: judge on them rather than on nothing
+        pool, where = np.arange(len(rows)), "the calibration images themselves (no other training rows)"
     rng = np.random.default_rng(seed + 1)
     picked = np.sort(rng.choice(pool, min(VALIDATION_IMAGES, len(pool)), replace=False))
     images = prepare(rows.images[picked])
     reference = keras_model.predict(images, batch_size=500, verbose=0)
-    where = "the training's validation split" if settings else "training rows"
     return Validation(images, rows.labels[picked], reference, picked,
-                      {"count": int(len(picked)), "source": f"{rows.source} ({where}, no calibration image)",
+                      {"count": int(len(picked)), "source": f"{rows.source} ({where})",
                        "indices_sha256": indices_sha256(picked)})
 
 
@@ -108,6 +110,8 @@ def balanced_calibration(run: Run, source, count: int, seed: int, exclude: np.nd
     rows = rundata.training_rows(run, source)
     rng = np.random.default_rng(seed)
     allowed = np.setdiff1d(np.arange(len(rows)), exclude)
+    if len(allowed) == 0:  # a training set too small to spare rows: calibrate on the same ones
+        allowed = np.arange(len(rows))
     classes = np.unique(rows.labels[allowed])
     per_class = max(1, count // len(classes))
     picked = [rng.permutation(allowed[rows.labels[allowed] == k])[:per_class] for k in classes]
