@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files import check_tool_folder
 from ..schemas import Prediction, PredictReport
 from .images import load_inputs
 from .locate import labels_beside, models_at
@@ -22,6 +23,8 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
     `save_input` writes the images the model saw, as PNG, into that folder. Class names: `labels`,
     else the run's or bundle's, else the model's own (TFLite metadata), else class 0 ... K-1."""
     source = Path(source)
+    if save_input is not None:  # before any work: a user's folder is refused, not filled
+        check_tool_folder(save_input, (SAVED_INPUTS_MARKER,), "folder of saved inputs")
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
         path, recorded = _model_path(source, fmt or "tflite-int8", Path(scratch), trust)
         model = Model(path, threads=threads, backend=backend, labels=labels or recorded,
@@ -46,13 +49,20 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
                          accuracy=accuracy)
 
 
+SAVED_INPUTS_MARKER = "edgefashion-inputs.txt"  # what makes a folder predict's own
+
+
 def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:
-    """The model's input images as PNG files, to see what it was shown."""
+    """The model's input images as PNG files, to see what it was shown, in a folder that is new,
+    empty or predict's own (its marker file, the list of what it saved, says so)."""
     from PIL import Image
 
     from ..console import printable
-    from ..files import atomic_path
+    from ..files import atomic_path, write_text
+    check_tool_folder(folder, (SAVED_INPUTS_MARKER,), "folder of saved inputs")
     folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / SAVED_INPUTS_MARKER, "images edgefashion predict --save-input saved, one per input:\n"
+               + "".join(f"{i:04d} {printable(name)}\n" for i, name in enumerate(names)))
     for i, (image, name) in enumerate(zip(images, names)):
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in printable(name))[:80]
         size = "x".join(map(str, image.shape[:2]))

@@ -168,3 +168,11 @@ def test_predict_top_k_saved_inputs_and_low_confidence(fixture_bundle, few_image
     assert all(len(r["top"]) == 3 and r["top"][0][0] == r["label"] for r in rows)
     assert len(list((tmp_path / "seen").glob("*.28x28.png"))) == 3
     assert "3 of 3 predictions below confidence" in done.stderr
+    cli("predict", fixture_bundle, tmp_path / "x.npy", "--save-input", tmp_path / "seen", check=0)  # its own folder
+    user = tmp_path / "photos"
+    user.mkdir()
+    (user / "0000-x.npy[0].28x28.png").write_bytes(b"the user's")
+    refused = cli("predict", fixture_bundle, tmp_path / "x.npy", "--save-input", user, check=2)
+    assert "is not an edgefashion folder of saved inputs" in refused.stderr
+    assert [p.name for p in user.iterdir()] == ["0000-x.npy[0].28x28.png"]
+    assert (user / "0000-x.npy[0].28x28.png").read_bytes() == b"the user's"
