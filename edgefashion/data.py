@@ -494,8 +494,12 @@ def read_image_folder(path, split: str = "train", image_shape: tuple | None = No
     if unknown or not folders:
         raise InputError(f"{root}: class folders {unknown or folders}, expected some of {list(classes)}")
     index = {name: i for i, name in enumerate(classes)}
-    files = [(index[name], f) for name in folders
-             for f in sorted((root / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    per_class = [[(index[name], f) for f in sorted((root / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+                 for name in folders]
+    # classes interleaved (the first image of each, then the second, ...): a split that takes the
+    # last share of the rows, as Keras' validation_split does, holds every class, not the last ones
+    files = [item for rank in range(max(map(len, per_class), default=0))
+             for items in per_class if rank < len(items) for item in [items[rank]]]
     if len(files) > MAX_FOLDER_IMAGES:
         raise InputError(f"{root}: {len(files)} images, more than the {MAX_FOLDER_IMAGES} an image folder may hold")
     opened = [open_image(f) for _, f in files]

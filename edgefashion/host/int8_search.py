@@ -92,7 +92,7 @@ def validation_set(run: Run, source, calibration: np.ndarray, keras_model, seed:
     first = int(fitted * (1 - settings.get("validation_split", 0.2))) if settings else 0
     pool = np.setdiff1d(np.arange(first, fitted), calibration)
     where = "the training's validation split, no calibration image" if settings else "training rows, no calibration image"
-    if len(pool) == 0:
+    if len(np.unique(rows.labels[pool])) < len(np.unique(rows.labels)):  # none left, or rows sorted by class
         pool, where = np.setdiff1d(np.arange(len(rows)), calibration), "training rows, no calibration image"
     if len(pool) == 0:  # every training row calibrates: judge on them rather than on nothing
         pool, where = np.arange(len(rows)), "the calibration images themselves (no other training rows)"

@@ -163,6 +163,7 @@ def train(config: TrainConfig, run: Run) -> TrainReport:
         raise InputError(f"{train_set.source}: {len(train_set)} labelled row(s), training needs at least {MIN_ROWS} "
                          f"(validation takes {config.validation_split:.0%} of them)")
     check_test_set(train_set, test_set)
+    _check_validation_split(config, train_set)
     h, w, c = train_set.shape
     step(f"training on {len(train_set)} {h}x{w}{'' if c == 1 else 'x3'} images of {train_set.num_classes} classes "
          f"from {train_set.source} "
@@ -206,6 +207,16 @@ def train(config: TrainConfig, run: Run) -> TrainReport:
 def validation_cut(rows: int, split: float) -> int:
     """How many of `rows` train (the rest validate), as Keras' validation_split cuts them."""
     return int(rows * (1 - split))
+
+
+def _check_validation_split(config: TrainConfig, train_set: data.Dataset) -> None:
+    """Keras validates on the last share of the rows: rows sorted by class leave classes out of it."""
+    cut = validation_cut(len(train_set), config.validation_split)
+    missing = sorted(set(np.unique(train_set.labels[:cut]).tolist()) - set(np.unique(train_set.labels[cut:]).tolist()))
+    if missing:
+        step(f"warning: the validation split (the last {config.validation_split:.0%} of the rows) holds no row of "
+             f"classes {missing[:10]}: are the rows sorted by class? Shuffle them, or the best epoch is chosen "
+             f"on the other classes only")
 
 
 def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper | None" = None, verbose: int = 0):

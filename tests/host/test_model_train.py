@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from edgefashion import data
 from helpers import cli
 
 
@@ -97,3 +98,14 @@ def test_own_data_is_never_tested_on_fashion_mnist(tmp_path, fashion_dir):
     config = json.loads((tmp_path / "run3" / "config.json").read_text())
     assert config["test"]["source"].endswith("three_test.csv") and "test accuracy" in beside.stdout
     assert config["test"]["held_out"] is None and not (tmp_path / "run3" / "test_split.npz").exists()
+
+
+def test_rows_sorted_by_class_are_named_before_training(capsys):
+    """Keras validates on the last rows: a CSV sorted by class would validate on its last classes only."""
+    from edgefashion.host.train import TrainConfig, _check_validation_split
+
+    images = np.zeros((10, 28, 28), np.uint8)
+    _check_validation_split(TrainConfig(), data.Dataset(images, np.array([0] * 5 + [1] * 5, np.uint8), "sorted.csv", "x"))
+    assert "holds no row of classes [0]: are the rows sorted by class?" in capsys.readouterr().err
+    _check_validation_split(TrainConfig(), data.Dataset(images, np.array([0, 1] * 5, np.uint8), "mixed.csv", "x"))
+    assert capsys.readouterr().err == ""
