@@ -38,7 +38,7 @@ def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list 
         raise Unsupported(f"{path.name}: {len(model.inputs)} inputs; bench --profile times models of one input")
     x = bench_input(model, 1, array, shape)
     ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
-    model_us = _median_us(lambda: model.run(x), runs)
+    model_us = median_us(lambda: model.run(x), runs)
     total = sum(op["us"] for op in ops)
     for op in ops:
         op["share"] = round(op["us"] / total, 4) if total > 0 else None
@@ -49,7 +49,7 @@ def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list 
             "method": method}
 
 
-def _median_us(run, runs: int) -> float:
+def median_us(run, runs: int) -> float:
     for _ in range(10):
         run()
     times = []
@@ -122,7 +122,7 @@ def _tflite_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
         def run():
             interpreter.set_tensor(index, x)
             interpreter.invoke()
-        elapsed = _median_us(run, runs)
+        elapsed = median_us(run, runs)
         output = graph.tensors[op.outputs[0]]
         ops.append({"name": output.name.split(";")[0][-60:], "type": op.op,
                     "dtype": TFLITE_TYPES.get(np.dtype(output.dtype).name, np.dtype(output.dtype).name),

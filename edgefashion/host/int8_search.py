@@ -3,9 +3,10 @@ of cost and keep the first that meets them, measured on validation images (never
 
     ptq           the calibration images export always uses (seeded random training rows)
     calibration   more images, the same number of each class; for ONNX also Percentile and Entropy
-    cle           cross-layer equalization, then also bias correction, on the float model (equalize.py)
-    float-layers  the layers whose int8 error costs the most agreement stay float (TFLite: the
-                  converter's denylist; ONNX Runtime: nodes_to_exclude), one, then two
+    cle           cross-layer equalization, then also bias correction, then activation equalization,
+                  on the float model (equalize.py; batch norms folded first)
+    float-layers  the conv/dense layers whose float versions buy the most agreement stay float
+                  (TFLite: the converter's denylist; ONNX Runtime: nodes_to_exclude), one, then two
 
 Every candidate tried is reported: its accuracy drop and top-1 agreement on the validation images,
 its size and its median latency at batch 1 on this machine.
@@ -25,7 +26,7 @@ import numpy as np
 from .. import rundata
 from ..console import quiet, step
 from ..data import prepare
-from ..device.profile import _median_us, profile
+from ..device.profile import median_us, profile
 from ..device.runtime import Model
 from ..device.verify import Gates
 from ..errors import CheckFailed
@@ -36,7 +37,7 @@ from .layer_errors import short_name
 METHODS = ("auto", "ptq", "calibration", "cle", "float-layers")
 VALIDATION_IMAGES = 2000
 MORE_CALIBRATION = 2000
-FLOAT_LAYER_TRIES = 6   # layers tried one at a time in float; the best two are then tried together
+FLOAT_LAYER_TRIES = 6   # conv/dense layers (graph order) tried one at a time in float, then in pairs
 SELECTION_IMAGES = 500  # validation images that rank those layers (all of them judge the candidate)
 TIMED_RUNS = 100
 
@@ -147,7 +148,7 @@ def p50_us(model: Model | bytes, image: np.ndarray) -> float:
     """Median latency at batch 1 on this machine, one thread (a model's figure beside the others)."""
     model = model if isinstance(model, Model) else Model(model)
     one = model.prepare(image)
-    return round(_median_us(lambda: model.run(one), TIMED_RUNS), 1)
+    return round(median_us(lambda: model.run(one), TIMED_RUNS), 1)
 
 
 @dataclass
