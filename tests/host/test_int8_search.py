@@ -29,10 +29,12 @@ def keras():
 def _small_cnn(keras):
     keras.utils.set_random_seed(0)
     layers = keras.layers
-    model = keras.Sequential([keras.Input((12, 12, 1)), layers.Conv2D(6, 3, activation="relu"),
-                              layers.Conv2D(8, 3, activation="relu"), layers.Conv2D(8, 3, activation="relu"),
-                              layers.MaxPooling2D(), layers.Flatten(), layers.Dense(16, activation="relu"),
-                              layers.Dense(4, activation="softmax")])
+    # named: Keras numbers unnamed layers across the whole test session
+    model = keras.Sequential([keras.Input((12, 12, 1)), layers.Conv2D(6, 3, activation="relu", name="c1"),
+                              layers.Conv2D(8, 3, activation="relu", name="c2"),
+                              layers.Conv2D(8, 3, activation="relu", name="c3"), layers.MaxPooling2D(),
+                              layers.Flatten(), layers.Dense(16, activation="relu", name="d1"),
+                              layers.Dense(4, activation="softmax", name="d2")])
     for layer in model.layers:  # biases as a trained model has them, not zeros
         weights = layer.get_weights()
         if len(weights) == 2:
@@ -49,14 +51,13 @@ def test_equalization_keeps_the_function_and_balances_the_ranges(keras):
     bad_int8_models.spread(model)
     assert np.abs(model.predict(images, verbose=0) - before).max() < 1e-5  # the same function, bad ranges
     rows = equalize.equalize(model)
-    assert [r["layers"] for r in rows] == ["conv2d -> conv2d_1", "conv2d_1 -> conv2d_2", "conv2d_2 -> dense",
-                                           "dense -> dense_1"]  # through pooling and flatten
+    assert [r["layers"] for r in rows] == ["c1 -> c2", "c2 -> c3", "c3 -> d1", "d1 -> d2"]  # through pooling, flatten
     assert rows[0]["range_ratio_before"] > 50 and all(r["range_ratio_after"] < 10 for r in rows)
     assert np.abs(model.predict(images, verbose=0) - before).max() < 1e-5
     assert equalize.equalize_activations(model, keras, images)
     assert np.abs(model.predict(images, verbose=0) - before).max() < 1e-5
     biases = [layer.get_weights()[1].copy() for layer in equalize.chain(model) if layer.get_weights()]
-    assert equalize.correct_bias(model, keras, images) == ["conv2d", "conv2d_1", "conv2d_2", "dense", "dense_1"]
+    assert equalize.correct_bias(model, keras, images) == ["c1", "c2", "c3", "d1", "d2"]
     moved = [not np.array_equal(b, layer.get_weights()[1]) for b, layer in
              zip(biases, [la for la in equalize.chain(model) if la.get_weights()])]
     assert any(moved)  # corrected by the mean shift of int8 weights, which is not zero
