@@ -45,7 +45,7 @@ def make(run: Path, out: Path) -> None:
     from edgefashion.files import read_json, write_bytes, write_json
 
     calib_info = read_json(run / "export" / "export.json")["calibration"]
-    calib, _ = calibration_set(ExportConfig(calibration_count=calib_info["count"], seed=calib_info["seed"]), Run(run))
+    _, calib, _ = calibration_set(ExportConfig(calibration_count=calib_info["count"], seed=calib_info["seed"]), Run(run))
     f32 = run / "export" / "model_f32.onnx"
     write_bytes(out / "f32.onnx", f32.read_bytes())
     steps = {}

@@ -89,10 +89,12 @@ class ExportConfig:
             self.formats = tuple(f for f in FORMATS if f in (*self.formats, "onnx-f32"))
 
 
-def calibration_set(config: ExportConfig, run: Run) -> tuple[np.ndarray, np.ndarray, Calibration]:
+def calibration_set(config: ExportConfig, run: Run, train_set=None) -> tuple[np.ndarray, np.ndarray, Calibration]:
     """Seeded random training images (never test images): their indices, the images preprocessed
-    as at inference, and what export.json records of them."""
-    train_set = rundata.training_rows(run, config.data)  # never the held-out test rows
+    as at inference, and what export.json records of them. `train_set`: the run's training rows,
+    when the caller has read them already."""
+    if train_set is None:
+        train_set = rundata.training_rows(run, config.data)  # never the held-out test rows
     if config.calibration_count > len(train_set):
         raise InputError(f"--calibration {config.calibration_count}, but {train_set.source} "
                          f"has only {len(train_set)} training images")
@@ -133,11 +135,12 @@ def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path, 
         raise InputError(f"{run.model}: takes {'x'.join(map(str, takes[0]))} images of {takes[1]} classes, but the "
                          f"run's data ({run.config.name}) is {'x'.join(map(str, shape))} images of {len(labels)} classes")
     tf = import_tf(config.verbose)
-    indices, calib, calib_info = calibration_set(config, run)
+    rows = rundata.training_rows(run, config.data)  # read once: calibration, validation, balanced calibration
+    indices, calib, calib_info = calibration_set(config, run, rows)
     with quiet(config.verbose):
         reference = model.predict(calib, batch_size=500, verbose=0)
     int8_formats = [f for f in config.formats if f.endswith("int8")]
-    recipes = Recipes(tf, model, calib, config, run, indices, scratch) if int8_formats else None
+    recipes = Recipes(tf, model, calib, config, run, rows, indices, scratch) if int8_formats else None
     builders = {"tflite-f32": lambda: _tflite(tf, model, calib, quantize=False),
                 "onnx-f32": lambda: _onnx_f32(tf, model, calib.shape[1:])}
     artifacts, searches, float_p50 = [], {}, {}
@@ -245,11 +248,11 @@ class Recipes:
     steps can start from the best full-int8 one: (Keras model, calibration images) for TFLite,
     (float ONNX file, images, OnnxInt8Settings) for ONNX."""
 
-    def __init__(self, tf, model, calib: np.ndarray, config: ExportConfig, run: Run, indices: np.ndarray,
+    def __init__(self, tf, model, calib: np.ndarray, config: ExportConfig, run: Run, rows, indices: np.ndarray,
                  scratch: Path):
-        self.tf, self.model, self.calib, self.config, self.run, self.scratch = tf, model, calib, config, run, scratch
+        self.tf, self.model, self.calib, self.config, self.rows, self.scratch = tf, model, calib, config, rows, scratch
         with quiet(config.verbose):
-            self.validation = int8_search.validation_set(run, config.data, indices, model, config.seed)
+            self.validation = int8_search.validation_set(rows, run, config.data, indices, model, config.seed)
         step(f"int8 models judged on {self.validation.info['count']} validation images "
              f"({self.validation.info['source']})")
         self.target = max(int8_search.MORE_CALIBRATION, len(calib))
@@ -257,7 +260,7 @@ class Recipes:
 
     @cached_property
     def more(self) -> np.ndarray:
-        return int8_search.balanced_calibration(self.run, self.config.data, self.target, self.config.seed,
+        return int8_search.balanced_calibration(self.rows, self.target, self.config.seed,
                                                 exclude=self.validation.indices)
 
     @cached_property
@@ -273,7 +276,8 @@ class Recipes:
         """The float model after cross-layer equalization, or None (no conv/dense pair, or not the same
         function: checked on the validation images)."""
         import keras
-        copy, rows, _ = int8_search.equalized(keras, self.unfolded)
+        copy = int8_search.copy_model(keras, self.unfolded)
+        rows = equalize.equalize(copy)
         if not rows or not self._same_function(copy):
             return None
         self.notes[id(copy)] = "; ".join(f"{r['layers']}: weight ranges over channels {r['range_ratio_before']:g}:1 "
@@ -286,7 +290,8 @@ class Recipes:
         import keras
         if self.equalized is None:
             return None
-        copy, _, layers = int8_search.equalized(keras, self.equalized, self.more)
+        copy = int8_search.copy_model(keras, self.equalized)
+        layers = equalize.correct_bias(copy, keras, self.more)
         if not layers:
             return None
         self.notes[id(copy)] = self.notes[id(self.equalized)] + "; bias corrected: " + ", ".join(layers)
@@ -296,8 +301,7 @@ class Recipes:
     def smoothed(self):
         """The float model with activation outliers moved into the next layer's weights, or None."""
         import keras
-        copy = keras.models.clone_model(self.unfolded)
-        copy.set_weights(self.unfolded.get_weights())
+        copy = int8_search.copy_model(keras, self.unfolded)
         rows = equalize.equalize_activations(copy, keras, self.more)
         if not rows or not self._same_function(copy):
             return None

@@ -31,7 +31,6 @@ from ..device.runtime import Model
 from ..device.verify import Gates
 from ..errors import CheckFailed
 from ..rundir import Run, indices_sha256
-from . import equalize
 from .layer_errors import short_name
 
 METHODS = ("auto", "ptq", "calibration", "cle", "float-layers")
@@ -83,10 +82,9 @@ class Validation:
         return float((self.reference.argmax(1) == self.labels).mean())
 
 
-def validation_set(run: Run, source, calibration: np.ndarray, keras_model, seed: int) -> Validation:
-    """Up to VALIDATION_IMAGES rows of the training data's validation split (the last share of the
-    rows train fitted on, as Keras cuts it), none of them a calibration image."""
-    rows = rundata.training_rows(run, source)
+def validation_set(rows, run: Run, source, calibration: np.ndarray, keras_model, seed: int) -> Validation:
+    """Up to VALIDATION_IMAGES of the training rows `rows` from the validation split (the last share
+    of the rows train fitted on, as Keras cuts it), none of them a calibration image."""
     config = rundata.recorded(run)
     settings = config.settings if config is not None and source in (None, config.trained_on) else {}
     fitted = min(len(rows), settings.get("limit") or len(rows))
@@ -106,9 +104,8 @@ def validation_set(run: Run, source, calibration: np.ndarray, keras_model, seed:
                        "indices_sha256": indices_sha256(picked)})
 
 
-def balanced_calibration(run: Run, source, count: int, seed: int, exclude: np.ndarray) -> np.ndarray:
-    """`count` training images, the same number of each class, none of the validation rows."""
-    rows = rundata.training_rows(run, source)
+def balanced_calibration(rows, count: int, seed: int, exclude: np.ndarray) -> np.ndarray:
+    """`count` of the training rows `rows`, the same number of each class, none of the validation rows."""
     rng = np.random.default_rng(seed)
     allowed = np.setdiff1d(np.arange(len(rows)), exclude)
     if len(allowed) == 0:  # a training set too small to spare rows: calibrate on the same ones
@@ -300,10 +297,8 @@ def describe(searches: list[Search]) -> list[str]:
     return lines
 
 
-def equalized(keras, model, calibration: np.ndarray | None = None):
-    """A copy of `model` with cross-layer equalization (and, given images, bias correction)."""
+def copy_model(keras, model):
+    """A copy of a Keras model with its weights, for a repair to change in place."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    rows = equalize.equalize(copy)
-    corrected = equalize.correct_bias(copy, keras, calibration) if calibration is not None else []
-    return copy, rows, corrected
+    return copy
