@@ -197,9 +197,8 @@ def _searched(search: Search, recipes: "Recipes", staged: ExportDir) -> bytes:
     """The int8 model the search chose; fails the export when no candidate meets the gates."""
     chosen = search.run(recipes.steps(search.fmt, search, staged))
     if not chosen.meets_gates:
-        figures = {"accuracy_drop_pp": chosen.accuracy_drop_pp, "top1_agreement": chosen.top1_agreement}
         raise CheckFailed(gate_failure(
-            staged.model(search.fmt).name, search.gates.failures(search.fmt, {**figures, "max_abs_diff": 0.0}),
+            staged.model(search.fmt).name, chosen.failures(search.gates),
             f"the best of {len(search.tried)} int8 candidates on {len(recipes.validation.images)} validation "
             f"images; " + int8_search.describe([search])[0]))
     return chosen.content

@@ -28,7 +28,7 @@ from ..console import quiet, step
 from ..data import prepare
 from ..device.profile import median_us, profile
 from ..device.runtime import Model
-from ..device.verify import Gates
+from ..device.verify import Gates, agreement_figures
 from ..errors import CheckFailed
 from ..rundir import Run, indices_sha256
 from .layer_errors import short_name
@@ -52,7 +52,7 @@ class Candidate:
     accuracy_drop_pp: float
     top1_agreement: float
     bytes: int
-    p50_us: float
+    p50_us: float | None
     full_int8: bool = True
     float_layers: list = field(default_factory=list)
     float_share: float | None = None  # of the batch-1 latency, in the float operators
@@ -65,6 +65,11 @@ class Candidate:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("content", "recipe")}
+
+    def failures(self, gates: Gates) -> list[str]:
+        """Why this candidate misses the gates ([] when it meets them)."""
+        return gates.failures(self.format, {"accuracy_drop_pp": self.accuracy_drop_pp,
+                                            "top1_agreement": self.top1_agreement})
 
 
 @dataclass
@@ -117,28 +122,22 @@ def balanced_calibration(rows, count: int, seed: int, exclude: np.ndarray) -> np
 
 
 def score(fmt: str, method: str, name: str, detail: str, content: bytes, validation: Validation, seconds: float,
-          gates: Gates, float_layers: list | None = None, images: int | None = None) -> Candidate:
-    """A candidate's figures on the validation images (the first `images` of them when given)."""
+          gates: Gates, float_layers: list | None = None, images: int | None = None, timed: bool = True) -> Candidate:
+    """A candidate's figures on the validation images (the first `images` of them when given), as
+    verify computes them; `timed`: also its p50 (not for the trials that only rank layers)."""
     model = Model(content, name=f"{fmt} {method}")
-    x, labels, reference = (validation.images[:images], validation.labels[:images],
-                            validation.reference[:images]) if images else \
-        (validation.images, validation.labels, validation.reference)
-    predicted = model.predict_proba(x).argmax(1)
-    drop = 100 * float((reference.argmax(1) == labels).mean() - (predicted == labels).mean())
-    agreement = float((predicted == reference.argmax(1)).mean())
-    candidate = Candidate(format=fmt, method=method, name=name, detail=detail, accuracy_drop_pp=round(drop, 3),
-                          top1_agreement=round(agreement, 4), bytes=len(content),
-                          p50_us=p50_us(model, validation.images[:1]),
+    count = images or len(validation.images)
+    reference = validation.reference[:count]
+    figures = agreement_figures(model.predict_proba(validation.images[:count]), reference,
+                                validation.labels[:count], [str(k) for k in range(reference.shape[1])])
+    candidate = Candidate(format=fmt, method=method, name=name, detail=detail,
+                          accuracy_drop_pp=round(figures["accuracy_drop_pp"], 3),
+                          top1_agreement=round(figures["top1_agreement"], 4), bytes=len(content),
+                          p50_us=p50_us(model, validation.images[:1]) if timed else None,
                           full_int8=not float_layers, float_layers=[short_name(n) for n in float_layers or []],
                           seconds=round(seconds, 1), content=content)
-    candidate.meets_gates = not gates.failures(fmt, _figures(candidate))
+    candidate.meets_gates = not candidate.failures(gates)
     return candidate
-
-
-def _figures(candidate: Candidate) -> dict:
-    """A candidate's figures as Gates.failures takes them."""
-    return {"accuracy_drop_pp": candidate.accuracy_drop_pp, "top1_agreement": candidate.top1_agreement,
-            "max_abs_diff": 0.0}
 
 
 def p50_us(model: Model | bytes, image: np.ndarray) -> float:
@@ -191,8 +190,6 @@ class Search:
             if built.note:
                 step(f"  {built.note}")
             self.tried.append(candidate)
-        if not self.tried:
-            raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
         chosen = self.best(method=None if self.method == "auto" else self.method)
         if chosen is None:
             raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
@@ -214,7 +211,7 @@ class Search:
             return passing[0]
         # nearest the float model: the fewest gates missed, then the highest agreement (a drop of a
         # few images either way is noise; agreement counts every image that changed)
-        return min(pool, key=lambda c: (len(self.gates.failures(self.fmt, _figures(c))), -c.top1_agreement,
+        return min(pool, key=lambda c: (len(c.failures(self.gates)), -c.top1_agreement,
                                         c.accuracy_drop_pp))
 
 
