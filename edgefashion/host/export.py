@@ -279,8 +279,7 @@ class Recipes:
         rows = equalize.equalize(copy)
         if not rows or not self._same_function(copy):
             return None
-        self.notes[id(copy)] = "; ".join(f"{r['layers']}: weight ranges over channels {r['range_ratio_before']:g}:1 "
-                                         f"-> {r['range_ratio_after']:g}:1" for r in rows)
+        self.notes[id(copy)] = _ranges_note(rows, "weight")
         return copy
 
     @cached_property
@@ -304,8 +303,7 @@ class Recipes:
         rows = equalize.equalize_activations(copy, keras, self.more)
         if not rows or not self._same_function(copy):
             return None
-        self.notes[id(copy)] = "; ".join(f"{r['layers']}: output ranges over channels {r['range_ratio_before']:g}:1 "
-                                         f"-> {r['range_ratio_after']:g}:1" for r in rows)
+        self.notes[id(copy)] = _ranges_note(rows, "output")
         return copy
 
     def _same_function(self, copy) -> bool:
@@ -375,17 +373,21 @@ class Recipes:
     def _onnx(self, f32: Path | None, calib, settings: OnnxInt8Settings) -> Built | None:
         if f32 is None:
             return None
-        return Built(quantize_onnx(f32, calib, settings, self.scratch), list(settings.nodes_to_exclude),
+        return Built(quantize_onnx(f32, calib, settings, self.scratch, self._preprocessed(f32)),
+                     list(settings.nodes_to_exclude),
                      (f32, calib, settings), self.notes.get(f32, ""))
+
+    def _preprocessed(self, f32: Path) -> Path:
+        """ONNX Runtime's pre-processing of a float model, done once for all its candidates."""
+        pre = self.scratch / f"{f32.stem}.pre.onnx"
+        if not pre.is_file():
+            preprocess_onnx(f32, pre)
+        return pre
 
     def _onnx_nodes(self, f32: Path) -> list:
         """The nodes ONNX Runtime quantizes: those of the pre-processed graph (MatMul + Add fused to Gemm)."""
         import onnx
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        pre = self.scratch / f"{f32.stem}.pre.onnx"
-        if not pre.is_file():
-            quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
-        return list(onnx.load(str(pre)).graph.node)
+        return list(onnx.load(str(self._preprocessed(f32))).graph.node)
 
     def _onnx_layers(self, base) -> list[str]:
         """The layers (tf2onnx's node-name prefix: 'model/dense_1') of the conv and dense nodes."""
@@ -396,11 +398,18 @@ class Recipes:
         """The int8 ONNX model with every node of `layers` (matrix product, bias, activation) in float."""
         f32, calib, settings = recipe
         nodes = [node.name for node in self._onnx_nodes(f32) if _layer_of(node.name) in layers]
-        return quantize_onnx(f32, calib, replace(settings, nodes_to_exclude=tuple(nodes)), self.scratch)
+        return quantize_onnx(f32, calib, replace(settings, nodes_to_exclude=tuple(nodes)), self.scratch,
+                             self._preprocessed(f32))
 
 
 WEIGHTED_TFLITE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 WEIGHTED_ONNX_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def _ranges_note(rows: list[dict], what: str) -> str:
+    """What an equalization did: per pair, the spread of its channel ranges before and after."""
+    return "; ".join(f"{r['layers']}: {what} ranges over channels {r['range_ratio_before']:g}:1 -> "
+                     f"{r['range_ratio_after']:g}:1" for r in rows)
 
 
 def _layer_of(node_name: str) -> str:
@@ -589,12 +598,21 @@ class CalibrationReader:
         return iter(self.get_next, None)
 
 
+def preprocess_onnx(f32_path: Path, out: Path) -> None:
+    """ONNX Runtime's pre-processing for quantization (shape inference, graph optimization)."""
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise MissingDependency("onnxruntime with its quantization tools (and sympy)", "host") from None
+    quant_pre_process(str(f32_path), str(out), skip_symbolic_shape=True)
+
+
 def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings = OnnxInt8Settings(),
-                  scratch: Path | None = None) -> bytes:
-    """ONNX Runtime static quantization of the float model at `f32_path`; returns the int8 model."""
+                  scratch: Path | None = None, preprocessed: Path | None = None) -> bytes:
+    """ONNX Runtime static quantization of the float model at `f32_path` (`preprocessed`: its
+    pre-processing, when already made); returns the int8 model."""
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise MissingDependency("onnxruntime with its quantization tools (and sympy)", "host") from None
 
@@ -602,9 +620,10 @@ def quantize_onnx(f32_path: Path, calib: np.ndarray, settings: OnnxInt8Settings 
         raise InputError(f"{f32_path}: needed to make the int8 ONNX model")
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     # Scratch files live in a temporary folder; the caller puts the result in place.
-    with tempfile.TemporaryDirectory(dir=scratch or f32_path.parent) as scratch:  # inside the staging folder
-        pre, quantized = Path(scratch) / "pre.onnx", Path(scratch) / "int8.onnx"
-        quant_pre_process(str(f32_path), str(pre), skip_symbolic_shape=True)
+    with tempfile.TemporaryDirectory(dir=scratch or f32_path.parent) as folder:  # inside the staging folder
+        pre, quantized = preprocessed or Path(folder) / "pre.onnx", Path(folder) / "int8.onnx"
+        if preprocessed is None:
+            preprocess_onnx(f32_path, pre)
         quantize_static(str(pre), str(quantized), CalibrationReader(calib),
                         quant_format=QuantFormat[settings.quant_format], per_channel=settings.per_channel,
                         reduce_range=settings.reduce_range,
