@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the copies")
     args = parser.parse_args()
     if args.out.exists():
-        raise SystemExit(f"{args.out}: exists; give a new folder")
+        parser.exit(2, f"error: {args.out}: exists; give a new folder\n")
     runs = [("seed CNN", copy_run(args.seed_run, args.out / "seed"))]
     for kind in bad_int8_models.KINDS:
         runs.append((f"seed CNN, {kind}", bad_int8_models.make(args.seed_run, args.out / kind, kind)))

@@ -73,6 +73,10 @@ def main(argv=None) -> int:
     parser.add_argument("out", type=Path, help="the new run folder")
     parser.add_argument("kind", choices=KINDS)
     args = parser.parse_args(argv)
+    if args.out.exists():
+        parser.exit(2, f"error: {args.out}: exists; give a new folder\n")
+    if not (args.run / "model.keras").is_file():
+        parser.exit(2, f"error: {args.run}: no model.keras (a run made by `edgefashion train`)\n")
     print(make(args.run, args.out, args.kind))
     return 0
 

@@ -54,12 +54,12 @@ SAVED_INPUTS_MARKER = "edgefashion-inputs.txt"  # what makes a folder predict's 
 
 def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:
     """The model's input images as PNG files, to see what it was shown, in a folder that is new,
-    empty or predict's own (its marker file, the list of what it saved, says so)."""
+    empty or predict's own (its marker file, the list of what it saved, says so; predict checks
+    that before any work)."""
     from PIL import Image
 
     from ..console import printable
     from ..files import atomic_path, write_text
-    check_tool_folder(folder, (SAVED_INPUTS_MARKER,), "folder of saved inputs")
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / SAVED_INPUTS_MARKER, "images edgefashion predict --save-input saved, one per input:\n"
                + "".join(f"{i:04d} {printable(name)}\n" for i, name in enumerate(names)))
