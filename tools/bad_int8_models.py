@@ -75,7 +75,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.exit(2, f"error: {args.out}: exists; give a new folder\n")
-    if not (args.run / "model.keras").is_file():
+    from edgefashion.rundir import Run
+
+    if not Run(args.run).model.is_file():
         parser.exit(2, f"error: {args.run}: no model.keras (a run made by `edgefashion train`)\n")
     print(make(args.run, args.out, args.kind))
     return 0
