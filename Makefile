@@ -7,13 +7,13 @@ BIN     = $(VENV)/bin
 EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test test-device test-device-isa test-host setup data qemu isa-check arm64-check armhf-check firmware fixtures clean
+.PHONY: demo test test-device test-device-isa test-host test-fleet setup data qemu sshd isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[host,edge,dev]'
+	$(BIN)/pip install -q -e '.[host,edge,dev,fleet]'
 	touch $@
 
 # The device side alone: numpy, LiteRT, ONNX Runtime, Pillow. No TensorFlow.
@@ -31,7 +31,7 @@ data: setup
 demo: data
 	$(BIN)/edgefashion run --out $(RUN)
 
-test: test-device test-host
+test: test-device test-host test-fleet
 
 # The TensorFlow-free tier, as a device runs: the edge extra only, on committed fixtures (seconds).
 test-device: $(EDGE)/.installed data
@@ -47,6 +47,24 @@ test-device-isa: $(EDGE)/.installed data qemu
 # The host tier: trains and exports tiny real models, the x86 kernel paths under qemu (minutes).
 test-host: $(EDGE)/.installed data qemu
 	$(BIN)/python -m pytest -q tests/host
+
+# fleet against Debian's OpenSSH server on 127.0.0.1 (the edge venv is a device); the arm64 device too
+# where its root was built (make fleet-arm64-check). About 2 minutes.
+test-fleet: $(EDGE)/.installed setup sshd
+	$(BIN)/python -m pytest -q tests/fleet
+
+# The fleet tests with the emulated arm64 device required: builds the arm64 Debian root first (about 8
+# minutes the first time, cached in .cache/arm64), then about 3 minutes. Needs root.
+fleet-arm64-check: setup sshd
+	bash tools/board_check.sh arm64 tests/fixtures/tiny-bundle.tar.gz
+	EDGEFASHION_FLEET_ARM64=1 $(BIN)/python -m pytest -q tests/fleet
+
+sshd:
+	@[ -x /usr/sbin/sshd ] || \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO="sudo -n"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q openssh-server >/dev/null || \
+	    { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q openssh-server >/dev/null; } || \
+	    { echo "openssh-server is missing and could not be installed: apt-get install openssh-server"; exit 2; }; }
 
 # qemu user emulation: the other x86 int8 kernel paths (isa-check, and its small version in make test)
 qemu:

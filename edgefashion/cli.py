@@ -150,7 +150,7 @@ def add_compare(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    benches, verifies, selftests = compare.load(args.files)
+    benches, verifies, selftests = compare.load(args.files)  # labelled by file name, with its folder where shared
     if benches:
         for i, (label, _) in enumerate(benches):
             print(printable(f"D{i + 1}: {label}"))
@@ -390,6 +390,144 @@ def cmd_run(args) -> int:
     return 0
 
 
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="what this device is and can run (no TensorFlow; fleet check asks it)",
+                       description="Print edgefashion's and Python's versions, the machine, OS, the interpreters "
+                                   "installed (LiteRT, tflite-runtime, ONNX Runtime; the numpy backend always), "
+                                   "the CPU's int8 path, free disk and the clock. Writes nothing.")
+    p.add_argument("--dir", type=Path, default=None, help="report the free disk where this folder is (default .)")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    from .device.info import device_info, render
+    found = device_info(args.dir)
+    print(json.dumps(found, indent=2) if args.json else render(found))
+    return 0
+
+
+FLEET_HELP = {
+    "check": "connect to each device and report what it is and runs",
+    "deploy": "copy a bundle to each device (atomically, sha256-checked) and selftest it there",
+    "bench": "deploy if needed, bench on each device, fetch bench.json and compare the devices",
+    "verify": "deploy if needed, verify on each device, fetch verify.json and compare the accuracies",
+}
+
+
+def add_fleet(sub) -> None:
+    p = sub.add_parser("fleet", help="deploy, selftest, bench and verify a bundle on many devices over SSH",
+                       description="Devices come from an inventory (TOML: [devices.NAME] with host, user, identity, "
+                                   "edgefashion, dir; see `edgefashion fleet check --help`). Each runs in "
+                                   "parallel (--jobs); a device that fails is one line naming it and the cause, "
+                                   "the others carry on, and the exit is 1 if any failed. Host keys are checked "
+                                   "against known_hosts (the inventory's or ~/.ssh/known_hosts), never accepted "
+                                   "unseen. Needs the fleet extra (asyncssh).")
+    commands = p.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    for name, help in FLEET_HELP.items():
+        c = commands.add_parser(name, help=help, description=FLEET_DESCRIPTIONS[name])
+        if name != "check":
+            c.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle .tar.gz made by `edgefashion bundle`")
+        c.add_argument("--inventory", type=Path, required=True, metavar="FLEET.toml", help="the devices")
+        c.add_argument("--device", action="append", default=[], metavar="NAME", help="only this device (repeatable)")
+        c.add_argument("--tag", action="append", default=[], help="only devices with this tag (repeatable)")
+        c.add_argument("--jobs", type=positive_int, default=8, help="devices at a time (default 8)")
+        c.add_argument("--timeout", type=positive_float, default=900.0, metavar="SECONDS",
+                       help="longest one command may take on a device (default 900)")
+        c.add_argument("--out", type=Path, required=name in ("bench", "verify"), metavar="FLEET_DIR",
+                       help="folder for fleet.json and each device's results (FLEET_DIR/<device>/)"
+                            + ("" if name in ("bench", "verify") else "; default: print only"))
+        c.add_argument("--json", action="store_true", help="print fleet.json instead of the summary")
+        if name != "check":
+            c.add_argument("--again", action="store_true",
+                           help="redo devices that already hold the bundle (deploy) or passed into FLEET_DIR "
+                                "before (bench, verify)")
+        if name == "deploy":
+            c.add_argument("--install", type=Path, metavar="WHEEL",
+                           help="install or upgrade edgefashion on each device from this wheel first (pip, in the "
+                                "venv of the inventory's edgefashion command; made if missing)")
+            c.add_argument("--extras", default="edge",
+                           help="extras installed with --install (default edge: LiteRT, ONNX Runtime, Pillow; "
+                                "'' for numpy only)")
+        if name == "bench":
+            add_options(c, stage_named("bench").settings)
+        if name == "verify":
+            add_options(c, stage_named("verify").settings)
+        c.set_defaults(func=cmd_fleet)
+
+
+FLEET_DESCRIPTIONS = {
+    "check": "Connect to each device of the inventory and report: reachable, machine (uname -m), OS, Python, the "
+             "installed edgefashion and interpreters (LiteRT / ONNX Runtime / numpy backend), the CPU's int8 path, "
+             "free disk in the device's folder and its clock skew. The inventory, a TOML file:\n\n"
+             "  known_hosts = \"fleet_known_hosts\"   # optional; else ~/.ssh/known_hosts\n"
+             "  [devices.pi-lab-1]\n  host = \"192.168.1.20\"\n  port = 22                          # optional\n"
+             "  user = \"pi\"\n  identity = \"~/.ssh/id_ed25519\"\n"
+             "  edgefashion = \"/home/pi/ef/bin/edgefashion\"   # the command on the device\n"
+             "  dir = \"/home/pi/edgefashion\"   # where bundles and results go on the device\n"
+             "  tags = [\"lab\"]                  # optional, for --tag\n"
+             "  trust = [\"/home/pi/release.pub\"]  # optional: selftest --trust, paths on the device\n"
+             "  env = { EDGEFASHION_EMULATED = \"qemu-aarch64\" }   # optional: environment of its commands\n\n"
+             "Workstation paths (known_hosts, identity) are relative to the inventory's folder.",
+    "deploy": "To each device in parallel: upload the bundle under a temporary name, check its sha256 on the "
+              "device, selftest it there (with the device's own trusted keys and the inventory's trust = [...]: a "
+              "signed bundle is checked by the device, never by this workstation on its behalf), and only then "
+              "rename it into the device's folder with deployed.json beside it. A device that already holds "
+              "that bundle and passed its selftest is skipped (--again redoes it). A bundle is never left "
+              "half-copied under its real name, also on Ctrl-C.",
+    "bench": "Deploy the bundle where it is not (as fleet deploy), run `edgefashion bench` on each device with "
+             "the flags given here, fetch each bench.json into FLEET_DIR/<device>/, and compare the devices: "
+             "the p50 table, FLEET_DIR/compare.png and FLEET_DIR/fleet.json. Run it again into the same "
+             "FLEET_DIR and only the devices that failed run again.",
+    "verify": "Deploy the bundle where it is not, run `edgefashion verify` on each device (on the bundle's golden "
+              "images, or --data FILE, uploaded to each device), fetch each verify.json into FLEET_DIR/<device>/ "
+              "and compare the accuracies per format. Re-runs retry only the devices that failed.",
+}
+
+
+def cmd_fleet(args) -> int:
+    from .fleet import command, inventory
+    from .fleet.jobs import Job
+    from .files import sha256_file
+    from .options import to_flags
+    inv = inventory.load(args.inventory)
+    devices = inv.select(args.device, args.tag)
+    bundle = getattr(args, "bundle", None)
+    if bundle is not None and not bundle.is_file():
+        raise InputError(f"{bundle}: bundle not found")
+    if bundle is not None and not is_bundle(bundle):
+        raise InputError(f"{bundle}: not a bundle (expected the .tar.gz of `edgefashion bundle`)")
+    install = getattr(args, "install", None)
+    if install is not None and (not install.is_file() or install.suffix != ".whl"):
+        raise InputError(f"{install}: wheel not found (expected a .whl; `pip wheel --no-deps .` makes one)")
+    flags, data = [], None
+    if args.fleet_command in ("bench", "verify"):
+        stage = stage_named(args.fleet_command)
+        settings = from_args(stage.settings, args)
+        settings.validate()
+        if args.fleet_command == "bench" and settings.input is not None:
+            raise InputError("--input: a workstation .npy is not sent to devices; bench the bundle's own images")
+        data = getattr(settings, "data", None)
+        if data is not None and not data.is_file():
+            raise InputError(f"{data}: test data not found (fleet verify uploads a file, not a folder)")
+        flags = to_flags(settings, skip=("data", "input"))
+    command.prepare_out(args.out)
+    job = Job(inventory=inv, timeout=args.timeout, bundle=bundle, sha256=sha256_file(bundle) if bundle else None,
+              install=install, extras=getattr(args, "extras", "edge"), again=getattr(args, "again", False),
+              out=args.out, flags=flags, data=data)
+    report = command.run_fleet(args.fleet_command, job, devices, args.jobs)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        if args.fleet_command == "check":
+            print(table(command.check_rows(report)))
+        failed = report.failed
+        print(f"{len(report.devices) - len(failed)} of {len(report.devices)} devices ok in {report.seconds:.1f} s"
+              + (f"; failed: {', '.join(r.device for r in failed)} (run it again to retry them)" if failed else "")
+              + (f" -> {args.out / command.REPORT}" if args.out else ""))
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="edgefashion",
@@ -431,7 +569,7 @@ def add_stages(sub) -> None:
         STAGE_COMMANDS.get(stage.name, add_stage)(sub, stage)
 
 
-COMMANDS = [add_stages, add_compare, add_selftest, add_predict, add_run, add_tune, add_keygen]
+COMMANDS = [add_stages, add_compare, add_selftest, add_predict, add_run, add_tune, add_keygen, add_info, add_fleet]
 
 
 MESSAGE_LIMIT = 2000  # characters of one error line

@@ -19,6 +19,10 @@ class MissingDependency(InputError):
 
     def __init__(self, module: str, extra: str):
         super().__init__(f"{module} is not installed; install it with: pip install 'edgefashion[{extra}]'")
+        self.module, self.extra = module, extra
+
+    def __reduce__(self):  # raised in a worker process, it is pickled back to the caller
+        return type(self), (self.module, self.extra)
 
 
 class Unsupported(InputError):

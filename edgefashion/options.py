@@ -235,3 +235,21 @@ def thread_list(text: str) -> list[int]:
 
 # Types for settings declared without one: numbers are finite, integers not negative (seeds, counts).
 DEFAULT_TYPES = {float: finite_float, int: non_negative_int, Path: Path}
+
+
+def to_flags(config, skip: tuple[str, ...] = ()) -> list[str]:
+    """The command-line flags that give `config` again (only the settings that differ from their
+    defaults): for running the same command elsewhere, e.g. on a device of the fleet."""
+    flags = []
+    for f in option_fields(type(config)):
+        value = getattr(config, f.name)
+        if f.name in skip or value == default_of(f):
+            continue
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags += [flag] if value else []
+        else:
+            flags += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    for f in nested_settings(type(config)):
+        flags += to_flags(getattr(config, f.name), skip)
+    return flags

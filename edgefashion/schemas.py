@@ -467,3 +467,39 @@ class PredictReport:
                  **({"truth": p.truth} if p.truth is not None else {})} for p in self.predictions]
         return {"model": self.model, "predictions": rows, "accuracy": self.accuracy,
                 "schema_version": self.schema_version}
+
+
+@dataclass
+class DeviceRun:
+    """One device's part of a `fleet` command."""
+
+    device: str
+    address: str
+    ok: bool
+    seconds: float = 0.0
+    cause: str | None = None          # why it failed, one line
+    skipped: str | None = None        # why nothing was done (already deployed; kept from the last run)
+    command: str | None = None        # the last command run on the device
+    exit: int | None = None
+    files: list[str] = field(default_factory=list)      # fetched into FLEET_DIR/<device>/
+    details: dict[str, Any] = field(default_factory=dict)  # `edgefashion info` of the device, selftest counts
+
+
+@dataclass
+class FleetReport(Manifest):
+    """FLEET_DIR/fleet.json: what a `fleet` command did on each device."""
+
+    WHAT: ClassVar[str] = "fleet report (edgefashion fleet)"
+    command: str
+    inventory: str
+    bundle: str | None
+    bundle_sha256: str | None
+    settings: dict[str, Any]
+    devices: list[DeviceRun]
+    comparison: list[dict[str, Any]] = field(default_factory=list)  # compare's rows over the devices
+    seconds: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def failed(self) -> list[DeviceRun]:
+        return [d for d in self.devices if not d.ok]

@@ -12,7 +12,7 @@ from ..schemas import BenchReport, SelftestReport, VerifyReport
 from ..formats import FLOAT_OF
 
 
-def device_label(report: BenchReport, path: Path) -> str:
+def device_label(report: BenchReport, name: str) -> str:
     """Board or CPU, cores, machine, governor, and whether it was emulated: what the numbers belong to."""
     env = report.environment
     parts = [env.board_model or env.cpu_model or "unknown CPU", f"{env.cores or '?'} cores", env.machine,
@@ -20,24 +20,32 @@ def device_label(report: BenchReport, path: Path) -> str:
     if env.emulated:
         parts.append(f"EMULATED ({env.emulated})")
     runtimes = sorted({r.runtime for r in report.results})
-    return f"{path.name}: " + ", ".join(parts) + f"; runtimes {', '.join(runtimes)}"
+    return f"{name}: " + ", ".join(parts) + f"; runtimes {', '.join(runtimes)}"
 
 
-def load(paths) -> tuple[list, list, list]:
-    """(bench, verify, selftest) files, each as (label, content)."""
+def file_names(paths: list[Path]) -> list[str]:
+    """What to call each file: its name, or with its folder where two files share a name (two devices'
+    bench.json)."""
+    names = [p.name for p in paths]
+    return [f"{p.parent.name or '.'}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def load(paths, names: list[str] | None = None) -> tuple[list, list, list]:
+    """(bench, verify, selftest) files, each as (label, content); `names` label them (default: file_names)."""
     benches, verifies, selftests = [], [], []
-    for path in map(Path, paths):
+    paths = [Path(p) for p in paths]
+    for path, name in zip(paths, names or file_names(paths)):
         obj = read_json(path, "bench.json, verify.json or selftest --json output")
         if isinstance(obj, dict) and "results" in obj:
             report = BenchReport.from_json(obj, str(path))
-            benches.append((device_label(report, path), report))
+            benches.append((device_label(report, name), report))
         elif isinstance(obj, dict) and "reference" in obj and "models" in obj:
             report = VerifyReport.from_json(obj, str(path))
-            verifies.append((f"{path.name}: {report.cpu.model}, int8 path {report.cpu.int8_path}; "
+            verifies.append((f"{name}: {report.cpu.model}, int8 path {report.cpu.int8_path}; "
                              f"{report.reference.samples} images of {report.reference.source}", report))
         elif isinstance(obj, dict) and "checks" in obj:
             report = SelftestReport.from_json(obj, str(path))
-            selftests.append((f"{path.name}: {report.cpu.model or 'unknown CPU'}, {report.cpu.machine}, int8 path "
+            selftests.append((f"{name}: {report.cpu.model or 'unknown CPU'}, {report.cpu.machine}, int8 path "
                               f"{report.cpu.int8_path}", report))
         else:
             raise InputError(f"{path}: not a bench.json, verify.json or selftest --json output")
