@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import textwrap
 import json
 import os
 import platform
@@ -425,7 +426,8 @@ def add_fleet(sub) -> None:
                                    "unseen. Needs the fleet extra (asyncssh).")
     commands = p.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
     for name, help in FLEET_HELP.items():
-        c = commands.add_parser(name, help=help, description=FLEET_DESCRIPTIONS[name])
+        c = commands.add_parser(name, help=help, description=_paragraphs(FLEET_DESCRIPTIONS[name]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
         if name != "check":
             c.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle .tar.gz made by `edgefashion bundle`")
         c.add_argument("--inventory", type=Path, required=True, metavar="FLEET.toml", help="the devices")
@@ -459,7 +461,7 @@ def add_fleet(sub) -> None:
 FLEET_DESCRIPTIONS = {
     "check": "Connect to each device of the inventory and report: reachable, machine (uname -m), OS, Python, the "
              "installed edgefashion and interpreters (LiteRT / ONNX Runtime / numpy backend), the CPU's int8 path, "
-             "free disk in the device's folder and its clock skew. The inventory, a TOML file:\n\n"
+             "free disk in the device's folder and its clock skew. The inventory is a TOML file:\n\n"
              "  known_hosts = \"fleet_known_hosts\"   # optional; else ~/.ssh/known_hosts\n"
              "  [devices.pi-lab-1]\n  host = \"192.168.1.20\"\n  port = 22                          # optional\n"
              "  user = \"pi\"\n  identity = \"~/.ssh/id_ed25519\"\n"
@@ -483,6 +485,11 @@ FLEET_DESCRIPTIONS = {
               "images, or --data FILE, uploaded to each device), fetch each verify.json into FLEET_DIR/<device>/ "
               "and compare the accuracies per format. Re-runs retry only the devices that failed.",
 }
+
+
+def _paragraphs(text: str) -> str:
+    """Prose paragraphs wrapped, indented ones (an example file) kept as they are."""
+    return "\n\n".join(p if p.startswith("  ") else textwrap.fill(p, 90) for p in text.split("\n\n"))
 
 
 def cmd_fleet(args) -> int:
