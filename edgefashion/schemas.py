@@ -194,6 +194,10 @@ class BenchResult:
     peak_rss_mb: float
     spread_warning: bool
     inputs: str | None = None  # what it ran on: test images, or random inputs of the model's own shape
+    macs_per_image: int | None = None  # multiply-accumulates from the graph (device/macs.py)
+    gmacs: float | None = None         # achieved at the p50 per image
+    peak_gmacs: float | None = None    # this CPU's theoretical peak on `threads` cores, int8 or float32
+    peak_share: float | None = None    # gmacs / peak_gmacs
 
 
 @dataclass
@@ -228,6 +232,7 @@ class BenchReport(Manifest):
     results: list[BenchResult]
     comparison: list[dict[str, Any]]
     profiles: dict[str, Any] | None = None  # bench --profile: per model file, its per-operator times
+    peaks: dict[str, Any] | None = None  # {int8|float32: the CPU's peak on one core and where it comes from}
     schema_version: int = SCHEMA_VERSION
 
 

@@ -36,6 +36,8 @@ from ..formats import FLOAT_OF
 from .locate import is_model_file, models_at
 from .feed import bench_input, rows
 from .feed import describe as describe_feed
+from . import macs
+from .profile import onnx_macs
 from .profile import profile as profile_model
 from .trust import Trust
 from .runtime import Model, backend_setting
@@ -175,7 +177,28 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
             t0 = t1
         results.append({**_stats(model, path, threads, batch, init_ms, first_ms, np.array(times) / 1e3),
                         "inputs": describe_feed(model, array, shape)})
+    work = model_macs(path, model, feed)
+    for r in results:
+        r.update(work_figures(work, r["format"], r["latency_per_image_us"]["p50"], threads))
     return results
+
+
+def model_macs(path: Path, model, feed) -> int | None:
+    """Multiply-accumulates per image: from the .tflite graph, or from ONNX Runtime's profiled shapes."""
+    if model.format.startswith("tflite"):
+        return macs.file_macs(path)
+    try:
+        return onnx_macs(path, rows(feed, 1))
+    except Exception:  # the count is a remark beside the timing, never a reason to lose it
+        return None
+
+
+def work_figures(work: int | None, fmt: str, per_image_us: float, threads: int) -> dict:
+    """MACs, GMAC/s achieved and the share of this CPU's peak, for a bench result."""
+    peak = macs.peak_gmacs(cpu.features(), macs.dtype_of(fmt), threads)
+    gmacs = macs.achieved(work, per_image_us)
+    return {"macs_per_image": work, "gmacs": gmacs, "peak_gmacs": peak["gmacs"] if peak else None,
+            "peak_share": round(gmacs / peak["gmacs"], 6) if peak and gmacs else None}
 
 
 def _stats(model, path, threads, batch, init_ms, first_ms, us: np.ndarray) -> dict:
@@ -256,7 +279,8 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
     report = BenchReport(environment=env, warnings=skipped + environment_warnings(env) + _spread_warnings(results),
                          settings={"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
                                    "batches": config.batches, "threads": config.threads},
-                         results=results, comparison=comparison(results), profiles=profiles or None)
+                         results=results, comparison=comparison(results), profiles=profiles or None,
+                         peaks={d: macs.peak_gmacs(env.cpu.features, d, 1) for d in ("int8", "float32")})
     if not write:
         return report, None
     out = out or default_out(paths)
@@ -318,7 +342,8 @@ def table_rows(results: list[BenchResult]) -> list[dict]:
     return [{"file": r.file, "runtime": r.runtime, "threads": r.threads, "batch": r.batch,
              "p50_us": r.latency_us["p50"], "p90_us": r.latency_us["p90"], "p99_us": r.latency_us["p99"],
              "us/image": r.latency_per_image_us["p50"], "images/s": r.throughput_ips,
-             "init_ms": r.init_ms, "MB": round(r.size_bytes / 1e6, 2), "rss_MB": r.peak_rss_mb}
+             "init_ms": r.init_ms, "MB": round(r.size_bytes / 1e6, 2), "rss_MB": r.peak_rss_mb,
+             "GMAC/s": r.gmacs, "of peak": f"{r.peak_share:.1%}" if r.peak_share is not None else None}
             for r in results]
 
 
@@ -337,9 +362,42 @@ def render(report: BenchReport) -> str:
     for name, prof in (report.profiles or {}).items():
         out.append(f"\n{name} ({prof['format']}), per operator at batch 1: {prof['method']}")
         out.append(table([{"op": op["name"], "type": op["type"], "dtype": op["dtype"], "us": op["us"],
-                           "share": f"{op['share']:.1%}" if op["share"] is not None else "-"} for op in prof["ops"]]))
+                           "share": f"{op['share']:.1%}" if op["share"] is not None else "-",
+                           "MMAC": round(op["macs"] / 1e6, 3) if op.get("macs") else None, "GMAC/s": op.get("gmacs"),
+                           "of peak": f"{op['peak_share']:.1%}" if op.get("peak_share") else None}
+                          for op in prof["ops"]]))
         out.append(f"sum {prof['total_us']} us vs whole model {prof['model_us']} us (x{prof['sum_vs_model']})")
+        out += _peak_lines(prof)
+    out += _work_lines(report)
     return "\n".join(out)
+
+
+def _peak_lines(prof: dict) -> list[str]:
+    """The multiply ops furthest from the peak, with where the peak comes from."""
+    timed = [op for op in prof["ops"] if op.get("peak_share")]
+    if not timed:
+        return [f"{(prof.get('macs') or 0) / 1e6:.2f} M MAC per image (ONNX Runtime fuses and re-lays-out nodes: "
+                f"not counted per node)"] if prof.get("macs") else []
+    worst = min((op for op in timed if op["macs"] >= 0.01 * prof["macs"]), key=lambda op: op["peak_share"],
+                default=min(timed, key=lambda op: op["peak_share"]))
+    return [f"{prof['macs'] / 1e6:.2f} M MAC per image; of the ops with 1 % of them or more, furthest from the "
+            f"peak: {worst['name']} ({worst['type']}, {worst['gmacs']:.1f} GMAC/s, {worst['peak_share']:.1%} of it)"]
+
+
+def _work_lines(report: BenchReport) -> list[str]:
+    """One line per model: MACs, GMAC/s at batch 1 and the share of the peak, and the peak's sources."""
+    lines, dtypes = [], set()
+    for r in report.results:
+        if r.batch != 1 or r.threads != 1 or not r.gmacs:
+            continue
+        share = f", {r.peak_share:.1%} of this CPU's {r.peak_gmacs:g} GMAC/s peak" if r.peak_share else ""
+        lines.append(f"{r.file}: {r.macs_per_image / 1e6:.2f} M MAC per image, {r.gmacs:.1f} GMAC/s at p50{share}")
+        dtypes.add(macs.dtype_of(r.format))
+    for dtype, peak in (report.peaks or {}).items():
+        if peak and dtype in dtypes:
+            lines.append(f"peak {dtype}: {peak['per_cycle']} MAC/cycle/core ({peak['unit']}) x {peak['clock_ghz']:g} "
+                         f"GHz ({peak['clock_source']}) x 1 core = {peak['gmacs']:g} GMAC/s (theoretical)")
+    return (["\nwork (batch 1, 1 thread):"] + lines) if lines else []
 
 
 STAGE = Stage(

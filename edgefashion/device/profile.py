@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import cpu
 from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
+from . import macs
 from .feed import bench_input
 from .runtime import Model
 from .tflite_file import read as read_tflite
@@ -40,11 +42,15 @@ def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list 
     ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
     model_us = median_us(lambda: model.run(x), runs)
     total = sum(op["us"] for op in ops)
+    peak = macs.peak_gmacs(cpu.features(), macs.dtype_of(model.format), 1)
     for op in ops:
         op["share"] = round(op["us"] / total, 4) if total > 0 else None
+        op["gmacs"] = macs.achieved(op["macs"], op["us"])
+        op["peak_share"] = round(op["gmacs"] / peak["gmacs"], 6) if peak and op["gmacs"] else None
     method = ("ONNX Runtime profiler, median kernel time per node" if model.format.startswith("onnx") else
               "LiteRT, time of the model truncated after each operator minus the one before (no profiler API)")
-    return {"format": model.format, "batch": 1, "ops": ops, "total_us": round(total, 2),
+    return {"format": model.format, "batch": 1, "ops": ops, "total_us": round(total, 2), "peak": peak,
+            "macs": onnx_macs(path, x) if model.format.startswith("onnx") else sum(op["macs"] for op in ops),
             "model_us": round(model_us, 2), "sum_vs_model": round(total / model_us, 3) if model_us else None,
             "method": method}
 
@@ -60,7 +66,9 @@ def median_us(run, runs: int) -> float:
     return statistics.median(times) / 1e3
 
 
-def _onnx_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
+def _onnx_events(path: Path, x: np.ndarray, runs: int, optimized: bool = True) -> list[dict]:
+    """ONNX Runtime's profiler events of `10 + runs` runs on one thread (`optimized`: the graph as ORT
+    runs it, fused and re-laid-out; else the file's own nodes)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -71,11 +79,38 @@ def _onnx_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
         options.profile_file_prefix = os.path.join(scratch, "ort")
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not optimized:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
         for _ in range(10 + runs):
             session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+        return json.loads(Path(session.end_profiling()).read_text())
+
+
+def _shapes(args: dict, key: str) -> list:
+    return [shape for item in args.get(key, []) for shape in item.values()]
+
+
+def _node_macs(event: dict) -> int:
+    args = event.get("args", {})
+    return macs.onnx_node_macs(args.get("op_name", "?"), _shapes(args, "input_type_shape"),
+                               _shapes(args, "output_type_shape"))
+
+
+def onnx_macs(path: Path, x: np.ndarray) -> int | None:
+    """Multiply-accumulates per image of an ONNX model, from the shapes of one profiled run of its
+    unoptimized graph (the optimized one blocks channels, NCHWc pads 12 to 16, and omits the shapes of
+    prepacked weights, so its nodes are not counted one by one)."""
+    counted = {}
+    for event in _onnx_events(path, x, -9, optimized=False):  # 10 - 9 = one run
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            counted[event["name"]] = _node_macs(event)
+    return sum(counted.values()) // max(len(x), 1) or None
+
+
+def _onnx_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
+    events = _onnx_events(path, x, runs)
     per_node: dict[str, dict] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
@@ -84,7 +119,7 @@ def _onnx_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
         name = event["name"].removesuffix("_kernel_time")
         entry = per_node.setdefault(name, {"type": args.get("op_name", "?"), "dtype": _onnx_dtype(args), "times": []})
         entry["times"].append(event["dur"])
-    return [{"name": name, "type": e["type"], "dtype": e["dtype"],
+    return [{"name": name, "type": e["type"], "dtype": e["dtype"], "macs": None,
              "us": round(statistics.median(e["times"][-runs:]), 2)} for name, e in per_node.items()]
 
 
@@ -104,6 +139,7 @@ def _tflite_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
         raise MissingDependency("ai-edge-litert (for a per-operator TFLite profile)", "edge") from None
     content = path.read_bytes()
     graph = read_tflite(content, path.name)
+    work = macs.tflite_ops(content, path.name)
     previous, ops = 0.0, []
     for k, op in enumerate(graph.operators, start=1):
         model = flatbuffer_utils.read_model_from_bytearray(content)
@@ -126,6 +162,6 @@ def _tflite_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:
         output = graph.tensors[op.outputs[0]]
         ops.append({"name": output.name.split(";")[0][-60:], "type": op.op,
                     "dtype": TFLITE_TYPES.get(np.dtype(output.dtype).name, np.dtype(output.dtype).name),
-                    "us": round(max(elapsed - previous, 0.0), 2)})
+                    "macs": work[k - 1]["macs"], "us": round(max(elapsed - previous, 0.0), 2)})
         previous = elapsed
     return ops

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
+from . import blas
 from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads, setting
@@ -439,7 +440,7 @@ class _NumpyRunner:
     def __init__(self, content: bytes, threads: int, backend: str, name: str, kernels: str):
         from .numpy_interpreter import NumpyInterpreter
 
-        self.name = name
+        self.name, self.threads = name, threads
         self.interpreter = NumpyInterpreter(content, name)
         self.quantized = self.interpreter.input.dtype is np.int8
         self.inputs, self.outputs = [_numpy_spec(self.interpreter.input)], [_numpy_spec(self.interpreter.output)]
@@ -447,6 +448,7 @@ class _NumpyRunner:
         self.max_batch = min(MAX_BATCH, _batch_budget(name, [(t.shape, t.dtype) for t in self.interpreter.graph.tensors]))
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        blas.limit(self.threads)  # a no-op after the first call, unless another model set another count
         try:
             return self.interpreter.run(x)
         except InputError:

@@ -109,3 +109,48 @@ def test_profile_per_operator(fixture_models, tmp_path):
         assert prof["total_us"] > 0 and prof["model_us"] > 0 and 0.3 < prof["sum_vs_model"] < 10
         assert abs(sum(op["share"] for op in prof["ops"]) - 1) < 0.01
     assert "per operator at batch 1" in done.stdout
+
+
+def _conv_dense_macs(path) -> int:
+    """The MACs of a conv/dense .tflite worked out by hand from its tensors' shapes."""
+    from edgefashion.device.tflite_file import read
+    graph = read(path.read_bytes(), path.name)
+    total = 0
+    for op in graph.operators:
+        out, w = graph.tensors[op.outputs[0]].shape, graph.tensors[op.inputs[1]].shape if len(op.inputs) > 1 else ()
+        if op.op == "CONV_2D":
+            total += out[1] * out[2] * out[3] * w[1] * w[2] * w[3]
+        elif op.op == "FULLY_CONNECTED":
+            total += out[-1] * w[-1]
+    return total
+
+
+def test_macs_and_peak_share(fixture_models, fixture_run, tmp_path):
+    out = tmp_path / "bench.json"
+    done = cli("bench", fixture_models, "--profile", "--runs", 20, "--warmup", 1, "--min-time", 0, "--out", out,
+               check=0)
+    report = json.loads(out.read_text())
+    expected = _conv_dense_macs(fixture_run / "export" / "model_int8.tflite")
+    assert expected > 10_000
+    by_format = {r["format"]: r for r in report["results"]}
+    assert {f: r["macs_per_image"] for f, r in by_format.items()} == {f: expected for f in by_format}
+    for r in by_format.values():  # achieved work is MACs over the p50 per image
+        assert r["gmacs"] == pytest.approx(expected / r["latency_per_image_us"]["p50"] / 1e3, rel=0.01)
+        if r["peak_gmacs"]:
+            assert 0 < r["peak_share"] < 1 and r["peak_share"] == pytest.approx(r["gmacs"] / r["peak_gmacs"], rel=0.01)
+    assert report["profiles"]["model_int8.tflite"]["macs"] == expected
+    assert sum(op["macs"] for op in report["profiles"]["model_f32.tflite"]["ops"]) == expected
+    assert "M MAC per image" in done.stdout and "GMAC/s" in done.stdout
+
+
+def test_numpy_backend_holds_blas_to_its_threads(fixture_run):
+    """OpenBLAS starts a thread per core; after a numpy-backend run it has the backend's one."""
+    script = ("from edgefashion.device.runtime import Model; from edgefashion.device import blas; import numpy as np;"
+              f"m = Model({str(fixture_run / 'export' / 'model_int8.tflite')!r}, backend='numpy');"
+              "m.run(np.zeros((1, *m.input.shape[1:]), np.int8)); print(blas.threads_now())")
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={"OPENBLAS_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
+    found = eval(done.stdout)  # noqa: S307 - our own printout
+    assert found and all(lib["threads"] == 1 for lib in found), found
