@@ -7,13 +7,13 @@ BIN     = $(VENV)/bin
 EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test test-device test-device-isa test-host test-fleet setup data qemu sshd isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
+.PHONY: demo test test-device test-device-isa test-host test-fleet setup data qemu sshd postgres isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[host,edge,dev,fleet]'
+	$(BIN)/pip install -q -e '.[host,edge,dev,fleet,postgres]'
 	touch $@
 
 # The device side alone: numpy, LiteRT, ONNX Runtime, Pillow. No TensorFlow.
@@ -45,7 +45,7 @@ test-device-isa: $(EDGE)/.installed data qemu
 	done
 
 # The host tier: trains and exports tiny real models, the x86 kernel paths under qemu (minutes).
-test-host: $(EDGE)/.installed data qemu
+test-host: $(EDGE)/.installed data qemu postgres
 	$(BIN)/python -m pytest -q tests/host
 
 # fleet against Debian's OpenSSH server on 127.0.0.1 (the edge venv is a device); the arm64 device too
@@ -58,6 +58,14 @@ test-fleet: $(EDGE)/.installed setup sshd
 fleet-arm64-check: setup sshd
 	bash tools/board_check.sh arm64 tests/fixtures/tiny-bundle.tar.gz
 	EDGEFASHION_FLEET_ARM64=1 $(BIN)/python -m pytest -q tests/fleet
+
+# Debian's PostgreSQL server, which the tune test starts in a folder of its own (tune --storage postgresql://)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO="sudo -n"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql >/dev/null || \
+	    { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql >/dev/null; } || \
+	    { echo "postgresql is missing and could not be installed: apt-get install postgresql"; exit 2; }; }
 
 sshd:
 	@[ -x /usr/sbin/sshd ] || \

@@ -323,9 +323,13 @@ def cmd_tune(args) -> int:
     result = tune(from_args(TuneConfig, args, verbose=args.verbose), args.out)
     print(table(tune_front_rows(result)))
     best = TuneDir(args.out).best_run
+    where = (f" -> {best.root} (export it with `edgefashion export {best.root}`)" if best.config.is_file() else
+             " (its model is in the folder of the worker that ran it)")
     print(f"{sum(t.state == 'COMPLETE' for t in result.trials)} trials; front: "
-          f"{sum(t.on_front for t in result.trials)}; chosen trial {result.chosen} -> {best.root} "
-          f"(export it with `edgefashion export {best.root}`); {TuneDir(args.out).report}, {TuneDir(args.out).plot}")
+          f"{sum(t.on_front for t in result.trials)}; chosen trial {result.chosen}{where}; "
+          f"{TuneDir(args.out).report}, {TuneDir(args.out).plot}")
+    if result.verdict:
+        print(result.verdict)
     return 0
 
 

@@ -392,6 +392,9 @@ class TrialResult:
     feasible: bool | None = None     # inside every budget
     on_front: bool = False
     seconds: float | None = None
+    latency_spread: float | None = None  # (max - min) / median of its repeated latency measurements
+    host: str | None = None              # the machine that ran it, and its tune folder (where its model is)
+    folder: str | None = None
 
 
 @dataclass
@@ -406,6 +409,7 @@ class TuneReport(Manifest):
     seed_cnn: TrialResult | None
     chosen: int | None
     cpu: CpuInfo
+    verdict: str | None = None  # the chosen model against the seed CNN, in words
     schema_version: int = SCHEMA_VERSION
 
 

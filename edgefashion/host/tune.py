@@ -72,6 +72,11 @@ class TuneConfig:
     seed: int = setting(0, "seed of the sampler and of each trial's training")
     timeout_min: float | None = setting(None, "stop starting new trials after this many minutes",
                                         type=positive_float, metavar="MIN")
+    stale_after_s: float = setting(120.0, "with --storage URL: a trial whose worker has sent no heartbeat for this "
+                                          "long (killed, its machine gone) is marked failed", type=positive_float,
+                                   metavar="SECONDS")
+    latency_repeats: int = setting(3, "times each trial's int8 latency is measured (fresh processes); the median "
+                                      "decides, the spread is recorded", type=positive_int)
     verbose: bool = False
 
     def identity(self) -> dict:
@@ -104,13 +109,15 @@ def open_study(config: TuneConfig, folder: TuneDir):
     folder.root.mkdir(parents=True, exist_ok=True)
     try:
         if config.storage:
-            storage = config.storage
+            storage = _database(optuna, config)
         else:
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
             storage = JournalStorage(JournalFileBackend(str(folder.journal)))  # replays the journal here
         study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
                                     directions=list(OBJECTIVES.values()))
+    except MissingDependency:
+        raise
     except Exception as exc:  # a bad URL, an unreachable database, a damaged journal (any type Optuna raises)
         where = config.storage or folder.journal
         hint = "" if config.storage else "; it is damaged or not an Optuna journal: move it away to start a new study"
@@ -127,6 +134,25 @@ def open_study(config: TuneConfig, folder: TuneDir):
         raise InputError(f"{folder.root}: the study there was run with {recorded}, not {config.identity()}; "
                          f"use another --out")
     return study
+
+
+HEARTBEAT_S = 10  # how often a worker on a database tells it the trial is alive
+
+
+def _database(optuna, config: TuneConfig):
+    """The RDB storage of --storage URL, with heartbeats: a worker killed mid-trial (or its machine gone)
+    gets its trial marked failed by the next worker that starts a trial, after `stale_after_s`."""
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna
+            return optuna.storages.RDBStorage(config.storage, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=max(int(config.stale_after_s), HEARTBEAT_S + 1))
+    except ImportError:
+        scheme = config.storage.split(":", 1)[0]
+        if scheme.startswith("postgresql"):
+            raise MissingDependency("psycopg (the PostgreSQL driver, for --storage postgresql://)", "postgres") from None
+        raise
 
 
 def _sampler(optuna, config: TuneConfig, trials_so_far: int):
@@ -168,6 +194,7 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
     def objective(trial):
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", platform.node())
+        trial.set_user_attr("folder", str(folder.root.resolve()))
         arch = sample(trial)
         trial.set_user_attr("arch", arch.as_dict())
         figures = _measure(arch, config, folder.trial(trial.number))
@@ -201,8 +228,17 @@ def _complete(study) -> int:
 
 
 def _fail_abandoned(study) -> None:
-    """Trials left RUNNING by a process of this machine that is gone (Ctrl-C, a crash): mark them failed."""
+    """Trials left RUNNING by a process of this machine that is gone (Ctrl-C, a crash): mark them failed;
+    on a database, also those of any machine whose heartbeat stopped."""
+    import warnings
+
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
     from optuna.trial import TrialState
+    if is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna
+            fail_stale_trials(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
         if host == platform.node() and pid and not process_alive(pid):
@@ -229,7 +265,8 @@ class _Progress:
         self.done += 1
         elapsed = time.monotonic() - self.start
         eta = elapsed / self.done * max(self.total - self.done * self.jobs, 0) / self.jobs
-        fits = "inside the budgets" if max(over) <= 0 else "outside a budget"
+        fits = ("inside the budgets" if max(over) <= 0 else "at chance level" if over[0] > 0 else
+                "outside a budget")
         arena = f", arena {figures['arena_bytes'] / 1024:.1f} KB" if figures.get("arena_bytes") else ""
         step(f"trial {number}: int8 val accuracy {figures['accuracy']:.4f}, {figures['latency_us']:.0f} µs, "
              f"{figures['size_bytes'] / 1024:.0f} KB{arena}, {fits}; {elapsed / 60:.1f} min so far, "
@@ -237,8 +274,10 @@ class _Progress:
 
 
 def violations(figures: dict, config: TuneConfig) -> list[float]:
-    """Optuna constraints: <= 0 is inside a budget."""
-    out = [0.0]
+    """Optuna constraints: <= 0 is inside a budget. The first is always there: a model must reach twice
+    chance (2/K), so a trial that learnt nothing is never "inside the budgets", budgets or not."""
+    classes = figures.get("classes") or 10
+    out = [min(2.0 / classes, 0.99) - figures["accuracy"]]
     if config.max_latency_us:
         out.append(figures["latency_us"] - config.max_latency_us)
     if config.max_size_kb:
@@ -273,7 +312,12 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
         content = tflite_converter(tf, model, data.prepare(rows.images[:CALIBRATION])).convert()
     write_bytes(int8_path, content)
     accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
-    return {"accuracy": accuracy, "latency_us": _latency_us(int8_path), "size_bytes": len(content),
+    latencies = [_latency_us(int8_path) for _ in range(config.latency_repeats)]
+    median = sorted(latencies)[len(latencies) // 2]
+    return {"accuracy": accuracy, "classes": rows.num_classes, "latency_us": median,
+            "latency_runs_us": [round(v, 2) for v in latencies],
+            "latency_spread": round((max(latencies) - min(latencies)) / median, 3) if median else None,
+            "size_bytes": len(content),
             "arena_bytes": _arena(int8_path), "parameters": int(model.count_params()),
             "seconds": round(time.monotonic() - started, 1)}
 
@@ -328,19 +372,56 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
                                                                        "arena_bytes")}, seconds=seed["seconds"])
     feasible = [r for r in complete if r.feasible]
     chosen = max(feasible, key=lambda r: (r.accuracy, -r.latency_us)) if feasible else None
-    storage = config.storage or str(folder.journal)
+    storage = _shown(config.storage) if config.storage else str(folder.journal)
     result = TuneReport(study=STUDY, storage=storage, budgets=config.budgets(), trials=results,
-                        seed_cnn=seed_result, chosen=chosen.number if chosen else None, cpu=cpu.describe())
+                        seed_cnn=seed_result, chosen=chosen.number if chosen else None, cpu=cpu.describe(),
+                        verdict=verdict(chosen, seed_result))
     result.write(folder.report)
     plot_front(result, folder.plot)
     if chosen is None:
+        stale = _remove_stale_best(folder)
         closest = max(complete, key=lambda r: -max(violations(asdict(r), config)), default=None)
         hint = (f"; closest: trial {closest.number} (accuracy {closest.accuracy:.4f}, {closest.latency_us:.0f} µs, "
                 f"{closest.size_bytes / 1024:.0f} KB)") if closest else ""
         raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
-                          f"see {folder.report}")
-    make_best_run(study.trials[chosen.number], config, folder)
+                          f"see {folder.report}{stale}")
+    if folder.trial_model(chosen.number).is_file():
+        make_best_run(study.trials[chosen.number], config, folder)
+    else:  # a trial of another worker (another machine, another folder): its model is there
+        _remove_stale_best(folder)
+        step(f"the chosen trial {chosen.number} ran on {chosen.host} in {chosen.folder}; its model is there "
+             f"(run tune with the same --storage in that folder to make its best/ run)")
     return result
+
+
+def verdict(chosen: TrialResult | None, seed: TrialResult | None) -> str | None:
+    """The chosen model against the seed CNN, measured the same way, in plain words."""
+    if chosen is None or seed is None:
+        return None
+    gain = (chosen.accuracy - seed.accuracy) * 100
+    faster, smaller = seed.latency_us / chosen.latency_us, seed.size_bytes / chosen.size_bytes
+    accuracy = (f"{gain:.2f} pp {'more' if gain >= 0 else 'LESS'} accurate ({chosen.accuracy:.4f} vs "
+                f"{seed.accuracy:.4f} int8 validation accuracy)")
+    text = (f"trial {chosen.number} against the seed CNN: {accuracy}, {faster:.1f}x "
+            f"{'faster' if faster >= 1 else 'SLOWER'}, {smaller:.1f}x {'smaller' if smaller >= 1 else 'LARGER'}")
+    if gain < 0 or faster < 1 or smaller < 1:
+        text += "; it is WORSE than the seed CNN on " + ", ".join(
+            axis for axis, worse in (("accuracy", gain < 0), ("latency", faster < 1), ("size", smaller < 1)) if worse)
+    return text
+
+
+def _remove_stale_best(folder: TuneDir) -> str:
+    """DIR/best of an earlier invocation, which this one's choice no longer backs: removed (tune's own)."""
+    if not folder.best_run.root.exists():
+        return ""
+    shutil.rmtree(folder.best_run.root)
+    return f"; the old {folder.best_run.root} (an earlier choice) was removed"
+
+
+def _shown(url: str) -> str:
+    """A storage URL without its password."""
+    import re
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _result(trial, config: TuneConfig) -> TrialResult:
@@ -350,7 +431,8 @@ def _result(trial, config: TuneConfig) -> TrialResult:
                        accuracy=figures.get("accuracy"), latency_us=figures.get("latency_us"),
                        size_bytes=figures.get("size_bytes"), arena_bytes=figures.get("arena_bytes"),
                        feasible=(max(violations(figures, config)) <= 0) if complete and figures else None,
-                       seconds=figures.get("seconds"))
+                       seconds=figures.get("seconds"), latency_spread=figures.get("latency_spread"),
+                       host=trial.user_attrs.get("host"), folder=trial.user_attrs.get("folder"))
 
 
 def dominates(a: TrialResult, b: TrialResult) -> bool:

@@ -53,9 +53,28 @@ def test_two_workers_share_one_study(tmp_path):
 
 
 def test_a_budget_no_trial_meets_is_a_failure(tmp_path):
+    stale = tmp_path / "tune" / "best"  # the choice of an earlier invocation with other budgets
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}")
+    (tmp_path / "tune" / "pareto.json").write_text("{}")
     done = cli("tune", "--out", tmp_path / "tune", "--trials", 1, *QUICK, "--max-size-kb", 1)
     assert done.returncode == 1 and "no trial of 1 meets the budgets (max_size_kb 1)" in done.stderr
-    assert not (tmp_path / "tune" / "best").exists() and (tmp_path / "tune" / "pareto.json").is_file()
+    assert "(an earlier choice) was removed" in done.stderr
+    assert not (tmp_path / "tune" / "best").exists() and _report(tmp_path / "tune")["trials"]
+
+
+def test_chance_level_is_never_inside_the_budgets_and_worse_is_said():
+    from edgefashion.host.tune import TuneConfig, verdict, violations
+    from edgefashion.schemas import TrialResult
+    figures = {"accuracy": 0.1, "classes": 10, "latency_us": 5.0, "size_bytes": 1000}
+    assert max(violations(figures, TuneConfig())) > 0  # no budgets given, still not "inside"
+    assert max(violations({**figures, "accuracy": 0.6}, TuneConfig())) <= 0
+    seed = TrialResult(number=-1, state="COMPLETE", arch=None, accuracy=0.55, latency_us=200.0, size_bytes=900_000)
+    worse = TrialResult(number=3, state="COMPLETE", arch={}, accuracy=0.3583, latency_us=20.0, size_bytes=40_000)
+    text = verdict(worse, seed)
+    assert "19.17 pp LESS accurate" in text and "WORSE than the seed CNN on accuracy" in text and "10.0x faster" in text
+    assert "WORSE" not in verdict(TrialResult(number=4, state="COMPLETE", arch={}, accuracy=0.6, latency_us=20.0,
+                                              size_bytes=40_000), seed)
 
 
 def test_train_a_preset_architecture(tmp_path):
