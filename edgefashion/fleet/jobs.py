@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
 from ..files import atomic_path, sha256_file
 from ..schemas import DeviceRun, SelftestReport
 from .inventory import Device, Inventory
@@ -284,3 +285,32 @@ def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip()[:300] if lines else ""
 
+
+
+async def _remote_p50(inventory: Inventory, device: Device, model: Path, flags: list[str], repeats: int,
+                      timeout: float) -> list[float]:
+    async with session(device, inventory.known_hosts) as s:
+        folder = await prepare(s)
+        sha = sha256_file(model)
+        remote = f"{folder}/models/{sha[:16]}{model.suffix}"
+        if await remote_sha256(s, remote) != sha:
+            await upload(s, model, remote, sha, None, timeout)
+        p50s = []
+        for _ in range(repeats):  # each a fresh bench worker on the device
+            result = await s.run(edgefashion(s, "bench", remote, "--json", *flags), timeout, "bench")
+            if result.exit != 0:
+                raise DeviceError(f"bench failed (exit {result.exit}): {_last_line(result.stderr)}")
+            found = _json(result.stdout, "bench --json")
+            p50s.append(float(found["results"][0]["latency_us"]["p50"]))
+        return p50s
+
+
+def remote_p50(inventory: Inventory, name: str, model: Path, flags: list[str], repeats: int,
+               timeout: float = 600) -> list[float]:
+    """The p50 latency of `model` measured `repeats` times on the inventory's device `name` (tune
+    --measure-on), or InputError naming the device and why it could not."""
+    device = inventory.select([name])[0]
+    try:
+        return asyncio.run(_remote_p50(inventory, device, model, flags, repeats, timeout))
+    except DeviceError as exc:
+        raise InputError(f"--measure-on {name}: {exc}") from None

@@ -75,14 +75,19 @@ class TuneConfig:
     stale_after_s: float = setting(120.0, "with --storage URL: a trial whose worker has sent no heartbeat for this "
                                           "long (killed, its machine gone) is marked failed", type=positive_float,
                                    metavar="SECONDS")
+    measure_on: str | None = setting(None, "take each trial's int8 latency from this device of --inventory (over "
+                                           "SSH, as fleet bench does) instead of this machine", metavar="DEVICE")
+    inventory: Path | None = setting(None, "the fleet inventory that --measure-on names a device of", type=Path,
+                                     metavar="FLEET.toml")
     latency_repeats: int = setting(3, "times each trial's int8 latency is measured (fresh processes); the median "
                                       "decides, the spread is recorded", type=positive_int)
     verbose: bool = False
 
     def identity(self) -> dict:
         """What makes trials comparable: a resumed study must have been run with the same."""
-        return {"data": str(self.data) if self.data else None, "limit": self.limit, "epochs": self.epochs,
-                "seed": self.seed}
+        found = {"data": str(self.data) if self.data else None, "limit": self.limit, "epochs": self.epochs,
+                 "seed": self.seed}
+        return {**found, "measure_on": self.measure_on} if self.measure_on else found
 
     def trial_training(self, arch: dict | None) -> TrainConfig:
         """Train's settings for one trial (arch None: the seed CNN): train's defaults but for these."""
@@ -177,6 +182,11 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
     if config.jobs > 2 * (os.cpu_count() or 1):
         raise InputError(f"--jobs {config.jobs}: more than twice this machine's {os.cpu_count()} CPUs; each job trains "
                          f"a model (--storage URL spreads a study over several machines)")
+    if (config.measure_on is None) != (config.inventory is None):
+        raise InputError("--measure-on DEVICE and --inventory FLEET.toml go together")
+    if config.measure_on is not None:
+        from ..fleet import inventory
+        inventory.load(config.inventory).select([config.measure_on])  # a bad inventory or name: now, not per trial
     if not worker:
         check_tool_folder(folder.root, TUNE_MARKERS, "tune folder")
     study = open_study(config, folder)
@@ -312,9 +322,9 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
         content = tflite_converter(tf, model, data.prepare(rows.images[:CALIBRATION])).convert()
     write_bytes(int8_path, content)
     accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
-    latencies = [_latency_us(int8_path) for _ in range(config.latency_repeats)]
+    latencies, where = _latencies(int8_path, config)
     median = sorted(latencies)[len(latencies) // 2]
-    return {"accuracy": accuracy, "classes": rows.num_classes, "latency_us": median,
+    return {"accuracy": accuracy, "classes": rows.num_classes, "latency_us": median, "measured_on": where,
             "latency_runs_us": [round(v, 2) for v in latencies],
             "latency_spread": round((max(latencies) - min(latencies)) / median, 3) if median else None,
             "size_bytes": len(content),
@@ -339,6 +349,17 @@ def _split(data_path, test_data, image_shape, labels, seed):
     """(training rows, test set, held-out indices) of the data, as train makes them."""
     config = TrainConfig(data=data_path, test_data=test_data, image_shape=image_shape, labels=labels, seed=seed)
     return split_data(config, load_data(config))
+
+
+def _latencies(path: Path, config: TuneConfig) -> tuple[list[float], str]:
+    """The int8 p50 latencies, `latency_repeats` of them, and where they were measured."""
+    if config.measure_on is None:
+        return [_latency_us(path) for _ in range(config.latency_repeats)], f"this machine ({platform.node()})"
+    from ..fleet import inventory, jobs
+    from ..options import to_flags
+    fleet = inventory.load(config.inventory)
+    p50s = jobs.remote_p50(fleet, config.measure_on, path, to_flags(TRIAL_BENCH), config.latency_repeats)
+    return p50s, f"device {config.measure_on} ({fleet.select([config.measure_on])[0].address})"
 
 
 def _latency_us(path: Path) -> float:
@@ -369,7 +390,8 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
     seed = study.user_attrs.get("seed_cnn")
     seed_result = None if seed is None else TrialResult(
         number=-1, state="COMPLETE", arch=None, **{k: seed[k] for k in ("accuracy", "latency_us", "size_bytes",
-                                                                       "arena_bytes")}, seconds=seed["seconds"])
+                                                                       "arena_bytes")}, seconds=seed["seconds"],
+        latency_spread=seed.get("latency_spread"), measured_on=seed.get("measured_on"))
     feasible = [r for r in complete if r.feasible]
     chosen = max(feasible, key=lambda r: (r.accuracy, -r.latency_us)) if feasible else None
     storage = _shown(config.storage) if config.storage else str(folder.journal)
@@ -383,8 +405,10 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
         closest = max(complete, key=lambda r: -max(violations(asdict(r), config)), default=None)
         hint = (f"; closest: trial {closest.number} (accuracy {closest.accuracy:.4f}, {closest.latency_us:.0f} µs, "
                 f"{closest.size_bytes / 1024:.0f} KB)") if closest else ""
+        floor = "twice chance accuracy (2/K)" + (f" and the budgets {_budget_text(config)}"
+                                                 if any(v is not None for v in config.budgets().values()) else "")
         raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
-                          f"see {folder.report}{stale}")
+                          f"a trial must reach {floor}; see {folder.report}{stale}")
     if folder.trial_model(chosen.number).is_file():
         make_best_run(study.trials[chosen.number], config, folder)
     else:  # a trial of another worker (another machine, another folder): its model is there
@@ -432,6 +456,7 @@ def _result(trial, config: TuneConfig) -> TrialResult:
                        size_bytes=figures.get("size_bytes"), arena_bytes=figures.get("arena_bytes"),
                        feasible=(max(violations(figures, config)) <= 0) if complete and figures else None,
                        seconds=figures.get("seconds"), latency_spread=figures.get("latency_spread"),
+                       measured_on=figures.get("measured_on"),
                        host=trial.user_attrs.get("host"), folder=trial.user_attrs.get("folder"))
 
 
@@ -515,7 +540,9 @@ def plot_front(result: TuneReport, path: Path) -> None:
     if result.budgets.get("max_latency_us"):
         ax.axvline(result.budgets["max_latency_us"], color="#2ca02c", linestyle="--", label="latency budget")
     ax.set_xscale("log")
-    ax.set_xlabel(f"int8 p50 latency, batch 1, 1 thread (µs, {result.cpu.model})")
+    where = next((t.measured_on for t in done if t.measured_on), None)
+    device = where if where and where.startswith("device") else result.cpu.model
+    ax.set_xlabel(f"int8 p50 latency, batch 1, 1 thread (µs, {device})")
     ax.set_ylabel("int8 validation accuracy")
     ax.set_title("edgefashion tune: marker area = int8 model size")
     ax.legend(loc="lower right")

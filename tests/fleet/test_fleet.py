@@ -263,3 +263,20 @@ def test_bad_inventory_is_one_line(lab):
     assert "devices.pi: user is missing" in fleet("check", "--inventory", bad, check_rc=2).stderr
     bad.write_text('[devices\n')
     assert "not valid TOML" in fleet("check", "--inventory", bad, check_rc=2).stderr
+
+
+def test_tune_measures_latency_on_a_device(lab):
+    out = lab["tmp"] / "tune"
+    done = subprocess.run([sys.executable, "-m", "edgefashion", "tune", "--out", str(out), "--trials", "1", "--limit",
+                           "600", "--epochs", "1", "--measure-on", "native", "--inventory", str(lab["inventory"]),
+                           "--latency-repeats", "2"], capture_output=True, text=True, timeout=900)
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a trial at chance level (one epoch on 600 rows)
+    report = json.loads((out / "pareto.json").read_text())
+    measured = [t for t in report["trials"] if t["state"] == "COMPLETE"] + [report["seed_cnn"]]
+    assert all(t["measured_on"].startswith("device native (root@127.0.0.1:") for t in measured)
+    assert all(t["latency_spread"] is not None and t["latency_us"] > 0 for t in measured)
+    assert list((lab["tmp"] / "dev-native" / "models").glob("*.tflite"))  # the models were sent to the device
+    bad = subprocess.run([sys.executable, "-m", "edgefashion", "tune", "--out", str(lab["tmp"] / "tune2"), "--trials",
+                          "1", "--measure-on", "nosuch", "--inventory", str(lab["inventory"])],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no device 'nosuch'" in bad.stderr
