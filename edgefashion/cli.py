@@ -186,6 +186,9 @@ def cmd_bundle(args) -> int:
         print(json.dumps(manifest.to_json(), indent=2))
     else:
         print(f"{args.out}: {args.out.stat().st_size / 1e6:.2f} MB, {stage.render(manifest)}")
+        if args.sign is not None:
+            print(f"signed with {args.sign}: devices that trust {args.sign.with_suffix('.pub').name} accept it, "
+                  f"and refuse it if changed")
     return 0
 
 
@@ -591,6 +594,23 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, printable(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown flag is refused by the subcommand it was given to (its --help)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._innermost(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _innermost(self, parsed) -> argparse.ArgumentParser:
+        parser = self
+        for dest in ("command", "fleet_command"):
+            choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            name = getattr(parsed, dest, None)
+            if not choices or name not in choices:
+                break
+            parser = choices[name]
+        return parser
 
 
 class Terminated(Exception):

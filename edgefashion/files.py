@@ -213,16 +213,27 @@ def restore_dir(dest: Path) -> None:
 
 @contextlib.contextmanager
 def run_lock(run: Path, what: str):
-    """One `what` (export, ...) per run directory at a time; a second one is refused, not queued."""
+    """One `what` (export, ...) per run directory at a time; a second one is refused, not queued. The
+    lock file goes when the holder ends: it is removed while still locked, and a process that locked a
+    file already removed tries again on the new one."""
     path = Path(run) / f".{what}.lock"
-    with open(path, "a+") as handle:
+    while True:
+        handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise InputError(f"{run}: another {what} is running on this run directory ({holder}); "
                              f"wait for it to finish") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # the holder removed it as we opened it: lock the new one
+    with handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -230,7 +241,8 @@ def run_lock(run: Path, what: str):
         try:
             yield
         finally:
-            handle.truncate(0)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def check_output(out, suffix: str, inputs=(), ours=None, siblings=()) -> None:

@@ -99,7 +99,7 @@ class Model:
             runner = _NumpyRunner if backend == "numpy" else _TFLiteRunner
             self._runner = runner(content, threads, backend, self.name, kernels)
         elif backend == "numpy":
-            raise Unsupported(f"{self.name}: the numpy backend runs .tflite int8 models, not ONNX")
+            raise Unsupported(f"{self.name}: the numpy backend runs .tflite models (int8 and float), not ONNX")
         else:
             self._runner = _OnnxRunner(content, threads, self.name)
         self.backend = self._runner.backend

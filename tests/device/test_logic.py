@@ -103,7 +103,9 @@ def test_pareto_dominance():
 
 
 @pytest.mark.parametrize("budgets, figures, inside", [
-    ({}, {"accuracy": 0.1, "latency_us": 1e6, "size_bytes": 1e9}, True),
+    ({}, {"accuracy": 0.1, "latency_us": 1e6, "size_bytes": 1e9}, False),  # chance level: never inside
+    ({}, {"accuracy": 0.5, "latency_us": 1e6, "size_bytes": 1e9}, True),
+    ({}, {"accuracy": 0.45, "classes": 5, "latency_us": 1, "size_bytes": 1}, True),  # 2/K of 5 classes is 0.4
     ({"max_latency_us": 50}, {"accuracy": 0.9, "latency_us": 60, "size_bytes": 1}, False),
     ({"max_size_kb": 10}, {"accuracy": 0.9, "latency_us": 1, "size_bytes": 10 * 1024}, True),
     ({"min_accuracy": 0.85}, {"accuracy": 0.84, "latency_us": 1, "size_bytes": 1}, False),

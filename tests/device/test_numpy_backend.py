@@ -60,7 +60,7 @@ def test_auto_picks_numpy_without_an_interpreter(monkeypatch, few_images):
 
 
 def test_unsupported_models_and_ops_are_named():
-    with pytest.raises(Unsupported, match="runs .tflite int8 models, not ONNX"):
+    with pytest.raises(Unsupported, match=r"runs .tflite models \(int8 and float\), not ONNX"):
         Model(FIXTURES / "run" / "export" / "model_int8.onnx", backend="numpy")
     with pytest.raises(InputError, match="operator TILE is not supported by the numpy backend"):
         Model(FIXTURES / "tile-479mb.tflite", backend="numpy")
