@@ -23,7 +23,7 @@ BUNDLE=${2:-}
 PUBKEY=${3:-}
 case "$ARCH" in
   arm64) QEMU=qemu-aarch64; INCLUDE=python3,python3-venv ;;
-  armhf) QEMU=qemu-arm; INCLUDE=python3,python3-venv,python3-numpy,python3-pil,python3-cryptography,python3-cffi-backend ;;
+  armhf) QEMU=qemu-arm; INCLUDE=python3,python3-venv,python3-numpy,python3-pil,python3-cryptography,python3-cffi-backend,python3-threadpoolctl ;;
   *) echo "usage: tools/board_check.sh arm64|armhf BUNDLE.tar.gz [KEY.pub]" >&2; exit 2 ;;
 esac
 CACHE=${EDGEFASHION_BOARD_CACHE:-$ROOT/.cache/$ARCH}
@@ -79,7 +79,8 @@ if [ "$ARCH" = arm64 ]; then
   say "aarch64 wheels into $WHEELS"
   pins=$("$HOST_PY" - <<'PY'
 import importlib.metadata as md
-print(" ".join(f"{d}=={md.version(d)}" for d in ("numpy", "ai-edge-litert", "onnxruntime", "pillow", "cryptography")))
+print(" ".join(f"{d}=={md.version(d)}" for d in ("numpy", "ai-edge-litert", "onnxruntime", "pillow", "cryptography",
+                                                  "threadpoolctl")))
 PY
 )
   # shellcheck disable=SC2086

@@ -41,7 +41,7 @@ def load(paths, names: list[str] | None = None) -> tuple[list, list, list]:
             benches.append((device_label(report, name), report))
         elif isinstance(obj, dict) and "reference" in obj and "models" in obj:
             report = VerifyReport.from_json(obj, str(path))
-            verifies.append((f"{name}: {report.cpu.model}, int8 path {report.cpu.int8_path}; "
+            verifies.append((f"{name}: {report.cpu.model or 'unknown CPU'}, int8 path {report.cpu.int8_path}; "
                              f"{report.reference.samples} images of {report.reference.source}", report))
         elif isinstance(obj, dict) and "checks" in obj:
             report = SelftestReport.from_json(obj, str(path))
