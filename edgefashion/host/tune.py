@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .. import cpu, data, rundata
 from ..console import printable, quiet, step
 from ..device.bench import BenchConfig, run_worker
@@ -424,7 +426,7 @@ def verdict(chosen: TrialResult | None, seed: TrialResult | None) -> str | None:
         return None
     gain = (chosen.accuracy - seed.accuracy) * 100
     faster, smaller = seed.latency_us / chosen.latency_us, seed.size_bytes / chosen.size_bytes
-    accuracy = (f"{gain:.2f} pp {'more' if gain >= 0 else 'LESS'} accurate ({chosen.accuracy:.4f} vs "
+    accuracy = (f"{abs(gain):.2f} pp {'more' if gain >= 0 else 'LESS'} accurate ({chosen.accuracy:.4f} vs "
                 f"{seed.accuracy:.4f} int8 validation accuracy)")
     text = (f"trial {chosen.number} against the seed CNN: {accuracy}, {faster:.1f}x "
             f"{'faster' if faster >= 1 else 'SLOWER'}, {smaller:.1f}x {'smaller' if smaller >= 1 else 'LARGER'}")
@@ -486,6 +488,7 @@ def make_best_run(trial, config: TuneConfig, folder: TuneDir) -> None:
     with quiet(config.verbose):
         loss, accuracy = model.evaluate(data.prepare(test.images), data.one_hot(test.labels, train.num_classes),
                                         batch_size=500, verbose=0)
+    _say_export_gates(model, folder.trial_model(trial.number, "tflite-int8"), training, config.verbose)
     settings = {**settings_of(training), "tune_trial": trial.number, "tune_study": str(folder.report)}
     test_info = DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),
                             accuracy=float(accuracy))
@@ -497,6 +500,28 @@ def make_best_run(trial, config: TuneConfig, folder: TuneDir) -> None:
                 epochs_finished=config.epochs, interrupted=False, fit_seconds=trial.user_attrs["figures"]["seconds"],
                 versions=versions(), platform={"machine": platform.machine(), "cpu": asdict(cpu.describe())}
                 ).write(run.config)
+
+
+def _say_export_gates(model, int8_path: Path, training: TrainConfig, verbose: bool) -> None:
+    """Whether `export DIR/best` passes its default gates with plain PTQ, judged as export judges it
+    (int8 against the float model on validation rows); if not, what export will do about it."""
+    from ..device.verify import Gates, agreement_figures
+    rows = _training_rows(training)
+    val = rows.subset(slice(validation_cut(len(rows), training.validation_split), None))
+    with quiet(verbose):
+        reference = model.predict(data.prepare(val.images), batch_size=500, verbose=0)
+    probs = Model(int8_path).predict(val.images).probabilities
+    figures = agreement_figures(probs, reference.astype(np.float64), val.labels, rows.class_names())
+    gates = Gates()
+    drop, agreement = figures["accuracy_drop_pp"], figures["top1_agreement"]
+    if drop <= gates.max_drop_pp and agreement >= gates.min_agreement:
+        step(f"the chosen model meets export's gates with plain int8: drop {drop:.2f} pp, agreement "
+             f"{agreement:.2%} on {len(val)} validation images")
+    else:
+        step(f"note: plain int8 of the chosen model misses export's gates (drop {drop:.2f} pp, agreement "
+             f"{agreement:.2%} on {len(val)} validation images; gates {gates.max_drop_pp:g} pp, "
+             f"{gates.min_agreement:.0%}): `edgefashion export` will try its repairs (--quantization auto) and "
+             f"says which one it chose, or why none passed")
 
 
 def front_rows(result: TuneReport) -> list[dict]:

@@ -29,6 +29,8 @@ def test_tune_end_to_end_then_resume(tmp_path):
     assert json.loads(best["settings"]["arch"]) == complete[report["chosen"]]["arch"]
     assert best["test"]["samples"] == 10_000 and 0 <= best["test"]["accuracy"] <= 1
     assert (out / "best" / "model.keras").is_file()
+    assert "export's gates" in first.stderr and "validation images" in first.stderr
+    assert report["verdict"].startswith(f"trial {report['chosen']} against the seed CNN")
     # run again with a higher count: the study resumes, only the missing trial runs
     again = cli("tune", "--out", out, "--trials", 3, *QUICK, check=0)
     assert "trial 2:" in again.stderr and "trial 0:" not in again.stderr and "the seed CNN first" not in again.stderr
