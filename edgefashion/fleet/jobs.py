@@ -149,8 +149,7 @@ async def deployed(s: Session, job: Job, folder: str) -> dict | None:
 
 async def selftest(s: Session, bundle: str, timeout: float) -> tuple[SelftestReport | None, str, int]:
     """The device's selftest of `bundle`: (report, the command, exit). A refusal (exit 2) has no report."""
-    trust = [a for key in s.device.trust for a in ("--trust", key)]
-    command = edgefashion(s, "selftest", bundle, "--json", *trust)
+    command = edgefashion(s, "selftest", bundle, "--json", *_trust(s.device))
     result = await s.run(command, timeout, "selftest")
     if result.exit in (0, 1) and result.stdout.strip():
         return SelftestReport.from_json(_json(result.stdout, "selftest --json"), "selftest --json"), command, result.exit
@@ -214,61 +213,57 @@ async def fetch(s: Session, remote: str, out: Path, device: str, name: str, time
 
 # --- the commands -------------------------------------------------------------------------
 
+async def _on_device(job: Job, device: Device, steps=None) -> DeviceRun:
+    """Connect, make the device's folder, install the wheel where asked, read `edgefashion info`, then
+    `steps(session, folder, run)`: what every command does on one device."""
+    run = DeviceRun(device.name, device.address, ok=False)
+    async with session(device, job.inventory.known_hosts) as s:
+        folder = await prepare(s)
+        if job.install is not None:
+            run.details["install"] = await install(s, job, folder, job.timeout)
+        run.details["info"] = await info(s, folder, min(job.timeout, 120))
+        if steps is not None:
+            await steps(s, folder, run)
+    run.ok = True
+    return run
+
+
 def checker(job: Job):
-    async def check(device: Device) -> DeviceRun:
-        run = DeviceRun(device.name, device.address, ok=False)
-        async with session(device, job.inventory.known_hosts) as s:
-            folder = await prepare(s)
-            run.details["info"] = await info(s, folder, min(job.timeout, 120))
-        run.ok = True
-        return run
-    return check
+    return lambda device: _on_device(job, device)
 
 
 def deployer(job: Job):
-    async def deploy(device: Device) -> DeviceRun:
-        run = DeviceRun(device.name, device.address, ok=False)
-        async with session(device, job.inventory.known_hosts) as s:
-            folder = await prepare(s)
-            if job.install is not None:
-                run.details["install"] = await install(s, job, folder, job.timeout)
-            run.details["info"] = await info(s, folder, min(job.timeout, 120))
-            await deploy_bundle(s, job, folder, run)
-        run.ok = True
-        return run
-    return deploy
+    return lambda device: _on_device(job, device, lambda s, folder, run: deploy_bundle(s, job, folder, run))
 
 
 def runner(job: Job, command: str):
     """fleet bench / fleet verify: the bundle deployed (if it is not), then `edgefashion COMMAND` on the
     device, its JSON fetched into FLEET_DIR/<device>/COMMAND.json."""
-    async def run_on(device: Device) -> DeviceRun:
-        run = DeviceRun(device.name, device.address, ok=False)
-        async with session(device, job.inventory.known_hosts) as s:
-            folder = await prepare(s)
-            run.details["info"] = await info(s, folder, min(job.timeout, 120))
-            await deploy_bundle(s, job, folder, run)
-            run.skipped = None  # deployed already is not "nothing done": the command still runs
-            remote = f"{folder}/results/{command}.json"
-            flags = list(job.flags)
-            if job.data is not None:
-                data = f"{folder}/incoming/{job.data.name}"
-                await upload(s, job.data, data, sha256_file(job.data), None, job.timeout)
-                flags += ["--data", data]
-            await s.run(f"mkdir -p -- {shlex.quote(folder + '/results')} && rm -f -- {shlex.quote(remote)}", 30,
-                        "mkdir")
-            trust = [a for key in device.trust for a in ("--trust", key)]
-            run.command = edgefashion(s, command, f"{folder}/{job.bundle.name}", "--out", remote, *trust, *flags)
-            result = await s.run(run.command, job.timeout, command)
-            run.exit = result.exit
-            if result.exit not in (0, 1) or not (await s.run(f"[ -f {shlex.quote(remote)} ]", 30, "ls")).exit == 0:
-                raise DeviceError(f"{command} failed (exit {result.exit}): {_last_line(result.stderr)}")
-            run.files.append(str(await fetch(s, remote, job.out, device.name, f"{command}.json", job.timeout)))
-            if result.exit == 1:
-                raise DeviceError(f"{command} failed its checks: {_last_line(result.stderr)}")
-        run.ok = True
-        return run
-    return run_on
+    async def steps(s: Session, folder: str, run: DeviceRun) -> None:
+        await deploy_bundle(s, job, folder, run)
+        run.skipped = None  # deployed already is not "nothing done": the command still runs
+        remote = f"{folder}/results/{command}.json"
+        flags = list(job.flags)
+        if job.data is not None:
+            data = f"{folder}/incoming/{job.data.name}"
+            await upload(s, job.data, data, sha256_file(job.data), None, job.timeout)
+            flags += ["--data", data]
+        await s.run(f"mkdir -p -- {shlex.quote(folder + '/results')} && rm -f -- {shlex.quote(remote)}", 30, "mkdir")
+        run.command = edgefashion(s, command, f"{folder}/{job.bundle.name}", "--out", remote, *_trust(s.device),
+                                  *flags)
+        result = await s.run(run.command, job.timeout, command)
+        run.exit = result.exit
+        if result.exit not in (0, 1) or not (await s.run(f"[ -f {shlex.quote(remote)} ]", 30, "ls")).exit == 0:
+            raise DeviceError(f"{command} failed (exit {result.exit}): {_last_line(result.stderr)}")
+        run.files.append(str(await fetch(s, remote, job.out, s.device.name, f"{command}.json", job.timeout)))
+        if result.exit == 1:
+            raise DeviceError(f"{command} failed its checks: {_last_line(result.stderr)}")
+    return lambda device: _on_device(job, device, steps)
+
+
+def _trust(device: Device) -> list[str]:
+    """--trust flags for the inventory's `trust = [...]` (paths on the device)."""
+    return [a for key in device.trust for a in ("--trust", key)]
 
 
 def _json(text: str, what: str) -> dict:

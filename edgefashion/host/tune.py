@@ -311,7 +311,7 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // config.jobs))
     training = config.trial_training(None if arch is None else arch.as_dict())
     rows = _training_rows(training)
-    val = rows.subset(slice(validation_cut(len(rows), training.validation_split), None))  # Keras holds these out
+    val = _validation_rows(rows, training)
     started = time.monotonic()
     with quiet(config.verbose):
         model = fit_model(training, rows)
@@ -344,6 +344,11 @@ def _training_rows(training: TrainConfig) -> data.Dataset:
     if len(train) < MIN_ROWS:
         raise InputError(f"{train.source}: {len(train)} rows; tuning needs at least {MIN_ROWS}")
     return train
+
+
+def _validation_rows(rows: data.Dataset, training: TrainConfig) -> data.Dataset:
+    """The training rows' last share, which Keras holds out for validation (validation_split)."""
+    return rows.subset(slice(validation_cut(len(rows), training.validation_split), None))
 
 
 @functools.lru_cache(maxsize=1)
@@ -507,7 +512,7 @@ def _say_export_gates(model, int8_path: Path, training: TrainConfig, verbose: bo
     (int8 against the float model on validation rows); if not, what export will do about it."""
     from ..device.verify import Gates, agreement_figures
     rows = _training_rows(training)
-    val = rows.subset(slice(validation_cut(len(rows), training.validation_split), None))
+    val = _validation_rows(rows, training)
     with quiet(verbose):
         reference = model.predict(data.prepare(val.images), batch_size=500, verbose=0)
     probs = Model(int8_path).predict(val.images).probabilities
