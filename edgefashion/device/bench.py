@@ -179,7 +179,7 @@ def measure(path: Path, threads: int, batches: list, warmup: int, runs: int, min
                         "inputs": describe_feed(model, array, shape)})
     work = model_macs(path, model, feed)
     for r in results:
-        r.update(work_figures(work, r["format"], r["latency_per_image_us"]["p50"], threads))
+        r.update(macs_per_image=work, gmacs=macs.achieved(work, r["latency_per_image_us"]["p50"]))
     return results
 
 
@@ -193,12 +193,13 @@ def model_macs(path: Path, model, feed) -> int | None:
         return None
 
 
-def work_figures(work: int | None, fmt: str, per_image_us: float, threads: int) -> dict:
-    """MACs, GMAC/s achieved and the share of this CPU's peak, for a bench result."""
-    peak = macs.peak_gmacs(cpu.features(), macs.dtype_of(fmt), threads)
-    gmacs = macs.achieved(work, per_image_us)
-    return {"macs_per_image": work, "gmacs": gmacs, "peak_gmacs": peak["gmacs"] if peak else None,
-            "peak_share": round(gmacs / peak["gmacs"], 6) if peak and gmacs else None}
+def add_peak_shares(results: list[BenchResult], peaks: dict) -> None:
+    """Each result's share of the CPU's peak on its thread count (`peaks`: one core, per dtype)."""
+    for r in results:
+        peak = peaks.get(macs.dtype_of(r.format))
+        if peak and r.gmacs:
+            r.peak_gmacs = round(peak["gmacs"] * r.threads, 1)
+            r.peak_share = round(r.gmacs / r.peak_gmacs, 6)
 
 
 def _stats(model, path, threads, batch, init_ms, first_ms, us: np.ndarray) -> dict:
@@ -276,11 +277,12 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
     if not results:
         raise InputError("nothing to benchmark: " + "; ".join(skipped))
     skipped = list(dict.fromkeys(skipped))
+    peaks = {d: macs.peak_gmacs(env.cpu.features, d, 1) for d in ("int8", "float32")}
+    add_peak_shares(results, peaks)
     report = BenchReport(environment=env, warnings=skipped + environment_warnings(env) + _spread_warnings(results),
                          settings={"warmup": config.warmup, "runs": config.runs, "min_time_s": config.min_time,
                                    "batches": config.batches, "threads": config.threads},
-                         results=results, comparison=comparison(results), profiles=profiles or None,
-                         peaks={d: macs.peak_gmacs(env.cpu.features, d, 1) for d in ("int8", "float32")})
+                         results=results, comparison=comparison(results), profiles=profiles or None, peaks=peaks)
     if not write:
         return report, None
     out = out or default_out(paths)
