@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test test-device test-device-isa test-host test-fleet setup data qemu sshd postgres isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
+.PHONY: demo test test-device test-device-isa test-host test-fleet setup data qemu sshd postgres chromium isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
@@ -45,12 +45,12 @@ test-device-isa: $(EDGE)/.installed data qemu
 	done
 
 # The host tier: trains and exports tiny real models, the x86 kernel paths under qemu (minutes).
-test-host: $(EDGE)/.installed data qemu postgres
+test-host: $(EDGE)/.installed data qemu postgres chromium
 	$(BIN)/python -m pytest -q tests/host
 
 # fleet against Debian's OpenSSH server on 127.0.0.1 (the edge venv is a device); the arm64 device too
 # where its root was built (make fleet-arm64-check). About 2 minutes.
-test-fleet: $(EDGE)/.installed setup sshd
+test-fleet: $(EDGE)/.installed setup sshd chromium
 	$(BIN)/python -m pytest -q tests/fleet
 
 # The fleet tests with the emulated arm64 device required: builds the arm64 Debian root first (about 8
@@ -66,6 +66,14 @@ postgres:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql >/dev/null || \
 	    { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql >/dev/null; } || \
 	    { echo "postgresql is missing and could not be installed: apt-get install postgresql"; exit 2; }; }
+
+# Debian's headless Chromium: the report tests open report.html in it (tests/chromium.py)
+chromium:
+	@command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO="sudo -n"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null || \
+	    { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+	    { echo "chromium is missing and could not be installed: apt-get install chromium"; exit 2; }; }
 
 sshd:
 	@[ -x /usr/sbin/sshd ] || \

@@ -27,7 +27,7 @@ from .device.predict import predict
 from .device.runtime import BACKEND_HELP, BACKENDS
 from .device.selftest import Limits, selftest
 from .device.verify import verify_bundle
-from .errors import CheckFailed, InputError
+from .errors import CheckFailed, InputError, MissingDependency
 from .files import check_output
 from .formats import FORMATS
 from .host.bundle import make_bundle
@@ -38,6 +38,7 @@ from .options import (THREADS_HELP, add_options, fraction, from_args, from_plain
                       thread_count)
 from .pipeline import STAGES, run, stage_named, verify_on_host
 from .render import table
+from .report import write as write_report
 from .rundir import Run, TuneDir
 from .schemas import VerifyReport
 from .stage import Stage, with_verbosity
@@ -165,7 +166,12 @@ def cmd_compare(args) -> int:
         print()
         for i, (label, _) in enumerate(verifies):
             print(printable(f"V{i + 1}: {label}"))
-        print(table(compare.accuracy_rows(verifies)))
+        rows = compare.accuracy_rows(verifies)
+        print(table(rows))
+        if args.plot is not None and not benches:  # with bench files too, the plot is theirs
+            check_output(args.plot, ".png", args.files, ours=lambda p: False)
+            if compare.plot_accuracy(verifies, rows, args.plot):
+                print(f"-> {args.plot}")
     if selftests:
         print()
         for i, (label, _) in enumerate(selftests):
@@ -333,7 +339,39 @@ def cmd_tune(args) -> int:
           f"{TuneDir(args.out).report}, {TuneDir(args.out).plot}")
     if result.verdict:
         print(result.verdict)
+    say_report(args.out)
     return 0
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained report.html of a run, tune or fleet folder",
+                       description="Write FOLDER/report.html: everything a run (training, export, accuracy, "
+                                   "latency, firmware, bundle), a tune (the front, every trial, the chosen model) "
+                                   "or a fleet command (each device, side by side) wrote, on one page with its "
+                                   "plots. Styles, script and plots are inlined: it opens with no network, and "
+                                   "its content policy lets no request leave the file. `run` and `tune` write it "
+                                   "at their end.")
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="run, tune or fleet folder")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.html",
+                   help="where to write it (default FOLDER/report.html); an existing file that is not an "
+                        "edgefashion report is never overwritten")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    out = write_report(args.folder, args.out)
+    print(f"-> {out} ({out.stat().st_size / 1e3:.0f} KB, self-contained)")
+    return 0
+
+
+def say_report(folder: Path) -> None:
+    """The report at the end of run and tune: a failure to draw it is a note, not the command's failure."""
+    try:
+        out = write_report(folder)
+    except (InputError, MissingDependency) as exc:
+        print(f"note: no report.html ({exc})", file=sys.stderr)
+        return
+    print(f"report: {out}")
 
 
 def add_keygen(sub) -> None:
@@ -395,6 +433,7 @@ def cmd_run(args) -> int:
     if summary.bundle_bytes:
         print(f"bundle: {summary.bundle} ({summary.bundle_bytes / 1e6:.2f} MB) -> copy it to the device "
               f"and run `edgefashion selftest {Path(summary.bundle).name}`")
+    say_report(run_dir.root)
     return 0
 
 
@@ -583,7 +622,8 @@ def add_stages(sub) -> None:
         STAGE_COMMANDS.get(stage.name, add_stage)(sub, stage)
 
 
-COMMANDS = [add_stages, add_compare, add_selftest, add_predict, add_run, add_tune, add_keygen, add_info, add_fleet]
+COMMANDS = [add_stages, add_compare, add_selftest, add_predict, add_run, add_tune, add_report, add_keygen, add_info,
+            add_fleet]
 
 
 MESSAGE_LIMIT = 2000  # characters of one error line

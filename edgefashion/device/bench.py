@@ -28,7 +28,8 @@ from ..console import Progress
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import check_output, write_text
 from ..options import int_list, non_negative_float, positive_int, setting, thread_list
-from ..render import plot_latency, table
+from .. import plots
+from ..render import table
 from ..stage import Stage
 from ..rundir import BENCH_FILE, Run
 from ..schemas import BenchReport, BenchResult, Environment
@@ -288,10 +289,14 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
     out = out or default_out(paths)
     report.write(out)
     write_text(out.with_suffix(".csv"), to_csv(results))
-    device = ", ".join(v for v in (env.board_model, f"{env.cpu_model} ({env.cores} cores, {env.machine})",
-                                   "emulated" if env.emulated else None) if v)
-    plot_latency(results, out.with_suffix(".png"), device)
+    plots.save(plots.latency_figure(results, device_name(env)), out.with_suffix(".png"))
     return report, out
+
+
+def device_name(env) -> str:
+    """What a plot's title calls the machine: board, CPU, cores, and whether it was emulated."""
+    return ", ".join(v for v in (env.board_model, f"{env.cpu_model} ({env.cores} cores, {env.machine})",
+                                 "emulated" if env.emulated else None) if v)
 
 
 def default_out(paths) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import read_json
-from ..render import pyplot, save_figure
+from .. import plots
 from ..schemas import BenchReport, SelftestReport, VerifyReport
 from ..formats import FLOAT_OF
 
@@ -85,20 +85,10 @@ def compare_rows(reports: list[tuple[str, BenchReport]], batch: int, threads: in
 
 
 def plot(reports: list[tuple[str, BenchReport]], rows: list[dict], path: Path, batch: int, threads: int):
-    plt = pyplot()
-    if plt is None:
-        return None
-    latency = [r for r in rows if "/" not in r["format"]]
-    fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(latency)), 4.5))
-    width = 0.8 / len(reports)
-    for i, (label, report) in enumerate(reports):
-        values = [r[f"D{i + 1}"] or 0 for r in latency]
-        xs = [x + (i - (len(reports) - 1) / 2) * width for x in range(len(latency))]
-        ax.bar(xs, values, width=width, label=f"D{i + 1} {label}", hatch="//" if report.environment.emulated else None)
-    ax.set_xticks(list(range(len(latency))), [r["format"] for r in latency])
-    ax.set_yscale("log")
-    ax.set_ylabel(f"p50 µs per image (batch {batch}, {threads} thread)")
-    ax.set_title("devices side by side (hatched: emulated, not a device number)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)
+    return plots.save(plots.devices_figure([label for label, _ in reports],
+                                           [bool(r.environment.emulated) for _, r in reports], rows, batch, threads),
+                      path)
+
+
+def plot_accuracy(verifies: list, rows: list[dict], path: Path):
+    return plots.save(plots.accuracy_figure([label for label, _ in verifies], rows), path)

@@ -20,7 +20,8 @@ from ..console import Progress, step
 from ..errors import InputError, MissingDependency, Unsupported
 from ..files import write_text
 from ..options import fraction, setting, threads_setting
-from ..render import markdown_table, plot_confusion, table
+from .. import plots
+from ..render import markdown_table, table
 from ..stage import Stage
 from ..rundir import Run
 from ..schemas import LayerErrors, ModelResult, Reference, VerifyReport
@@ -169,8 +170,9 @@ def verify(config: VerifyConfig, run: Run, keras: FloatReference | None = None) 
     by_format = {r.format: r for r in results}
     for r in results:
         paired = by_format.get(FLOAT_OF.get(r.format))
-        plot_confusion(r.confusion_matrix, names, f"{r.format}: accuracy {r.accuracy:.4f}", run.confusion(r.format),
-                       paired.confusion_matrix if paired else None, paired.format if paired else "")
+        plots.save(plots.confusion_figure(r.confusion_matrix, names, f"{r.format}: accuracy {r.accuracy:.4f}",
+                                          paired.confusion_matrix if paired else None,
+                                          paired.format if paired else ""), run.confusion(r.format))
     return report
 
 

@@ -15,7 +15,7 @@ from .. import cpu, data, rundata
 from ..console import quiet, step
 from ..errors import InputError
 from ..files import atomic_path, check_tool_folder, write_json
-from ..render import plot_history
+from .. import plots
 from ..stage import Stage
 from ..options import positive_float, positive_int, setting, settings_of
 from ..rundir import RUN_MARKERS, Run
@@ -188,7 +188,7 @@ def train(config: TrainConfig, run: Run) -> TrainReport:
     history = keeper.history
     write_json(run.history, {**history, "best_epoch": keeper.best_epoch})
     if history["loss"]:
-        plot_history(history, run.curves, keeper.best_epoch)
+        plots.save(plots.history_figure(history, keeper.best_epoch), run.curves)
     result = _summary(config, train_set, test_set, keeper, fit_seconds, interrupted)
     if test_set is not None and not interrupted:
         with quiet(config.verbose):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cpu, data, rundata
+from .. import cpu, data, plots, rundata
 from ..console import printable, quiet, step
 from ..device.bench import BenchConfig, run_worker
 from ..device.runtime import Model
@@ -543,41 +543,13 @@ def front_rows(result: TuneReport) -> list[dict]:
 
 
 def plot_front(result: TuneReport, path: Path) -> None:
-    """Accuracy vs latency; marker area is the model size; the front and the seed CNN marked."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    done = [t for t in result.trials if t.state == "COMPLETE" and t.accuracy is not None]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for group, color, label in (([t for t in done if not t.on_front], "#bbbbbb", "trials"),
-                                ([t for t in done if t.on_front and not t.feasible], "#ff7f0e",
-                                 "Pareto front, outside a budget"),
-                                ([t for t in done if t.on_front and t.feasible], "#1f77b4",
-                                 "Pareto front, inside the budgets")):
-        if group:
-            ax.scatter([t.latency_us for t in group], [t.accuracy for t in group], c=color, label=label,
-                       s=[max(t.size_bytes / 2048, 8) for t in group], alpha=0.8, edgecolors="k", linewidths=0.3)
-    if result.seed_cnn:
-        s = result.seed_cnn
-        ax.scatter([s.latency_us], [s.accuracy], marker="*", s=300, c="#d62728", label="seed CNN", edgecolors="k")
-    chosen = next((t for t in done if t.number == result.chosen), None)
-    if chosen:
-        ax.annotate(f"chosen: trial {chosen.number}", (chosen.latency_us, chosen.accuracy),
-                    textcoords="offset points", xytext=(8, -12))
-    if result.budgets.get("max_latency_us"):
-        ax.axvline(result.budgets["max_latency_us"], color="#2ca02c", linestyle="--", label="latency budget")
-    ax.set_xscale("log")
-    where = next((t.measured_on for t in done if t.measured_on), None)
+    plots.save(front_figure(result), path)
+
+
+def front_figure(result: TuneReport):
+    """Accuracy against latency of every trial (plots.front_figure), named by where it was measured."""
+    where = next((t.measured_on for t in result.trials if t.measured_on), None)
     device = where if where and where.startswith("device") else result.cpu.model
-    ax.set_xlabel(f"int8 p50 latency, batch 1, 1 thread (µs, {device})")
-    ax.set_ylabel("int8 validation accuracy")
-    ax.set_title("edgefashion tune: marker area = int8 model size")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    return plots.front_figure(result.trials, result.seed_cnn, result.chosen, result.budgets.get("max_latency_us"),
+                              device or "this machine")
 

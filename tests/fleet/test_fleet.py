@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 import sshd
+from chromium import check_report
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / ".venv-edge" / "bin" / "edgefashion"
@@ -212,6 +214,10 @@ def test_bench_compares_devices_and_reruns_only_failed(lab):
     assert {d["device"]: d["ok"] for d in report["devices"]} == {**{n: True for n in live(lab)}, "gone": False}
     assert report["comparison"] and (out / "compare.png").stat().st_size > 1000
     assert "tflite-int8" in done.stdout and "D1: native" in done.stdout
+    shown = cli("report", out, check=0)
+    assert "self-contained" in shown.stdout
+    found = check_report(out / "report.html", lab["tmp"] / "fleet.png", ["devices", "compare"])
+    assert found["figures"] >= 1 + len(live(lab))  # side by side, and each device's latency
     if HAVE_ARM64:
         assert "EMULATED (qemu-aarch64)" in done.stdout
         bench = json.loads((out / "arm64" / "bench.json").read_text())

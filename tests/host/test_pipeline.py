@@ -1,5 +1,6 @@
 import json
 
+from chromium import check_report
 from helpers import LOOSE_GATES, cli, write_csv
 
 
@@ -12,6 +13,10 @@ def test_run_end_to_end_then_resume(tmp_path):
     assert [s["status"] for s in state["stages"].values()] == ["done"] * 6
     assert {r["format"] for r in state["summary"]["rows"]} == {"keras", "tflite-int8", "tflite-f32",
                                                                 "onnx-f32", "onnx-int8"}
+    assert f"report: {run / 'report.html'}" in first.stdout
+    found = check_report(run / "report.html", tmp_path / "report.png",
+                         ["overview", "training", "export", "accuracy", "latency", "firmware", "bundle"])
+    assert found["missing"] == [] and found["figures"] >= 4  # curves, two confusions, latency
     model_mtime = (run / "model.keras").stat().st_mtime_ns
     # no flags at all: the recorded settings (not the defaults), nothing redone
     resumed = cli("run", "--out", run, check=0)
