@@ -386,6 +386,14 @@ def tune_sections(folder: Path):
 
 # ---- a fleet folder ------------------------------------------------------------------------------------
 
+def _device_of(details: dict) -> str | None:
+    """CPU, machine, OS and int8 path from what `edgefashion info` said on the device."""
+    info = (details or {}).get("info") or {}
+    cpu = info.get("cpu") or {}
+    parts = [cpu.get("model"), info.get("machine"), info.get("os"), cpu.get("int8_path") and f"int8 {cpu['int8_path']}"]
+    return ", ".join(p for p in parts if p) or None
+
+
 def fleet_sections(folder: Path):
     from .device import compare
     report = _read(FleetReport, folder / "fleet.json")
@@ -395,7 +403,7 @@ def fleet_sections(folder: Path):
     s.pairs({"inventory": report.inventory, "bundle": report.bundle, "bundle sha256": report.bundle_sha256,
              "seconds": report.seconds, "failed": len(report.failed)})
     s.table([{"device": d.device, "address": d.address, "result": "ok" if d.ok else "FAILED",
-              "seconds": d.seconds, "device": _device_of(d.details), "why": d.cause or d.skipped}
+              "seconds": d.seconds, "what it is": _device_of(d.details), "why": d.cause or d.skipped}
              for d in report.devices],
             judge=lambda c, v: ("good" if v == "ok" else "bad") if c == "result" else "")
     sections = [s]
