@@ -271,11 +271,16 @@ def cmd_predict(args) -> int:
         shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in unsure[:3])
         print(printable(f"warning: {len(unsure)} of {len(result.predictions)} predictions below confidence "
                         f"{args.min_confidence:.2f}: {shown}{' ...' if len(unsure) > 3 else ''}"), file=sys.stderr)
+    unlike = [r for r in result.predictions if r.unusual]
+    if unlike:
+        shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in unlike[:3])
+        print(printable(f"warning: {len(unlike)} of {len(result.predictions)} inputs are unlike the training images, "
+                        f"so their answers are guesses whatever their confidence: {shown}"
+                        f"{' ...' if len(unlike) > 3 else ''}"), file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    rows = [{**row, **({"top": ", ".join(f"{label} {p:.2f}" for label, p in row["top"])} if "top" in row else {})}
-            for row in result.to_json()["predictions"]]
+    rows = [_shown_prediction(row) for row in result.to_json()["predictions"]]
     print(table(rows[:args.show]))
     if len(rows) > args.show:
         print(f"... {len(rows) - args.show} more (--show N or --json for all)")
@@ -285,6 +290,18 @@ def cmd_predict(args) -> int:
         summary += f", accuracy {result.accuracy:.4f}"
     print(summary)
     return 0
+
+
+def _shown_prediction(row: dict) -> dict:
+    """A row of predict's table: the predicted class called so (the truth is the label), its top
+    classes on one line, and a mark where the input is unlike the training images."""
+    shown = {("predicted" if key == "label" else key): value for key, value in row.items()
+             if key not in ("top", "unusual")}
+    if "top" in row:
+        shown["top"] = ", ".join(f"{label} {p:.2f}" for label, p in row["top"])
+    if "unusual" in row:
+        shown["unlike training"] = "yes" if row["unusual"] else ""
+    return shown
 
 
 def add_threads_option(p, help: str = THREADS_HELP) -> None:

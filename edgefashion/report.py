@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__, plots
 from .errors import InputError
+from .fleet.command import REPORT as FLEET_REPORT
 from .files import write_text
 from .manifest import ManifestError
 from .render import _fmt
@@ -87,15 +88,17 @@ def write(folder, out=None) -> Path:
 def kind_of(folder: Path) -> str:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (expected a run, tune or fleet folder)")
-    if all((folder / m).exists() for m in RUN_MARKERS) or (folder / "config.json").is_file():
+    run, tune, fleet = Run(folder), TuneDir(folder), folder / FLEET_REPORT
+    if all((folder / m).exists() for m in RUN_MARKERS) or run.config.is_file():
         return "run"
-    if (folder / "pareto.json").is_file():
+    if tune.report.is_file():
         return "tune"
-    if (folder / "fleet.json").is_file():
+    if fleet.is_file():
         return "fleet"
     if any((folder / m).exists() for m in TUNE_MARKERS):
-        raise InputError(f"{folder}: a tune folder without pareto.json yet (run `edgefashion tune` to the end)")
-    raise InputError(f"{folder}: not a run (config.json), tune (pareto.json) or fleet (fleet.json) folder")
+        raise InputError(f"{folder}: a tune folder without {tune.report.name} yet (run `edgefashion tune` to the end)")
+    raise InputError(f"{folder}: not a run ({run.config.name}), tune ({tune.report.name}) or fleet ({FLEET_REPORT}) "
+                     f"folder")
 
 
 def _check_out(out: Path) -> None:
@@ -376,7 +379,7 @@ def tune_sections(folder: Path):
                    "inside budgets": {True: "yes", False: "no"}.get(t.feasible), "front": "yes" if t.on_front else "",
                    "measured on": t.measured_on, "host": t.host, "seconds": t.seconds} for t in result.trials])
     sections = [s, trials]
-    if (tune.best_run.root / "config.json").is_file():
+    if tune.best_run.config.is_file():
         _, _, best = run_sections(tune.best_run.root)
         for b in best:
             b.id, b.title = f"best-{b.id}", f"Chosen model: {b.title}"
@@ -396,9 +399,9 @@ def _device_of(details: dict) -> str | None:
 
 def fleet_sections(folder: Path):
     from .device import compare
-    report = _read(FleetReport, folder / "fleet.json")
+    report = _read(FleetReport, folder / FLEET_REPORT)
     if report is None:
-        raise InputError(f"{folder / 'fleet.json'}: not a readable fleet report")
+        raise InputError(f"{folder / FLEET_REPORT}: not a readable fleet report")
     s = Section("devices", f"Fleet: {report.command} on {len(report.devices)} device(s)")
     s.pairs({"inventory": report.inventory, "bundle": report.bundle, "bundle sha256": report.bundle_sha256,
              "seconds": report.seconds, "failed": len(report.failed)})

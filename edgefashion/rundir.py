@@ -98,10 +98,11 @@ class ExportDir:
     layer_errors_onnx = property(lambda self: self.folder / "layer_errors_onnx.json")
     c_header = property(lambda self: self.folder / "model_int8_data.h")
     c_source = property(lambda self: self.folder / "model_int8_data.cc")
+    ood = property(lambda self: self.folder / "ood.npz")  # what the training images look like (device/ood.py)
     # the full-int8 model for TFLM when model_int8.tflite keeps layers in float
     firmware_model = property(lambda self: self.folder / "model_int8_firmware.tflite")
     NAMES = frozenset({"export.json", "calibration.npz", "layer_errors.json", "layer_errors_onnx.json",
-                       "model_int8_data.h", "model_int8_data.cc", "model_int8_firmware.tflite",
+                       "model_int8_data.h", "model_int8_data.cc", "model_int8_firmware.tflite", "ood.npz",
                        *FILES.values()})  # all export ever writes
 
     def model(self, fmt: str) -> Path:
@@ -184,6 +185,12 @@ class Run:
         if sha256_file(self.model) != export.model_sha256:
             raise InputError(f"{self.model}: changed since {self.export_manifest} was made from it (trained "
                              f"again?); run `edgefashion export {self.root}` again")
+
+    def ood_model(self) -> Path | None:
+        """export/ood.npz where export wrote it and it is as export.json records it, else None."""
+        recorded = self.read_export().ood_sha256
+        path = self.export.ood
+        return path if recorded and path.is_file() and sha256_file(path) == recorded else None
 
     def read_calibration(self):
         """The calibration indices export saved, checked against indices_sha256 in export.json."""

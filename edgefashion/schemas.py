@@ -95,6 +95,7 @@ class ExportReport(Manifest):
     onnx_int8: dict[str, Any] | None = None
     model_sha256: str | None = None  # of the model.keras the models were made from
     quantization: dict[str, Any] | None = None  # the int8 candidates tried and chosen (int8_search.py)
+    ood_sha256: str | None = None  # of ood.npz: what predict calls an input unlike the training images
     schema_version: int = SCHEMA_VERSION
 
     def models(self) -> dict[str, Artifact]:
@@ -458,6 +459,7 @@ class Prediction:
     class_id: int
     truth: str | None = None
     top: list[Any] | None = None  # [label, probability] of the K most likely classes
+    unusual: bool | None = None  # unlike every training image (device/ood.py); None: no model of them
 
 
 @dataclass
@@ -474,7 +476,8 @@ class PredictReport:
         """As predict has always printed it: "class" for the class id, no "top" or "truth" when absent."""
         rows = [{"input": p.input, "class": p.class_id, "label": p.label, "probability": p.probability,
                  **({"top": [list(t) for t in p.top]} if p.top else {}),
-                 **({"truth": p.truth} if p.truth is not None else {})} for p in self.predictions]
+                 **({"truth": p.truth} if p.truth is not None else {}),
+                 **({"unusual": p.unusual} if p.unusual is not None else {})} for p in self.predictions]
         return {"model": self.model, "predictions": rows, "accuracy": self.accuracy,
                 "schema_version": self.schema_version}
 

@@ -10,8 +10,10 @@ import numpy as np
 from ..errors import InputError
 from ..files import check_tool_folder
 from ..schemas import Prediction, PredictReport
+from ..rundir import Run
+from . import ood
 from .images import load_inputs
-from .locate import labels_beside, models_at
+from .locate import is_bundle, labels_beside, models_at
 from .runtime import Model
 from .trust import Trust
 
@@ -27,6 +29,7 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
         check_tool_folder(save_input, (SAVED_INPUTS_MARKER,), "folder of saved inputs")
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
         path, recorded = _model_path(source, fmt or "tflite-int8", Path(scratch), trust)
+        usual = _ood_model(source, path)
         model = Model(path, threads=threads, backend=backend, labels=labels or recorded,
                       input_scale=input_scale, input_offset=input_offset)
         if fmt and model.format != fmt:  # a model file given with --format for another one
@@ -35,6 +38,8 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
         if save_input is not None:
             save_images(images, names, Path(save_input))
         result = model.predict(images)
+    typical = ood.load(usual, model.image_shape) if usual is not None else None
+    unlike = ood.unusual(typical, images) if typical is not None else None
     if truth is not None and truth.max() >= model.num_classes:
         raise InputError(f"{inputs[0]}: label {int(truth.max())}, but the model has {model.num_classes} classes")
     names_of = model.labels
@@ -43,7 +48,8 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
         order = np.argsort(-result.probabilities[i])[:top] if top > 1 else []
         rows.append(Prediction(input=name, class_id=int(cls), label=names_of[cls], probability=round(float(p), 4),
                                truth=None if truth is None else names_of[truth[i]],
-                               top=[(names_of[j], round(float(result.probabilities[i, j]), 4)) for j in order] or None))
+                               top=[(names_of[j], round(float(result.probabilities[i, j]), 4)) for j in order] or None,
+                               unusual=None if unlike is None else bool(unlike[i])))
     accuracy = None if truth is None else float((result.class_ids == truth).mean())
     return PredictReport(model={"source": str(source), **model.info(), "labels": names_of}, predictions=rows,
                          accuracy=accuracy)
@@ -68,6 +74,20 @@ def save_images(images: np.ndarray, names: list[str], folder: Path) -> None:
         size = "x".join(map(str, image.shape[:2]))
         with atomic_path(folder / f"{i:04d}-{stem}.{size}.png", suffix=".png") as tmp:
             Image.fromarray(image).save(tmp)
+
+
+def _ood_model(source: Path, model: Path) -> Path | None:
+    """What the training images look like (device/ood.py): from the bundle (extracted beside its
+    models, checked with them), the run, or the run the model file sits in."""
+    if is_bundle(source):
+        found = model.parent / ood.FILE
+        return found if found.is_file() else None
+    folder = source if source.is_dir() else source.parent
+    try:
+        run = Run.at(folder)
+        return run.ood_model() if run.export_manifest.is_file() else None
+    except InputError:
+        return None
 
 
 def _model_path(source: Path, fmt: str, scratch: Path, trust: Trust | None) -> tuple[Path, list[str] | None]:

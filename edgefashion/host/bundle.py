@@ -25,6 +25,7 @@ from ..device.selftest import agreements
 from ..device.unpack import GOLDEN, MANIFEST, REFERENCE_KERNELS, input_spec
 from ..device.trust import SIGNATURE, sign
 from ..device.runtime import Model
+from ..device import ood
 from .. import rundata
 
 
@@ -68,6 +69,8 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     files = {path.name: path.read_bytes() for path in models.values()}
     files["labels.json"] = json.dumps(list(export.labels), indent=2).encode()
     files[GOLDEN] = _npz_bytes(golden)
+    if run.ood_model() is not None:  # predict on the device warns of inputs unlike the training images
+        files[ood.FILE] = run.ood_model().read_bytes()
     for summary, kind in ((run.verify, VerifyReport), (run.bench, BenchReport)):
         if summary.is_file():  # checked as the manifest it claims to be: a bundle ships no stray file
             kind.read(summary)

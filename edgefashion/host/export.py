@@ -19,6 +19,7 @@ import numpy as np
 from .. import rundata
 from ..data import prepare
 from ..console import step
+from ..device import ood
 from ..device.runtime import Model
 from ..device.verify import Gates, gate_failure
 from ..errors import CheckFailed, InputError, MissingDependency
@@ -166,6 +167,11 @@ def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path, 
         step(line)
     with atomic_path(staged.calibration, suffix=".npz") as tmp:
         np.savez_compressed(tmp, indices=indices)
+    if len(rows) >= ood.MIN_IMAGES:
+        step("what the training images look like, for predict's warning on unlike inputs")
+        write_bytes(staged.ood, ood.to_bytes(ood.fit(rows.images, config.seed)))
+    else:
+        step(f"no warning on unlike inputs: {len(rows)} training images, {ood.MIN_IMAGES} needed")
     firmware = None
     if "tflite-int8" in config.formats:
         firmware = _firmware_model(searches["tflite-int8"], staged, artifacts)
@@ -188,7 +194,8 @@ def _build(config: ExportConfig, run: Run, model, model_sha256: str, out: Path, 
                             gates=asdict(config.gates), labels=labels, versions=versions(),
                             onnx_int8=_onnx_settings(searches.get("onnx-int8")),
                             quantization=int8_search.report(list(searches.values()), recipes.validation,
-                                                            float_p50, firmware) if recipes else None)
+                                                            float_p50, firmware) if recipes else None,
+                            ood_sha256=sha256_file(staged.ood) if staged.ood.is_file() else None)
     manifest.write(staged.manifest)
     return manifest
 

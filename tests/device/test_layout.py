@@ -8,7 +8,8 @@ from pathlib import Path
 from helpers import ROOT
 
 PACKAGE = ROOT / "edgefashion"
-CHOOSERS = {"edgefashion.cli", "edgefashion.pipeline", "edgefashion.__main__"}  # they call both sides
+# they call both sides (report reads what every stage wrote, tune's too)
+CHOOSERS = {"edgefashion.cli", "edgefashion.pipeline", "edgefashion.__main__", "edgefashion.report"}
 RUN_FILE = re.compile(r"""["'](model\.keras|config\.json|history\.json|pipeline\.json|export\.json|verify\.json|"""
                       r"""verify\.md|bench\.json|calibration\.npz|layer_errors\.json|isa-check\.json|"""
                       r"""edgefashion-bundle\.tar\.gz|training_curves\.png)["']|/\s*["']export["']""")
