@@ -241,7 +241,7 @@ def add_predict(sub) -> None:
                    help="which model of a bundle or run to use (default tflite-int8)")
     add_threads_option(p)
     add_backend_option(p)
-    p.add_argument("--show", "--limit", dest="show", type=positive_int, default=20, metavar="N",
+    p.add_argument("--show", dest="show", type=positive_int, default=20, metavar="N",
                    help="rows shown in the table (default 20; --json for all)")
     p.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely classes")
     p.add_argument("--min-confidence", type=fraction, default=0.5, metavar="P",

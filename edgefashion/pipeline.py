@@ -183,6 +183,8 @@ def _firmware_line(run: Run) -> str | None:
     if not run.firmware.report.is_file():
         return None
     report = FirmwareReport.read(run.firmware.report)
-    fits = [t.target for t in report.targets if t.verdict != "does not fit"]
+    fits = [t.target for t in report.targets if t.verdict == "fits"]
+    tight = [t.target for t in report.targets if t.verdict == "tight"]
     return (f"TFLM: accuracy {report.accuracy:.4f} on {report.images} images, arena {report.arena_bytes:,} bytes, "
-            f"model {report.model_bytes:,} bytes; fits {', '.join(fits) or 'none of the listed targets'}")
+            f"model {report.model_bytes:,} bytes; fits {', '.join(fits) or 'none of the listed targets'}"
+            + (f"; tight (little room left for TFLM and the application) on {', '.join(tight)}" if tight else ""))

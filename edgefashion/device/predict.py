@@ -29,7 +29,7 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
         check_tool_folder(save_input, (SAVED_INPUTS_MARKER,), "folder of saved inputs")
     with tempfile.TemporaryDirectory(prefix="edgefashion-predict-") as scratch:
         path, recorded = _model_path(source, fmt or "tflite-int8", Path(scratch), trust)
-        usual = _ood_model(source, path)
+        usual = _ood_model(source, path)  # read while a bundle's extracted files are still there
         model = Model(path, threads=threads, backend=backend, labels=labels or recorded,
                       input_scale=input_scale, input_offset=input_offset)
         if fmt and model.format != fmt:  # a model file given with --format for another one
@@ -38,7 +38,7 @@ def predict(source, inputs, fmt: str | None = None, threads: int = 1, trust: Tru
         if save_input is not None:
             save_images(images, names, Path(save_input))
         result = model.predict(images)
-    typical = ood.load(usual, model.image_shape) if usual is not None else None
+        typical = ood.load(usual, model.image_shape) if usual is not None else None
     unlike = ood.unusual(typical, images) if typical is not None else None
     if truth is not None and truth.max() >= model.num_classes:
         raise InputError(f"{inputs[0]}: label {int(truth.max())}, but the model has {model.num_classes} classes")

@@ -73,6 +73,9 @@ def read_public_keys(path: Path) -> dict[str, bytes]:
     text = read_key_file(path, "public key")
     blocks = [text] if text.lstrip().startswith(b"-----BEGIN") else \
         [line for line in text.splitlines() if line.strip() and not line.startswith(b"#")]
+    if b"PRIVATE KEY" in text:
+        raise InputError(f"{path}: is a private key; give its public half ({path.name.removesuffix('.key')}.pub, "
+                         f"written beside it by `edgefashion keygen`), and keep the private key off the device")
     keys = {}
     for block in blocks:
         try:

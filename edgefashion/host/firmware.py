@@ -44,8 +44,8 @@ UNCOUNTED = (f"not counted: TFLM's code and the application in flash (typically 
 class FirmwareConfig:
     data: Path | None = setting(None, "test CSV (with labels) or IDX folder (default: the run's test set)", type=Path,
                                 flag="--test-data", in_run="test_data")
-    images: int | None = setting(None, "test images to run on TFLM (default all; TFLM runs one image at a time, "
-                                       "about 5 ms each for the seed CNN)", type=positive_int, flag="--firmware-images",
+    images: int | None = setting(None, "test images to run on TFLM (default all; TFLM runs one image at a time: "
+                                       "a few ms each for the seed CNN on a workstation, with progress shown)", type=positive_int, flag="--firmware-images",
                                 in_run="firmware_images")
     target: str | None = setting(None, "check one microcontroller: " + ", ".join(mcu.TARGET_NAMES) + " (exit 1 if the "
                                        "model does not fit)", choices=mcu.TARGET_NAMES, in_run=False)

@@ -81,7 +81,7 @@ def test_predict_csv_with_and_without_labels(fixture_bundle, few_images, tmp_pat
     result2 = json.loads(cli("predict", fixture_bundle, unlabelled, "--json", check=0).stdout)
     assert result2["accuracy"] is None and "truth" not in result2["predictions"][0]
     assert [p["label"] for p in result2["predictions"]] == [p["label"] for p in result["predictions"]]
-    table = cli("predict", fixture_bundle, labelled, "--limit", 3, check=0).stdout
+    table = cli("predict", fixture_bundle, labelled, "--show", 3, check=0).stdout
     assert "... 27 more" in table and "accuracy" in table
 
 

@@ -526,6 +526,8 @@ def test_keys_are_written_whole_and_read_with_a_bound(tmp_path):
     (keys / "b.pub").rmdir()
     run_cli("keygen", keys / "b.key", check=0)
     assert {"b.key", "b.pub"} <= {p.name for p in keys.iterdir()}
+    wrong_half = run_cli("selftest", FIXTURES / "tiny-bundle.tar.gz", "--trust", keys / "b.key", check=2).stderr
+    assert "is a private key; give its public half (b.pub" in wrong_half and wrong_half.count("\n") == 1
     with open(keys / "huge.pub", "wb") as f:
         f.truncate(2**30)
     assert "more than the 65536 a public key file may have" in run_cli(

@@ -9,6 +9,7 @@ def test_bundle_contents_and_selftest(bundle_file):
 
 def test_predict_warns_of_inputs_unlike_the_training_images(bundle_file, tmp_path):
     """export fits what the training images look like, the bundle carries it, predict warns."""
+    import json
     import tarfile
 
     import numpy as np
@@ -18,7 +19,16 @@ def test_predict_warns_of_inputs_unlike_the_training_images(bundle_file, tmp_pat
 
     with tarfile.open(bundle_file) as tar:
         assert "ood.npz" in tar.getnames()
-    noise = tmp_path / "noise.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(noise)
+    from sklearn.datasets import load_sample_images
+
+    photos = []
+    for i, photo in enumerate(load_sample_images().images):  # a temple and a flower, as a user sends photos
+        photos.append(tmp_path / f"photo{i}.jpg")
+        Image.fromarray(photo).save(photos[-1])
+    noise = tmp_path / "noise.npy"
+    np.save(noise, np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8))
     done = cli("predict", bundle_file, noise, check=0)
-    assert "1 of 1 inputs are unlike the training images" in done.stderr and "unlike training" in done.stdout
+    assert "3 of 3 inputs are unlike the training images" in done.stderr and "unlike training" in done.stdout
+    shown = cli("predict", bundle_file, *photos, "--json", check=0)
+    assert "inputs are unlike the training images" in shown.stderr
+    assert any(p["unusual"] for p in json.loads(shown.stdout)["predictions"])

@@ -137,7 +137,7 @@ def test_export_is_all_or_nothing_and_one_at_a_time(tiny_run, tmp_path):
     assert "removed 1 leftover(s) of an interrupted run: .export.tmp-pid" in done.stderr
     assert sorted(p.name for p in (run / "export").iterdir()) == [
         "calibration.npz", "export.json", "layer_errors.json", "model_int8.tflite", "model_int8_data.cc",
-        "model_int8_data.h"]
+        "model_int8_data.h", "ood.npz"]
     assert not list(run.glob(".export.tmp-pid*"))
 
 
