@@ -36,7 +36,13 @@ class Progress:
             self.stream.flush()
 
     def _elapsed(self) -> str:
-        return f"{time.monotonic() - self.start:.1f}s"
+        """Time so far, the rate and, before the end, the time left at that rate."""
+        spent = time.monotonic() - self.start
+        if not self.done or spent <= 0:
+            return f"{spent:.1f}s"
+        rate = self.done / spent
+        left = "" if self.done >= self.total else f", {(self.total - self.done) / rate:.0f}s left"
+        return f"{spent:.1f}s ({rate:.3g}/s{left})"
 
     def __enter__(self):
         return self

@@ -97,7 +97,10 @@ def history_figure(history: dict, best_epoch: int | None = None):
         pad = max((high - low) * 0.1, 0.02 if key == "accuracy" else 0.05 * max(abs(high), 1e-3))
         ax.set_ylim(max(low - pad, 0), min(high + pad, 1.0) if key == "accuracy" else high + pad)
         ax.set_xlim(0.5, len(epochs) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(key + (" (validation: the split held out of training)" if len(series) > 1 else ""),
                      fontsize=10)

@@ -142,7 +142,7 @@ def render_fit(report: ModelFit) -> str:
         f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / mcu.KB:,.0f} KB), "
         f"{report.input.dtype} {report.input.shape} -> {report.output.dtype} {report.output.shape}, "
         f"{report.ms_per_image} ms per inference on TFLM",
-        *_arena_and_ops(report), table(target_rows(report)), report.uncounted, "accuracy: not measured (a model file; give a run for that)"])
+        *_arena_and_ops(report), target_table(report), report.uncounted, "accuracy: not measured (a model file; give a run for that)"])
 
 
 def measure_arena(runtime, path: Path) -> dict:
@@ -282,7 +282,14 @@ def _arena_and_ops(report: ModelFit) -> list[str]:
 def target_rows(report: FirmwareReport) -> list[dict]:
     return [{"target": t.target, "RAM_KB": t.ram_bytes // mcu.KB, "flash_KB": t.flash_bytes // mcu.KB,
              "needs_RAM_KB": round(t.ram_needed / mcu.KB, 1), "needs_flash_KB": round(t.flash_needed / mcu.KB, 1),
-             "verdict": t.verdict, "why": t.why} for t in report.targets]
+             "verdict": t.verdict} for t in report.targets]
+
+
+def target_table(report: ModelFit) -> str:
+    """The targets' table, narrow enough for a terminal; why, under it, for each that does not simply fit
+    (every reason is in firmware.json)."""
+    notes = [f"  {t.target}: {t.why}" for t in report.targets if t.verdict != "fits"]
+    return "\n".join([table(target_rows(report)), *notes])
 
 
 def failures(config: FirmwareConfig, report: FirmwareReport) -> list[str]:
@@ -293,7 +300,7 @@ def failures(config: FirmwareConfig, report: FirmwareReport) -> list[str]:
 
 
 def render(report: FirmwareReport) -> str:
-    return "\n".join([*summary_lines(report), table(target_rows(report)), report.uncounted])
+    return "\n".join([*summary_lines(report), target_table(report), report.uncounted])
 
 
 STAGE = Stage(
