@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import shutil
+import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ def render_fit(report: ModelFit) -> str:
         f"tflite-micro {report.tflm_version}: {report.model} ({report.model_bytes / mcu.KB:,.0f} KB), "
         f"{report.input.dtype} {report.input.shape} -> {report.output.dtype} {report.output.shape}, "
         f"{report.ms_per_image} ms per inference on TFLM",
-        *_arena_and_ops(report), target_table(report), report.uncounted, "accuracy: not measured (a model file; give a run for that)"])
+        *_arena_and_ops(report), target_table(report), textwrap.fill(report.uncounted, 100), "accuracy: not measured (a model file; give a run for that)"])
 
 
 def measure_arena(runtime, path: Path) -> dict:
@@ -300,7 +301,7 @@ def failures(config: FirmwareConfig, report: FirmwareReport) -> list[str]:
 
 
 def render(report: FirmwareReport) -> str:
-    return "\n".join([*summary_lines(report), target_table(report), report.uncounted])
+    return "\n".join([*summary_lines(report), target_table(report), textwrap.fill(report.uncounted, 100)])
 
 
 STAGE = Stage(
