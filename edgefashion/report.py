@@ -125,6 +125,14 @@ def _template():
     return env.get_template(REPORT)
 
 
+def _opened(id: str, title: str, cls, path: Path, command: str):
+    """A section and the report file it shows, or the section saying how to make that file."""
+    s, report = Section(id, title), _read(cls, path)
+    if report is None:
+        s.missing = f"{path} not found: `{command}`"
+    return s, report
+
+
 def _read(cls, path: Path):
     """A report file, or None where it is missing or unreadable (the section says which)."""
     try:
@@ -196,10 +204,8 @@ def _history(run: Run) -> dict | None:
 
 
 def exported(run: Run) -> Section:
-    s = Section("export", "Export")
-    export = _read(ExportReport, run.export_manifest)
+    s, export = _opened("export", "Export", ExportReport, run.export_manifest, f"edgefashion export {run.root}")
     if export is None:
-        s.missing = f"{run.export_manifest} not found: `edgefashion export {run.root}`"
         return s
     s.table([{"format": a.format, "file": a.file, "KB": round(a.bytes / 1024, 1),
               "input": _tensor(a.input), "output": _tensor(a.output),
@@ -236,10 +242,8 @@ def _onnx_settings(export: ExportReport) -> str | None:
 
 
 def accuracy(run: Run) -> Section:
-    s = Section("accuracy", "Accuracy")
-    report = _read(VerifyReport, run.verify)
+    s, report = _opened("accuracy", "Accuracy", VerifyReport, run.verify, f"edgefashion verify {run.root}")
     if report is None:
-        s.missing = f"{run.verify} not found: `edgefashion verify {run.root}`"
         return s
     ref = report.reference
     s.text(f"Reference {ref.format}: accuracy {ref.accuracy:.4f} on {ref.samples} images of {ref.source}; "
@@ -273,12 +277,9 @@ def _layer_rows(layers: LayerErrors) -> list[dict]:
 
 
 def latency(run: Run) -> Section:
-    s = Section("latency", "Latency")
-    report = _read(BenchReport, run.bench)
-    if report is None:
-        s.missing = f"{run.bench} not found: `edgefashion bench {run.root}`"
-        return s
-    bench_section(s, report)
+    s, report = _opened("latency", "Latency", BenchReport, run.bench, f"edgefashion bench {run.root}")
+    if report is not None:
+        bench_section(s, report)
     return s
 
 
@@ -306,10 +307,9 @@ def bench_section(s: Section, report: BenchReport) -> None:
 
 
 def firmware(run: Run) -> Section:
-    s = Section("firmware", "Firmware (TFLite Micro)")
-    report = _read(FirmwareReport, run.firmware.report)
+    s, report = _opened("firmware", "Firmware (TFLite Micro)", FirmwareReport, run.firmware.report,
+                        f"edgefashion firmware {run.root}")
     if report is None:
-        s.missing = f"{run.firmware.report} not found: `edgefashion firmware {run.root}`"
         return s
     s.pairs({"model": f"{report.model} ({report.model_bytes:,} bytes)",
              "arena": f"{report.arena_bytes:,} bytes measured, {report.arena_recommended_bytes:,} recommended",
