@@ -199,8 +199,17 @@ def check(args) -> int:
         if cpus:
             bundles[cpus[0]] = make_bundle(args.run, cpus[0], scratch / f"{cpus[0]}.tar.gz", args.golden)
         paths = [None, *cpus]
+        done = []
+
+        def checked(cpu):  # a line as each path ends: the emulated ones take minutes
+            result = check_path(cpu, args.run, args.images, bundles, scratch)
+            done.append(cpu)
+            print(f"isa-check: {path_name(cpu)} done ({len(done)}/{len(paths)}), {result['seconds']} s, "
+                  f"{time.monotonic() - started:.0f} s so far", file=sys.stderr, flush=True)
+            return result
+
         with ThreadPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 1))) as pool:
-            results = list(pool.map(lambda c: check_path(c, args.run, args.images, bundles, scratch), paths))
+            results = list(pool.map(checked, paths))
         rows = compare(results, scratch, output_steps(args.run))
     passed = all(s.get("passed") for r in results for s in r["selftest"].values())
     print(table(rows))
