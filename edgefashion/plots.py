@@ -255,7 +255,7 @@ def front_figure(trials: list, seed, chosen: int | None, max_latency_us: float |
                         fontsize=7)
     if seed is not None and seed.latency_us:
         ax.scatter([seed.latency_us], [seed.accuracy], marker="*", s=300, c="#d62728", edgecolors="k",
-                   label=f"seed CNN ({seed.size_bytes / 1024:.0f} KB)")
+                   label=f"seed CNN ({seed.size_bytes / 1024:.0f} KB)" if seed.size_bytes else "seed CNN")
     pick = next((t for t in done if t.number == chosen), None)
     if pick is not None:
         ax.scatter([pick.latency_us], [pick.accuracy], s=area(pick.size_bytes) * 2.5, facecolors="none",

@@ -21,7 +21,7 @@ from .fleet.command import REPORT as FLEET_REPORT
 from .files import write_text
 from .manifest import ManifestError
 from .render import _fmt
-from .rundir import RUN_MARKERS, TUNE_MARKERS, Run, TuneDir
+from .rundir import TUNE_MARKERS, Run, TuneDir
 from .schemas import (BenchReport, ExportReport, FirmwareReport, FleetReport, LayerErrors, PipelineState,
                       TrainReport, TuneReport, VerifyReport)
 
@@ -74,9 +74,9 @@ def write(folder, out=None) -> Path:
     """Write FOLDER/report.html (or `out`) for a run, tune or fleet folder; returns its path."""
     folder = Path(folder)
     kind = kind_of(folder)
-    title, subtitle, sections = {"run": run_sections, "tune": tune_sections, "fleet": fleet_sections}[kind](folder)
     out = Path(out) if out is not None else folder / REPORT
-    _check_out(out)
+    _check_out(out)  # before any work: a user's file of that name is refused, not replaced
+    title, subtitle, sections = {"run": run_sections, "tune": tune_sections, "fleet": fleet_sections}[kind](folder)
     html = _template().render(title=title, subtitle=subtitle, sections=sections,
                               footer=f"edgefashion {__version__} report of {folder.resolve()}, made "
                                      f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Self-contained: no request "
@@ -89,7 +89,7 @@ def kind_of(folder: Path) -> str:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (expected a run, tune or fleet folder)")
     run, tune, fleet = Run(folder), TuneDir(folder), folder / FLEET_REPORT
-    if all((folder / m).exists() for m in RUN_MARKERS) or run.config.is_file():
+    if run.config.is_file():  # train writes it first (RUN_MARKERS): a run stopped after training is a run
         return "run"
     if tune.report.is_file():
         return "tune"
