@@ -157,6 +157,8 @@ def cmd_compare(args) -> int:
         for i, (label, _) in enumerate(benches):
             print(printable(f"D{i + 1}: {label}"))
         rows = compare.compare_rows(benches, args.batch, args.threads)
+        print(f"p50 µs per image at batch {args.batch}, {args.threads} thread{'s' if args.threads > 1 else ''} "
+              f"(int8/f32 rows: ratios):")
         print(table(rows))
         if args.plot is not None:
             check_output(args.plot, ".png", args.files, ours=lambda p: False)
