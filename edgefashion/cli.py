@@ -268,17 +268,10 @@ def cmd_predict(args) -> int:
                      backend=args.backend, top=args.top, save_input=args.save_input,
                      labels=None if args.labels is None else list(data.read_labels(args.labels)),
                      input_scale=args.input_scale, input_offset=args.input_offset)
-    unsure = [r for r in result.predictions if r.probability < args.min_confidence]
-    if unsure:
-        shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in unsure[:3])
-        print(printable(f"warning: {len(unsure)} of {len(result.predictions)} predictions below confidence "
-                        f"{args.min_confidence:.2f}: {shown}{' ...' if len(unsure) > 3 else ''}"), file=sys.stderr)
-    unlike = [r for r in result.predictions if r.unusual]
-    if unlike:
-        shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in unlike[:3])
-        print(printable(f"warning: {len(unlike)} of {len(result.predictions)} inputs are unlike the training images, "
-                        f"so their answers are guesses whatever their confidence: {shown}"
-                        f"{' ...' if len(unlike) > 3 else ''}"), file=sys.stderr)
+    _warn_some([r for r in result.predictions if r.probability < args.min_confidence], len(result.predictions),
+               f"predictions below confidence {args.min_confidence:.2f}")
+    _warn_some([r for r in result.predictions if r.unusual], len(result.predictions),
+               "inputs are unlike the training images, so their answers are guesses whatever their confidence")
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -292,6 +285,14 @@ def cmd_predict(args) -> int:
         summary += f", accuracy {result.accuracy:.4f}"
     print(summary)
     return 0
+
+
+def _warn_some(rows: list, total: int, what: str) -> None:
+    """One warning line for the predictions in `rows`: how many of `total`, and the first three."""
+    if rows:
+        shown = ", ".join(f"{r.input} ({r.label} {r.probability:.2f})" for r in rows[:3])
+        print(printable(f"warning: {len(rows)} of {total} {what}: {shown}{' ...' if len(rows) > 3 else ''}"),
+              file=sys.stderr)
 
 
 def _shown_prediction(row: dict) -> dict:

@@ -18,11 +18,11 @@ from pathlib import Path
 from . import __version__, plots
 from .errors import InputError
 from .fleet.command import REPORT as FLEET_REPORT
-from .files import write_text
+from .files import read_json, write_text
 from .manifest import ManifestError
 from .render import _fmt
 from .rundir import TUNE_MARKERS, Run, TuneDir
-from .schemas import (BenchReport, ExportReport, FirmwareReport, FleetReport, LayerErrors, PipelineState,
+from .schemas import (BenchReport, ExportReport, FirmwareReport, FleetReport, PipelineState,
                       TrainReport, TuneReport, VerifyReport)
 
 REPORT = "report.html"
@@ -195,10 +195,9 @@ def training(run: Run, train: TrainReport | None) -> Section:
 
 
 def _history(run: Run) -> dict | None:
-    import json
     try:
-        history = json.loads(run.history.read_text())
-    except (OSError, ValueError):
+        history = read_json(run.history, "training history")
+    except InputError:
         return None
     return history if isinstance(history, dict) and history.get("loss") else None
 
@@ -268,12 +267,8 @@ def accuracy(run: Run) -> Section:
                                             paired.confusion_matrix, paired.format), f"confusion of {m.format}")
     for fmt, layers in (report.layer_errors or {}).items():
         s.heading(f"{fmt}: int8 error per layer, worst first ({layers.images} calibration images)")
-        s.table(_layer_rows(layers))
+        s.table(layers.rows[:12])
     return s
-
-
-def _layer_rows(layers: LayerErrors) -> list[dict]:
-    return [{k: v for k, v in row.items()} for row in layers.rows[:12]]
 
 
 def latency(run: Run) -> Section:

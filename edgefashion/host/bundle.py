@@ -69,8 +69,9 @@ def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
     files = {path.name: path.read_bytes() for path in models.values()}
     files["labels.json"] = json.dumps(list(export.labels), indent=2).encode()
     files[GOLDEN] = _npz_bytes(golden)
-    if run.ood_model() is not None:  # predict on the device warns of inputs unlike the training images
-        files[ood.FILE] = run.ood_model().read_bytes()
+    usual = run.ood_model()  # predict on the device warns of inputs unlike the training images
+    if usual is not None:
+        files[ood.FILE] = usual.read_bytes()
     for summary, kind in ((run.verify, VerifyReport), (run.bench, BenchReport)):
         if summary.is_file():  # checked as the manifest it claims to be: a bundle ships no stray file
             kind.read(summary)
