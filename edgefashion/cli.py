@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, data
+from . import __version__, data, plots
 from .console import printable
 from .device import compare, trust
 from .device.bench import bench
@@ -85,6 +85,7 @@ def add_verify(sub, stage: Stage) -> None:
     p = add_stage(sub, stage, command=cmd_verify, run_argument=False)
     p.add_argument("run", type=Path, metavar="RUN|BUNDLE", help="run directory with export/export.json, or a bundle")
     p.add_argument("--out", type=Path, help="verify.json to write for a bundle (a run writes RUN/verify.json)")
+    add_force_option(p, "--out")
     add_trust_options(p)
 
 
@@ -93,7 +94,7 @@ def cmd_verify(args) -> int:
     config = stage_settings(stage, args)
     if is_bundle(args.run):
         if args.out is not None:
-            check_output(args.out, ".json", [args.run], ours=VerifyReport.written_at)
+            check_output(args.out, ".json", [args.run], ours=VerifyReport.written_at, force=args.force)
         report = verify_bundle(config, args.run, args.out, trust_from(args))
         written = args.out
     else:
@@ -117,13 +118,14 @@ def add_bench(sub, stage: Stage) -> None:
                   json_help="print bench.json instead of the table (and write files only with --out)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="model file, run directory or bundle")
     p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
+    add_force_option(p, "--out (and its .csv and .png)")
     add_trust_options(p)
 
 
 def cmd_bench(args) -> int:
     stage = stage_named("bench")
     report, written = bench(stage_settings(stage, args), args.paths, args.out, trust_from(args),
-                            write=not args.json or args.out is not None)  # --json alone writes nothing
+                            write=not args.json or args.out is not None, force=args.force)  # --json alone writes nothing
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -148,6 +150,7 @@ def add_compare(sub) -> None:
     add_threads_option(p, "thread count to compare")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                    help="also plot the devices side by side into FILE.png (default: no plot)")
+    add_force_option(p, "--plot")
     p.set_defaults(func=cmd_compare)
 
 
@@ -161,7 +164,7 @@ def cmd_compare(args) -> int:
               f"(int8/f32 rows: ratios):")
         print(table(rows))
         if args.plot is not None:
-            check_output(args.plot, ".png", args.files, ours=lambda p: False)
+            check_output(args.plot, ".png", args.files, ours=plots.is_ours, force=args.force)
             if compare.plot(benches, rows, args.plot, args.batch, args.threads):
                 print(f"-> {args.plot}")
     if verifies:
@@ -171,7 +174,7 @@ def cmd_compare(args) -> int:
         rows = compare.accuracy_rows(verifies)
         print(table(rows))
         if args.plot is not None and not benches:  # with bench files too, the plot is theirs
-            check_output(args.plot, ".png", args.files, ours=lambda p: False)
+            check_output(args.plot, ".png", args.files, ours=plots.is_ours, force=args.force)
             if compare.plot_accuracy(verifies, rows, args.plot):
                 print(f"-> {args.plot}")
     if selftests:
@@ -185,11 +188,12 @@ def cmd_compare(args) -> int:
 def add_bundle(sub, stage: Stage) -> None:
     p = add_stage(sub, stage, command=cmd_bundle)
     p.add_argument("--out", type=Path, required=True, help="bundle file to write (.tar.gz)")
+    add_force_option(p, "--out")
 
 
 def cmd_bundle(args) -> int:
     stage = stage_named("bundle")
-    manifest = make_bundle(stage_settings(stage, args), Run(args.run), args.out)
+    manifest = make_bundle(stage_settings(stage, args), Run(args.run), args.out, force=args.force)
     if args.json:
         print(json.dumps(manifest.to_json(), indent=2))
     else:
@@ -315,6 +319,12 @@ def add_backend_option(p) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP + " (default auto)")
 
 
+def add_force_option(p, what: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"replace an existing file at {what} that edgefashion did not write (without it such a "
+                        f"file is refused; a link, a folder or an input of the command is refused always)")
+
+
 def add_trust_options(p) -> None:
     p.add_argument("--trust", type=Path, action="append", default=[], metavar="PUBKEY",
                    help=f"accept only bundles signed by this Ed25519 public key (repeatable); the .pub files in "
@@ -374,12 +384,13 @@ def add_report(sub) -> None:
     p.add_argument("folder", type=Path, metavar="FOLDER", help="run, tune or fleet folder")
     p.add_argument("--out", type=Path, default=None, metavar="FILE.html",
                    help="where to write it (default FOLDER/report.html); an existing file that is not an "
-                        "edgefashion report is never overwritten")
+                        "edgefashion report is replaced only with --force")
+    add_force_option(p, "--out")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    out = write_report(args.folder, args.out)
+    out = write_report(args.folder, args.out, force=args.force)
     print(f"-> {out} ({out.stat().st_size / 1e3:.0f} KB, self-contained)")
     return 0
 

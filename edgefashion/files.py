@@ -140,9 +140,10 @@ SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/opt", "
                "/srv", "/sys", "/tmp", "/usr", "/var", "/home")
 
 
-def check_tool_folder(folder, markers: tuple[str, ...], what: str) -> None:
+def check_tool_folder(folder, markers: tuple[str, ...], what: str, is_marker=Path.exists) -> None:
     """A folder a command writes a set of files into must be new, empty, or the command's own (one of
-    `markers`, the files it writes first, is there): never a user's project folder, $HOME or /."""
+    `markers`, the files it writes first, is there and `is_marker` of it: a user's config.json is not
+    a run's): never a user's project folder, $HOME or /."""
     folder = Path(folder)
     resolved = folder.expanduser().resolve()
     if str(resolved) in SYSTEM_DIRS or resolved == Path.home().resolve():
@@ -152,10 +153,19 @@ def check_tool_folder(folder, markers: tuple[str, ...], what: str) -> None:
     if not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; give a new folder for the {what}")
     found = [p.name for p in folder.iterdir() if not _ours_hidden(p.name)]
-    if found and not any((folder / m).exists() for m in markers):
+    if found and not any(is_marker(folder / m) for m in markers):
         shown = ", ".join(printable(n) for n in sorted(found)[:3]) + (" ..." if len(found) > 3 else "")
         raise InputError(f"{folder}: exists and is not an edgefashion {what} (holds {shown}); give a new or empty "
                          f"folder")
+
+
+def is_manifest(path) -> bool:
+    """A JSON object of edgefashion's (its settings and schema version): a marker of a run folder."""
+    try:
+        value = read_json(path)
+    except InputError:
+        return False
+    return isinstance(value, dict) and "schema_version" in value and "settings" in value
 
 
 def _ours_hidden(name: str) -> bool:
@@ -245,23 +255,27 @@ def run_lock(run: Path, what: str):
                 os.unlink(path)
 
 
-def check_output(out, suffix: str, inputs=(), ours=None, siblings=()) -> None:
+def check_output(out, suffix: str, inputs=(), ours=None, siblings=(), force: bool = False) -> None:
     """Refuse an output path that is not a `suffix` file, that is one of the inputs (`bench --out
     model.tflite` must not overwrite the model), a link, or an existing file that is not this command's
-    own output (`ours(path)` says whether it is; `siblings`: the other files written beside it)."""
+    own output (`ours(path)` says whether it is; `siblings`: the other files written beside it) unless
+    `force` (the user's --force: replacing a file of theirs on purpose; never a link, folder or input)."""
     out = Path(out)
     if not out.name.lower().endswith(suffix):
         raise InputError(f"{out}: expected a {suffix} file to write")
-    if out.is_dir():
-        raise InputError(f"{out}: is a directory, expected a {suffix} file to write")
-    if out.is_symlink():
-        raise InputError(f"{out}: is a symbolic link; refusing to write through it")
-    if ours is not None:
+    for path in [out, *map(Path, siblings)]:
+        if path.is_symlink():
+            raise InputError(f"{path}: is a symbolic link; refusing to write through it")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, expected a file to write")
+        if path.exists() and not path.is_file():
+            raise InputError(f"{path}: is not a regular file; refusing to write there")
+    if ours is not None and not force:
         mine = out.is_file() and ours(out)
         for path in [out, *siblings]:
-            if (path.exists() or path.is_symlink()) and not mine:
+            if path.exists() and not mine:
                 raise InputError(f"{path}: exists and is not an edgefashion output; refusing to overwrite it "
-                                 f"(choose another --out, or move it away)")
+                                 f"(choose another --out, move it away, or pass --force to replace it)")
     target = out.resolve()
     for source in map(Path, inputs):
         if source.exists() and (source.resolve() == target or target.is_relative_to(source.resolve())

@@ -18,7 +18,7 @@ from .errors import CheckFailed
 from .formats import FLOAT_OF
 from .host import bundle, export, firmware, train
 from .host.model import keras_reference
-from .files import check_tool_folder, fingerprint
+from .files import check_tool_folder, fingerprint, is_manifest
 from .rundir import RUN_MARKERS, Run
 from .schemas import BenchReport, FirmwareReport, PipelineState, RunSummary, StageState, TrainReport, VerifyReport
 from .stage import Stage, with_verbosity
@@ -98,7 +98,7 @@ def run(root, changes: dict[str, dict] | None = None, restart: bool = False, ver
     return the state with its summary. Raises at the first failing stage.
     `changes`: {stage: {setting: value}}, e.g. {"train": {"epochs": 1}}."""
     run_dir = root if isinstance(root, Run) else Run(root)
-    check_tool_folder(run_dir.root, RUN_MARKERS, "run")
+    check_tool_folder(run_dir.root, RUN_MARKERS, "run", is_marker=is_manifest)
     before = PipelineState.read(run_dir.pipeline) if run_dir.pipeline.is_file() and not restart else None
     if before is None and not restart:
         before = adopted(run_dir)

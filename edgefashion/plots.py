@@ -28,14 +28,23 @@ def pyplot():
     return plt
 
 
+SOFTWARE = b"edgefashion plot"  # in each PNG's Software field: a later command knows the file is its own
+
+
 def save(fig, path) -> Path | None:
     """Write `fig` as a PNG at `path` (atomically) and close it; None when there is no figure."""
     if fig is None:
         return None
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": SOFTWARE.decode()})
     _close(fig)
     return Path(path)
+
+
+def is_ours(path) -> bool:
+    """Whether the PNG at `path` was written by `save` (its text chunks come before the image data)."""
+    with open(path, "rb") as f:
+        return SOFTWARE in f.read(4096)
 
 
 def svg(fig) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__, plots
 from .errors import InputError
 from .fleet.command import REPORT as FLEET_REPORT
-from .files import read_json, write_text
+from .files import check_output, read_json, write_text
 from .manifest import ManifestError
 from .render import _fmt
 from .rundir import TUNE_MARKERS, Run, TuneDir
@@ -70,12 +70,13 @@ def _clean_svg(text: str) -> str:
     return re.sub(r"<!--.*?-->", "", text, flags=re.S)  # matplotlib's comments (escaped, but not needed)
 
 
-def write(folder, out=None) -> Path:
-    """Write FOLDER/report.html (or `out`) for a run, tune or fleet folder; returns its path."""
+def write(folder, out=None, force: bool = False) -> Path:
+    """Write FOLDER/report.html (or `out`) for a run, tune or fleet folder; returns its path. An existing
+    file of that name is replaced only when it is a report of ours, or with `force`."""
     folder = Path(folder)
     kind = kind_of(folder)
     out = Path(out) if out is not None else folder / REPORT
-    _check_out(out)  # before any work: a user's file of that name is refused, not replaced
+    check_output(out, ".html", ours=_is_report, force=force)  # before any work
     title, subtitle, sections = {"run": run_sections, "tune": tune_sections, "fleet": fleet_sections}[kind](folder)
     html = _template().render(title=title, subtitle=subtitle, sections=sections,
                               footer=f"edgefashion {__version__} report of {folder.resolve()}, made "
@@ -101,17 +102,9 @@ def kind_of(folder: Path) -> str:
                      f"folder")
 
 
-def _check_out(out: Path) -> None:
-    """Write over a report.html of ours only: never a user's file of that name."""
-    if out.suffix.lower() != ".html":
-        raise InputError(f"{out}: expected an .html file to write")
-    if out.is_symlink() or out.is_dir():
-        raise InputError(f"{out}: is a link or a folder; refusing to write there")
-    if out.exists():
-        with open(out, "rb") as f:
-            head = f.read(4096)
-        if GENERATOR.encode() not in head:
-            raise InputError(f"{out}: exists and is not an edgefashion report; refusing to overwrite it")
+def _is_report(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return GENERATOR.encode() in f.read(4096)
 
 
 def _template():

@@ -246,16 +246,16 @@ def run_worker(path: Path, threads: int, config: BenchConfig) -> list[dict] | di
 
 
 def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trust | None = None,
-          write: bool = True) -> tuple[BenchReport, Path | None]:
+          write: bool = True, force: bool = False) -> tuple[BenchReport, Path | None]:
     """Benchmark every model x thread count x batch size of `paths` (model files, run directories,
     bundles: those signed by `trust`, default this device's trusted keys); write bench.json/.csv/.png
-    at `out` (default RUN/bench.json or ./bench.json), unless not `write`."""
+    at `out` (default RUN/bench.json or ./bench.json), unless not `write`; `force` replaces a user's file there."""
     config.validate()
     if not paths:
         raise InputError("no model, run directory or bundle given")
     if out is not None:
         check_output(out, ".json", paths, ours=BenchReport.written_at,
-                     siblings=[out.with_suffix(".csv"), out.with_suffix(".png")])
+                     siblings=[out.with_suffix(".csv"), out.with_suffix(".png")], force=force)
     env = environment()
     results, skipped, profiles = [], [], {}
     with resolve_models(paths, trust) as models:

@@ -38,12 +38,13 @@ class BundleConfig:
                                 type=Path, metavar="KEY")
 
 
-def make_bundle(config: BundleConfig, run: Run, out: Path) -> BundleManifest:
-    """Pack RUN's exported models, labels, golden vectors and summaries into `out` (.tar.gz)."""
+def make_bundle(config: BundleConfig, run: Run, out: Path, force: bool = False) -> BundleManifest:
+    """Pack RUN's exported models, labels, golden vectors and summaries into `out` (.tar.gz); `force`
+    replaces a file there that is not a bundle."""
     out, golden_count = Path(out), config.golden_count
     if golden_count < 1:
         raise InputError(f"--golden {golden_count}, expected a positive integer")
-    check_output(out, ".tar.gz", [run.root], ours=_is_bundle)
+    check_output(out, ".tar.gz", [run.root], ours=_is_bundle, force=force)
     remove_leftovers(out.parent, of=out.name)  # of a bundle killed while it wrote this file
     if config.sign is not None and not config.sign.is_file():
         raise InputError(f"{config.sign}: signing key not found (make one with `edgefashion keygen`)")

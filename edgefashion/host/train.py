@@ -14,7 +14,7 @@ import numpy as np
 from .. import cpu, data, rundata
 from ..console import quiet, step
 from ..errors import InputError
-from ..files import atomic_path, check_tool_folder, write_json
+from ..files import atomic_path, check_tool_folder, is_manifest, write_json
 from .. import plots
 from ..stage import Stage
 from ..options import positive_float, positive_int, setting, settings_of
@@ -155,7 +155,7 @@ def split_data(config: TrainConfig, train_set: data.Dataset):
 def train(config: TrainConfig, run: Run) -> TrainReport:
     """Train, keep the best epoch in RUN/model.keras, write history, curves, config. Returns config.json."""
     config.validate()
-    check_tool_folder(run.root, RUN_MARKERS, "run")
+    check_tool_folder(run.root, RUN_MARKERS, "run", is_marker=is_manifest)
     train_set, test_set, held_out = split_data(config, load_data(config))
     if config.limit:
         train_set = train_set.subset(slice(0, config.limit))

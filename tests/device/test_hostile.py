@@ -26,6 +26,7 @@ import pytest
 
 from edgefashion import cli
 from edgefashion.device import trust
+from edgefashion.device.locate import is_bundle
 from edgefashion.device.runtime import Model
 from edgefashion.files import sha256_bytes
 from edgefashion.rundir import Run, clean_leftovers
@@ -617,3 +618,17 @@ def test_no_output_replaces_a_file_that_is_not_its_own(tmp_path):
     assert "not an edgefashion output" in run_cli("compare", tmp_path / "bench.json", tmp_path / "bench.json",
                                                   "--plot", tmp_path / "photo.png", check=2).stderr
     assert {name: (tmp_path / name).read_text() for name in user} == user
+
+    # --force: the user asks for their file to be replaced; a link or an input stays refused
+    (tmp_path / "link.json").symlink_to(tmp_path / "package.json")
+    assert "symbolic link" in run_cli("bench", SEED_INT8, *quick, "--out", tmp_path / "link.json", "--force",
+                                      check=2).stderr
+    assert "is an input of this command" in run_cli("bench", tmp_path / "package.json", "--out",
+                                                    tmp_path / "package.json", "--force", check=2).stderr
+    run_cli("bench", SEED_INT8, *quick, "--out", tmp_path / "results.json", "--force", check=0)
+    run_cli("verify", BUNDLE, "--out", tmp_path / "package.json", "--force", check=0)
+    run_cli("bundle", run, "--out", tmp_path / "archive.tar.gz", "--golden", 5, "--force", check=0)
+    assert (tmp_path / "results.csv").read_text() != user["results.csv"]
+    assert json.loads((tmp_path / "package.json").read_text())["models"]
+    assert is_bundle(tmp_path / "archive.tar.gz")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "package.json").exists()

@@ -91,6 +91,10 @@ def test_a_users_folder_is_never_written_into(tmp_path):
     for command in (("train", "--out", project), ("run", "--out", project), ("tune", "--out", project)):
         done = cli(*command, "--limit", 100, check=2)
         assert "exists and is not an edgefashion" in done.stderr and "notes.txt" in done.stderr, done.stderr
+    (project / "config.json").write_text('{"compilerOptions": {}}')  # the user's: its name is not enough
+    for command in (("train", "--out", project), ("run", "--out", project)):
+        assert "is not an edgefashion run (holds config.json" in cli(*command, "--limit", 100, check=2).stderr
+    assert (project / "config.json").read_text() == '{"compilerOptions": {}}'
     for folder in (Path.home(), Path("/")):
         assert "a system or home folder" in cli("train", "--out", folder, check=2).stderr
     run = tmp_path / "run"
@@ -100,4 +104,4 @@ def test_a_users_folder_is_never_written_into(tmp_path):
     assert "export: holds files edgefashion did not write (thesis.tex)" in done.stderr
     assert (run / "export" / "thesis.tex").read_text() == "three years"
     assert (project / "export" / "thesis.tex").read_text() == "three years" and sorted(
-        p.name for p in project.iterdir()) == ["export", "notes.txt"]
+        p.name for p in project.iterdir()) == ["config.json", "export", "notes.txt"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from chromium import check_report, open_page
-from helpers import cli
+from helpers import FIXTURES, cli
 
 
 def test_the_browser_check_sees_requests_and_errors(tmp_path):
@@ -35,6 +35,22 @@ def test_report_of_an_exported_run(tiny_run, tmp_path):
     mine = tmp_path / "notes.html"
     mine.write_text("<p>my notes</p>")
     refused = cli("report", run, "--out", mine)
-    assert refused.returncode == 2 and "is not an edgefashion report" in refused.stderr
+    assert refused.returncode == 2 and "is not an edgefashion output" in refused.stderr
     assert mine.read_text() == "<p>my notes</p>"
     assert cli("report", tmp_path / "nothing").returncode == 2
+    cli("report", run, "--out", mine, "--force", check=0)  # asked for: replaced
+    assert "edgefashion report" in mine.read_text()
+
+
+def test_compare_plot_replaces_its_own_plot_and_a_users_only_with_force(tmp_path):
+    bench = tmp_path / "bench.json"
+    cli("bench", FIXTURES / "run" / "export" / "model_int8.tflite", "--runs", 5, "--warmup", 1, "--min-time", 0,
+        "--out", bench, check=0)
+    for _ in range(2):  # the second time the plot is its own
+        cli("compare", bench, bench, "--plot", tmp_path / "compare.png", check=0)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG a user's picture")
+    assert "not an edgefashion output" in cli("compare", bench, bench, "--plot", photo, check=2).stderr
+    assert photo.read_bytes() == b"\x89PNG a user's picture"
+    cli("compare", bench, bench, "--plot", photo, "--force", check=0)
+    assert len(photo.read_bytes()) > 5000
