@@ -4,6 +4,7 @@ search chose, every candidate tried, the search's time, and the test-set figures
     edgefashion train --out runs/seed                      # the seed CNN, full Fashion-MNIST
     edgefashion train --out runs/tiny8 --epochs 10 --arch '{"blocks": [8, 8], "head": "gap", "batch_norm": true}'
     python benchmarks/int8_search.py runs/seed --family runs/tiny8 --out runs/int8-search
+    python benchmarks/int8_search.py runs/seed --family runs/tiny8 --out runs/int8-qat --quantization qat
 
 Makes OUT/spread and OUT/outlier from the seed run (tools/bad_int8_models.py), exports each of them,
 the seed itself and the family models with --max-drop 0.3 --min-agreement 0.99, verifies them on
@@ -41,9 +42,9 @@ def copy_run(run: Path, out: Path) -> Path:
     return out
 
 
-def measure(name: str, run: Path) -> dict:
+def measure(name: str, run: Path, quantization: str) -> dict:
     started = time.monotonic()
-    done = edgefashion("export", run, *GATES)
+    done = edgefashion("export", run, *GATES, "--quantization", quantization)
     seconds = time.monotonic() - started
     row = {"model": name, "export_s": round(seconds, 1), "exit": done.returncode}
     if done.returncode != 0:
@@ -92,6 +93,8 @@ def main() -> int:
     parser.add_argument("seed_run", type=Path, help="a trained seed-CNN run")
     parser.add_argument("--family", type=Path, nargs="*", default=[], help="trained runs of tune's family")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the copies")
+    parser.add_argument("--quantization", default="auto",
+                        help="export's --quantization (auto; qat measures quantization-aware fine-tuning alone)")
     args = parser.parse_args()
     if args.out.exists():
         parser.exit(2, f"error: {args.out}: exists; give a new folder\n")
@@ -103,7 +106,7 @@ def main() -> int:
     rows = []
     for name, run in runs:
         print(f"-- {name}", file=sys.stderr, flush=True)
-        rows.append(measure(name, run))
+        rows.append(measure(name, run, args.quantization))
     (args.out / "int8_search.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows)
     (args.out / "int8_search.md").write_text(table)

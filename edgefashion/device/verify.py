@@ -347,7 +347,8 @@ def _candidates_markdown(quantization: dict | None) -> str:
         return ""
     validation = quantization["validation"]
     rows = [{"format": c["format"], "candidate": c["name"], "how": c["detail"],
-             "drop_pp": c["accuracy_drop_pp"], "agreement": c["top1_agreement"], "bytes": c["bytes"],
+             "drop_pp": c["accuracy_drop_pp"], "agreement": c["top1_agreement"],
+             "ties": c.get("tied", "-"), "bytes": c["bytes"],
              "p50_us": c["p50_us"], "float layers": ", ".join(c["float_layers"]) or "-",
              "float share": c["float_share"] if c["float_share"] is not None else "-",
              "chosen": "yes" if c["chosen"] else ""} for c in quantization["candidates"]]
@@ -357,7 +358,8 @@ def _candidates_markdown(quantization: dict | None) -> str:
             f"Candidates in order of cost, judged on {validation['count']} validation images ({validation['source']}; "
             f"float accuracy {validation['float_accuracy']:.4f}); the first that meets the gates is chosen. "
             f"p50: batch 1, one thread, on the machine that exported (float: {floats or '-'}). Float share: the "
-            f"part of the batch-1 latency spent in the layers left in float.\n\n" + markdown_table(rows)
+            f"part of the batch-1 latency spent in the layers left in float. Ties: images whose int8 top-1 differs "
+            f"from the float's while the float's class shares the top int8 output value.\n\n" + markdown_table(rows)
             + ("" if firmware is None else
                f"\nThe firmware (TFLM runs full-int8 only) gets `model_int8_firmware.tflite`: {firmware['name']}, "
                f"drop {firmware['accuracy_drop_pp']} pp, agreement {firmware['top1_agreement']:.2%} on the "

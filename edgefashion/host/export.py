@@ -32,7 +32,7 @@ from ..formats import FIRMWARE_FORMAT, FORMATS
 from ..render import table
 from ..stage import Stage
 from . import import_tf, quiet, versions
-from . import equalize, int8_search
+from . import equalize, int8_search, qat
 from .int8_search import METHODS, Built, Search
 from ..device.tflite_file import read as read_tflite
 from .layer_errors import DEBUG_IMAGES, layer_errors, onnx_layer_errors
@@ -71,8 +71,8 @@ class ExportConfig:
                                       "run was trained on)", type=Path)
     quantization: str = setting("auto", "how int8 models are made: auto (plain post-training quantization; "
                                         "when it misses --max-drop/--min-agreement on validation images, "
-                                        "more calibration, cross-layer equalization, then float layers, "
-                                        "until one meets them), or plain PTQ and only one of "
+                                        "more calibration, cross-layer equalization, float layers, then "
+                                        "quantization-aware fine-tuning, until one meets them), or plain PTQ and only one of "
                                         + ", ".join(METHODS[1:]), choices=METHODS, metavar="|".join(METHODS))
     gates: Gates = field(default_factory=Gates)
     onnx_int8: OnnxInt8Settings = field(default_factory=OnnxInt8Settings)
@@ -313,6 +313,22 @@ class Recipes:
         self.notes[id(copy)] = _ranges_note(rows, "output")
         return copy
 
+    @cached_property
+    def fine_tuned(self):
+        """The float model after quantization-aware fine-tuning (qat.py), or None (not a chain of layers
+        it can simulate). Its function moves on purpose, towards what int8 can represent."""
+        import keras
+        rows = np.setdiff1d(np.arange(len(self.rows)), self.validation.indices)  # never the judges' images
+        rows = np.sort(np.random.default_rng(self.config.seed).permutation(rows)[:qat.MAX_ROWS])
+        images = prepare(self.rows.images[rows])
+        targets = self.model.predict(images, batch_size=500, verbose=0)  # the float model's own answers
+        started = time.monotonic()
+        tuned = qat.fine_tune(self.unfolded, keras, self.tf, images, targets, self.config.seed)
+        if tuned is not None:
+            self.notes[id(tuned)] = (f"{qat.EPOCHS} epochs on {len(rows)} training images in "
+                                     f"{time.monotonic() - started:.0f} s")
+        return tuned
+
     def _same_function(self, copy) -> bool:
         x = self.validation.images[:500]
         return float(np.abs(copy.predict(x, batch_size=500, verbose=0) - self.validation.reference[:500]).max()) < 1e-3
@@ -328,7 +344,8 @@ class Recipes:
                       lambda: tflite(self.corrected, self.more)),
                      ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
                       lambda: tflite(self.smoothed, self.more))]
-            return steps + int8_search.float_layer_steps(fmt, search, self._tflite_layers, self._tflite_without)
+            return (steps + int8_search.float_layer_steps(fmt, search, self._tflite_layers, self._tflite_without)
+                    + [("qat", "qat", QAT_DETAIL, lambda: tflite(self.fine_tuned, self.more))])
         f32, base = staged.model("onnx-f32"), self.config.onnx_int8
         onnx, cle, corrected, smoothed = self._onnx, lambda: self._onnx_file(self.equalized, "cle"), \
             lambda: self._onnx_file(self.corrected, "cle-bias"), lambda: self._onnx_file(self.smoothed, "smooth")
@@ -343,7 +360,8 @@ class Recipes:
                   lambda: onnx(corrected(), self.more, base)),
                  ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
                   lambda: onnx(smoothed(), self.more, base))]
-        return steps + int8_search.float_layer_steps(fmt, search, self._onnx_layers, self._onnx_without)
+        return (steps + int8_search.float_layer_steps(fmt, search, self._onnx_layers, self._onnx_without)
+                + [("qat", "qat", QAT_DETAIL, lambda: onnx(self._onnx_file(self.fine_tuned, "qat"), self.more, base))])
 
     def _tflite(self, model, calib) -> Built | None:
         if model is None:
@@ -409,6 +427,7 @@ class Recipes:
                              self._preprocessed(f32))
 
 
+QAT_DETAIL = "quantization-aware fine-tuning from the trained weights, distilled from the float model, then PTQ"
 WEIGHTED_TFLITE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 WEIGHTED_ONNX_OPS = ("Conv", "MatMul", "Gemm")
 
@@ -657,7 +676,8 @@ STAGE = Stage(
                 "refuse an export whose model.keras has changed since). An int8 model must meet --max-drop and "
                 "--min-agreement on 2,000 validation images (never test images); when plain quantization misses "
                 "them, export tries more calibration, cross-layer equalization, bias correction, activation "
-                "equalization, then float layers (--quantization), and export.json lists every candidate. A "
+                "equalization, float layers, then quantization-aware fine-tuning (--quantization), and export.json "
+                "lists every candidate. A "
                 "float model must meet --float-tolerance on the calibration images. The new set replaces the "
                 "old one only whole.",
     settings=ExportConfig, run=export, report=ExportReport, render=render, output=lambda run: run.export_dir)

@@ -7,6 +7,7 @@ of cost and keep the first that meets them, measured on validation images (never
                   on the float model (equalize.py; batch norms folded first)
     float-layers  the conv/dense layers whose float versions buy the most agreement stay float
                   (TFLite: the converter's denylist; ONNX Runtime: nodes_to_exclude), one, then two
+    qat           the last resort: a few epochs of quantization-aware fine-tuning (qat.py), full int8
 
 Every candidate tried is reported: its accuracy drop and top-1 agreement on the validation images,
 its size and its median latency at batch 1 on this machine.
@@ -33,7 +34,7 @@ from ..errors import CheckFailed
 from ..rundir import Run, indices_sha256
 from .layer_errors import short_name
 
-METHODS = ("auto", "ptq", "calibration", "cle", "float-layers")
+METHODS = ("auto", "ptq", "calibration", "cle", "float-layers", "qat")
 VALIDATION_IMAGES = 2000
 MORE_CALIBRATION = 2000
 FLOAT_LAYER_TRIES = 6   # conv/dense layers (graph order) tried one at a time in float, then in pairs
@@ -56,6 +57,8 @@ class Candidate:
     full_int8: bool = True
     float_layers: list = field(default_factory=list)
     float_share: float | None = None  # of the batch-1 latency, in the float operators
+    differences: int = 0  # validation images whose top-1 differs from the float model's
+    tied: int = 0         # of them, those where the float's class ties for the top int8 probability
     note: str = ""
     seconds: float = 0.0
     meets_gates: bool = False
@@ -128,14 +131,17 @@ def score(fmt: str, method: str, name: str, detail: str, content: bytes, validat
     model = Model(content, name=f"{fmt} {method}")
     count = images or len(validation.images)
     reference = validation.reference[:count]
-    figures = agreement_figures(model.predict_proba(validation.images[:count]), reference,
-                                validation.labels[:count], [str(k) for k in range(reference.shape[1])])
+    probs = model.predict_proba(validation.images[:count])
+    figures = agreement_figures(probs, reference, validation.labels[:count], [str(k) for k in range(reference.shape[1])])
+    differs = probs.argmax(1) != reference.argmax(1)
+    tied = differs & (probs[np.arange(count), reference.argmax(1)] == probs.max(1))
     candidate = Candidate(format=fmt, method=method, name=name, detail=detail,
                           accuracy_drop_pp=round(figures["accuracy_drop_pp"], 3),
                           top1_agreement=round(figures["top1_agreement"], 4), bytes=len(content),
                           p50_us=p50_us(model, validation.images[:1]) if timed else None,
                           full_int8=not float_layers, float_layers=[short_name(n) for n in float_layers or []],
-                          seconds=round(seconds, 1), content=content)
+                          seconds=round(seconds, 1), differences=int(differs.sum()), tied=int(tied.sum()),
+                          content=content)
     candidate.meets_gates = not candidate.failures(gates)
     return candidate
 
@@ -289,8 +295,10 @@ def describe(searches: list[Search]) -> list[str]:
         chosen = s.chosen
         tried = ", ".join(f"{c.name} {c.accuracy_drop_pp:+.2f} pp/{c.top1_agreement:.1%}" for c in s.tried)
         verdict = "meets the gates" if chosen.meets_gates else "misses the gates (the best tried)"
+        ties = (f" ({chosen.tied} of its {chosen.differences} differences are ties: the float model's class shares "
+                f"the top int8 output value)") if chosen.tied else ""
         lines.append(f"{s.fmt}: {chosen.name} ({chosen.detail}) {verdict}: drop {chosen.accuracy_drop_pp:.2f} pp, "
-                     f"agreement {chosen.top1_agreement:.2%}; tried {tried}")
+                     f"agreement {chosen.top1_agreement:.2%}{ties}; tried {tried}")
     return lines
 
 

@@ -102,3 +102,39 @@ def test_float_layers_keep_a_full_int8_model_for_the_firmware(tiny_run, tmp_path
     assert {"DEQUANTIZE", "QUANTIZE"}.isdisjoint(op.op for op in read_tflite(firmware.read_bytes(), "firmware").operators)
     probs = Model(run / "export" / "model_int8.tflite").predict_proba(np.zeros((2, 28, 28), np.uint8))
     assert probs.shape == (2, 10)
+
+
+def test_quantization_aware_fine_tuning_moves_the_weights_not_the_model(keras):
+    import tensorflow as tf
+
+    from edgefashion.host import qat
+
+    model = _small_cnn(keras)
+    before = [w.copy() for w in model.get_weights()]
+    images = np.random.default_rng(0).random((300, 12, 12, 1), dtype=np.float32)
+    targets = model.predict(images, verbose=0)
+    tuned = qat.fine_tune(model, keras, tf, images, targets, seed=0, epochs=1)
+    assert [type(a).__name__ for a in tuned.layers] == [type(b).__name__ for b in model.layers]
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the original is left alone
+    assert any(not np.array_equal(a, b) for a, b in zip(before, tuned.get_weights()))  # the copy was fine-tuned
+    assert np.abs(tuned.predict(images, verbose=0) - targets).max() < 0.2  # distilled: near the float answers
+    kernel = model.layers[1].get_weights()[0]  # rounded as the converter rounds: 127 steps of max|w| per channel
+    steps = qat._int8_kernel(tf, tf.constant(kernel), depthwise=False).numpy() / (np.abs(kernel).max((0, 1, 2)) / 127)
+    assert np.abs(steps - np.round(steps)).max() < 1e-3 and np.abs(steps).max() <= 127.001
+    inputs = keras.Input((4,))
+    branched = keras.Model(inputs, keras.layers.Add()([keras.layers.Dense(4)(inputs), inputs]))
+    assert qat.fine_tune(branched, keras, tf, np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float32), 0) is None
+
+
+def test_export_can_fine_tune_for_int8_and_keeps_the_float_models(tiny_run, tmp_path):
+    run = bad_int8_models.make(tiny_run, tmp_path / "spread", "spread")
+    done = cli("export", run, "--formats", "tflite-int8,tflite-f32", "--quantization", "qat", "--max-drop", 100,
+               "--min-agreement", 0, check=0)
+    tried = {c["name"]: c for c in _quantization(run)["candidates"]}
+    assert list(tried) == ["ptq", "qat"] and tried["qat"]["full_int8"] and tried["qat"]["chosen"]
+    assert "epochs on" in done.stderr and "tflite-int8: qat" in done.stderr
+    # the float model is the one trained, not the fine-tuned one: the same bytes as plain export's
+    cli("export", bad_int8_models.make(tiny_run, tmp_path / "plain", "spread"), "--formats", "tflite-int8,tflite-f32",
+        "--quantization", "ptq", "--max-drop", 100, "--min-agreement", 0, check=0)
+    assert ((run / "export" / "model_f32.tflite").read_bytes()
+            == (tmp_path / "plain" / "export" / "model_f32.tflite").read_bytes())
