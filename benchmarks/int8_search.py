@@ -48,7 +48,7 @@ def measure(name: str, run: Path, quantization: str) -> dict:
     seconds = time.monotonic() - started
     row = {"model": name, "export_s": round(seconds, 1), "exit": done.returncode}
     if done.returncode != 0:
-        row["error"] = done.stderr.strip().splitlines()[-1][:400]
+        row["error"] = done.stderr.strip().splitlines()[-1]  # every candidate's figures are in it
         return row
     export = json.loads((run / "export" / "export.json").read_text())
     q = export["quantization"]
@@ -70,7 +70,8 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['model']} | - | - | export failed: {row['error']} | | | | | {row['export_s']} |")
+            lines.append(f"| {row['model']} | - | - | export failed: {row['error'].replace('|', '/')} | | | | | "
+                         f"{row['export_s']} |")
             continue
         for fmt, f32 in (("tflite-int8", "tflite-f32"), ("onnx-int8", "onnx-f32")):
             tried = [c for c in row["candidates"] if c["format"] == fmt]

@@ -73,7 +73,7 @@ class ExportConfig:
                                         "when it misses --max-drop/--min-agreement on validation images, "
                                         "more calibration, cross-layer equalization, float layers, then "
                                         "quantization-aware fine-tuning, until one meets them), or plain PTQ and only one of "
-                                        + ", ".join(METHODS[1:]), choices=METHODS, metavar="|".join(METHODS))
+                                        + ", ".join(METHODS[2:]), choices=METHODS, metavar="|".join(METHODS))
     gates: Gates = field(default_factory=Gates)
     onnx_int8: OnnxInt8Settings = field(default_factory=OnnxInt8Settings)
     verbose: bool = False
