@@ -609,6 +609,8 @@ def cmd_fleet(args) -> int:
         print(f"{len(report.devices) - len(failed)} of {len(report.devices)} devices ok in {report.seconds:.1f} s"
               + (f"; failed: {', '.join(r.device for r in failed)} (run it again to retry them)" if failed else "")
               + (f" -> {args.out / command.REPORT}" if args.out else ""))
+        if args.out is not None and args.fleet_command in ("bench", "verify"):
+            say_report(args.out)
     return 1 if report.failed else 0
 
 

@@ -214,7 +214,8 @@ def test_bench_compares_devices_and_reruns_only_failed(lab):
     assert {d["device"]: d["ok"] for d in report["devices"]} == {**{n: True for n in live(lab)}, "gone": False}
     assert report["comparison"] and (out / "compare.png").stat().st_size > 1000
     assert "tflite-int8" in done.stdout and "D1: native" in done.stdout
-    shown = cli("report", out, check=0)
+    assert f"report: {out / 'report.html'}" in done.stdout  # written at the end, as run and tune do
+    shown = cli("report", out, check=0)  # and again by hand: its own file, replaced
     assert "self-contained" in shown.stdout
     found = check_report(out / "report.html", lab["tmp"] / "fleet.png", ["devices", "compare"])
     assert found["figures"] >= 1 + len(live(lab))  # side by side, and each device's latency
