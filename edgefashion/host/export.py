@@ -319,7 +319,8 @@ class Recipes:
         it can simulate). Its function moves on purpose, towards what int8 can represent."""
         import keras
         rows = np.setdiff1d(np.arange(len(self.rows)), self.validation.indices)  # never the judges' images
-        rows = np.sort(np.random.default_rng(self.config.seed).permutation(rows)[:qat.MAX_ROWS])
+        count = qat.row_count(len(rows), self.calib.shape[1:])
+        rows = np.sort(np.random.default_rng(self.config.seed).permutation(rows)[:count])
         images = prepare(self.rows.images[rows])
         targets = self.model.predict(images, batch_size=500, verbose=0)  # the float model's own answers
         started = time.monotonic()

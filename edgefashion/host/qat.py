@@ -22,6 +22,7 @@ from .equalize import chain
 
 EPOCHS = 3
 MAX_ROWS = 20000      # training rows fine-tuned on (a few epochs of these are enough to move the weights)
+MAX_BYTES = 256 * 2**20  # and no more float32 images than this: 96x96x3 images are 110 KB each
 LEARNING_RATE = 1e-4  # a tenth of adam's default: stay near the trained weights
 MOMENTUM = 0.99       # of the running activation ranges
 BATCH = 100
@@ -31,12 +32,17 @@ SAME_SCALE = {"MaxPooling2D", "Flatten", "Reshape", "Dropout"}  # int8 in, int8 
 ACTIVATIONS = {"ReLU", "Activation"}                          # fused into the layer before them
 
 
+def row_count(available: int, image_shape: tuple) -> int:
+    """How many training rows the fine-tune takes: MAX_ROWS, fewer for large images."""
+    return min(available, MAX_ROWS, max(BATCH, MAX_BYTES // (4 * int(np.prod(image_shape)))))
+
+
 def fine_tune(model, keras, tf, images: np.ndarray, targets: np.ndarray, seed: int,
               epochs: int = EPOCHS, learning_rate: float = LEARNING_RATE):
     """A copy of chain `model` fine-tuned with int8 simulated, or None (not a chain, or a layer it
     cannot simulate). `targets`: the float model's probabilities on `images`."""
     layers = chain(model)
-    if layers is None or any(_kind(l) in WEIGHTED and not _simulable(l) for l in layers):
+    if layers is None or any(_kind(layer) in WEIGHTED and not _simulable(layer) for layer in layers):
         return None
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
