@@ -143,8 +143,9 @@ def conv_2d(tensors, out_t, o):
         raise InputError("filter zero points must be 0 (symmetric int8 weights)")
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
-    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout))
     matmul = k.IntMatmul(w_t.data.reshape(cout, -1).T)  # rows in (kh, kw, cin) order
+    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout),
+                              max_acc=matmul.bound)
 
     def run(x, *_):
         cols, (n, oh, ow) = _columns(x.astype(np.float32) - zp_in, kh, kw, o)
@@ -182,8 +183,9 @@ def fully_connected(tensors, out_t, o):
     multipliers, shifts = _multipliers(float(s) / float(out_t.scale[0]) for s in scales)
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
-    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"], bias=_bias(b_t, cout))
     matmul = k.IntMatmul(w_t.data.T)
+    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"], bias=_bias(b_t, cout),
+                              max_acc=matmul.bound)
 
     def run(x, *_):
         rows = x.reshape(-1, depth).astype(np.float32) - zp_in

@@ -48,6 +48,21 @@ def test_fast_requantization_equals_the_integer_formula():
         exact = (k.multiply_once if once else k.multiply)(acc.astype(np.int64) + bias, multipliers, shifts) - 3
         assert requantize.fast
         assert np.array_equal(requantize(acc), np.clip(exact, -128, 127).astype(np.int8))
+        bounded = k.Requantize(multipliers, shifts, -3, (-128, 127), once=once, bias=bias, max_acc=2 ** 20)
+        assert bounded.always_fast and np.array_equal(bounded(acc), requantize(acc))
+    assert not k.Requantize(multipliers, shifts, 0, (-128, 127), bias=bias, max_acc=2 ** 24 - 10).always_fast
+
+
+def test_softmax_of_a_few_rows_equals_the_vectorized_reciprocal():
+    """One or a few rows take a Python-int path for 1/sum: the same integers as the numpy one."""
+    rng = np.random.default_rng(0)
+    sums = np.concatenate([np.arange(1, 3000), rng.integers(1, 2 ** 31 - 1, 20000), [2 ** 30, 2 ** 31 - 1]])
+    headroom = 32 - np.frexp(sums.astype(np.float64))[1]
+    scales = k._one_over_one_plus_x(((sums << headroom) & 0xFFFFFFFF) - (1 << 31))
+    assert [k.reciprocal(int(s)) for s in sums] == list(zip(scales.tolist(), headroom.tolist()))
+    softmax = k.SoftmaxInt8(1.0, 0.0625)
+    rows = rng.integers(-128, 128, (3 * k.SCALAR_ROWS, 10)).astype(np.int8)
+    assert np.array_equal(np.concatenate([softmax(rows[i:i + 1]) for i in range(len(rows))]), softmax(rows))
 
 
 def test_auto_picks_numpy_without_an_interpreter(monkeypatch, few_images):
