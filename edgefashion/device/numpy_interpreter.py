@@ -161,11 +161,17 @@ def depthwise_conv_2d(tensors, out_t, o):
     mult = o["depth_multiplier"] or cout // x_t.shape[3]
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
-    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout))
-    weights = w_t.data[0].astype(np.float32)  # (kh, kw, cout): a few products a sum, exact in float32
+    kh, kw = w_t.shape[1:3]
+    max_acc = kh * kw * 255 * max(int(np.abs(w_t.data.astype(np.int64)).max(initial=0)), 1)
+    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout),
+                              max_acc=max_acc)
+    # (kh, kw, cout): a few products a sum, exact in float32; a kernel so large that a sum could pass
+    # 2**24 is summed in float64 (exact to 2**53) and requantized by the integer formulas
+    exact = np.float32 if max_acc < k.FLOAT32_EXACT else np.float64
+    weights = w_t.data[0].astype(exact)
 
     def run(x, *_):
-        return requantize(_depthwise(x.astype(np.float32) - zp_in, weights, mult, o))
+        return requantize(_depthwise(x.astype(exact) - zp_in, weights, mult, o))
     return run
 
 

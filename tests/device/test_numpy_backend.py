@@ -187,3 +187,23 @@ def test_numpy_backend_keeps_the_litert_memory_budget(monkeypatch):
     monkeypatch.setattr(runtime, "MAX_TENSOR_BYTES", 256 * 2**20)
     litert = Model(path)._runner.max_batch
     assert Model(path, backend="numpy")._runner.max_batch == min(runtime.MAX_BATCH, litert) and litert > 1000
+
+
+def test_a_depthwise_kernel_too_large_for_float32_sums_is_still_exact():
+    """64x64 taps of 255 x 127: sums past 2**24, where float32 drops units; they must stay exact."""
+    from edgefashion.device import numpy_interpreter as ni
+    from edgefashion.device.tflite_file import Tensor
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 128, (1, 64, 64, 2), dtype=np.int8)
+    w = rng.integers(1, 128, (1, 64, 64, 2), dtype=np.int8)
+    acc = ((x[0].astype(np.int64) + 128) * w[0]).sum(axis=(0, 1))  # input zero point -128
+    assert np.abs(acc).max() > 2 ** 24
+    tensors = [Tensor("x", (1, 64, 64, 2), np.int8, None, np.array([1.0]), np.array([-128])),
+               Tensor("w", (1, 64, 64, 2), np.int8, w, np.array([0.1, 0.1]), np.array([0, 0]), 3),
+               Tensor("b", (2,), np.int32, (500 - acc).astype(np.int32), np.array([0.1, 0.1]), np.array([0, 0]))]
+    out = Tensor("y", (1, 1, 1, 2), np.int8, None, np.array([1.0]), np.array([0]))
+    options = {"padding": 1, "stride_h": 1, "stride_w": 1, "dilation_h_factor": 1, "dilation_w_factor": 1,
+               "depth_multiplier": 1, "fused_activation_function": 0}
+    run = ni.depthwise_conv_2d(tensors, out, options)
+    assert run(x).ravel().tolist() == [50, 50]  # (acc + bias) * 0.1 = 500 * 0.1, exactly
