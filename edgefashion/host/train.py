@@ -22,6 +22,7 @@ from ..rundir import RUN_MARKERS, Run
 from ..schemas import DatasetInfo, TrainReport
 from . import import_tf, versions
 from .arch import PRESETS
+from . import recipe
 from .arch import parse as parse_arch
 from .model import build_model, make_optimizer
 
@@ -53,6 +54,13 @@ class TrainConfig:
     learning_rate: float | None = setting(None, "learning rate (default: adam 0.001, sgd 0.01)",
                                           type=positive_float)
     momentum: float = setting(0.9, "SGD momentum")
+    lr_schedule: str = setting("constant", "constant (the seed's) or cosine: the learning rate falls epoch by epoch "
+                                           "along half a cosine", choices=recipe.SCHEDULES,
+                               metavar="|".join(recipe.SCHEDULES))
+    augment: str = setting("none", "none (the seed's), shift (each epoch, every training image moved by up to 2 "
+                                   "pixels each way) or shift+flip (and half of them mirrored: for clothes, not "
+                                   "for digits or text)", choices=recipe.AUGMENTS,
+                           metavar="|".join(recipe.AUGMENTS))
     seed: int = setting(0, "random seed. The same seed, data, settings and package versions give the same "
                            "weights on the same CPU family; another CPU (AVX-512 vs AVX2, x86 vs Arm) rounds "
                            "float sums differently and trains a slightly different model (test accuracy "
@@ -231,10 +239,20 @@ def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper 
                         parse_arch(config.arch), train_set.shape, train_set.num_classes)
     if keeper is not None:
         keeper.model = model
-    model.fit(data.prepare(train_set.images), data.one_hot(train_set.labels, train_set.num_classes),
-              batch_size=config.batch_size,
-              epochs=config.epochs, validation_split=config.validation_split,
-              callbacks=[keeper.callback(keras)] if keeper else [], verbose=verbose)
+    images, targets = data.prepare(train_set.images), data.one_hot(train_set.labels, train_set.num_classes)
+    callbacks = [keeper.callback(keras)] if keeper else []
+    if config.lr_schedule == "cosine":
+        start = float(model.optimizer.learning_rate.numpy())
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch: start * recipe.cosine_factor(epoch, config.epochs)))
+    if config.augment == "none":
+        model.fit(images, targets, batch_size=config.batch_size, epochs=config.epochs,
+                  validation_split=config.validation_split, callbacks=callbacks, verbose=verbose)
+    else:  # validation: the same last rows validation_split takes, never augmented
+        cut = validation_cut(len(images), config.validation_split)
+        model.fit(recipe.batches(keras, images[:cut], targets[:cut], config.batch_size, config.augment, config.seed),
+                  validation_data=recipe.batches(keras, images[cut:], targets[cut:], 500, "none", config.seed),
+                  epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     if keeper is not None:
         keeper.restore_best()
     return model

@@ -37,6 +37,7 @@ from ..rundir import TUNE_MARKERS, TuneDir
 from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
+from . import recipe
 from .arch import params as arch_params
 from .train import TrainConfig, fit_model, load_data, split_data, validation_cut
 
@@ -64,6 +65,12 @@ class TuneConfig:
     labels: Path | None = setting(None, "class names, one per line, as train takes them", type=Path, metavar="FILE")
     limit: int | None = setting(None, "use the first N training rows (quick tunes)", type=positive_int)
     epochs: int = setting(4, "training epochs per trial", type=positive_int)
+    lr_schedule: str = setting("constant", "each trial's (and the seed CNN's) learning-rate schedule, as train takes "
+                                           "it", choices=recipe.SCHEDULES,
+                               metavar="|".join(recipe.SCHEDULES))
+    augment: str = setting("none", "each trial's (and the seed CNN's) augmentation, as train takes it",
+                           choices=recipe.AUGMENTS,
+                           metavar="|".join(recipe.AUGMENTS))
     max_latency_us: float | None = setting(None, "budget: int8 p50 latency at batch 1 on this machine, µs",
                                            type=positive_float, metavar="US")
     max_size_kb: float | None = setting(None, "budget: int8 model size, KB", type=positive_float, metavar="KB")
@@ -89,12 +96,15 @@ class TuneConfig:
         """What makes trials comparable: a resumed study must have been run with the same."""
         found = {"data": str(self.data) if self.data else None, "limit": self.limit, "epochs": self.epochs,
                  "seed": self.seed}
+        if self.lr_schedule != "constant" or self.augment != "none":  # studies made before these stay resumable
+            found.update(lr_schedule=self.lr_schedule, augment=self.augment)
         return {**found, "measure_on": self.measure_on} if self.measure_on else found
 
     def trial_training(self, arch: dict | None) -> TrainConfig:
         """Train's settings for one trial (arch None: the seed CNN): train's defaults but for these."""
         return TrainConfig(data=self.data, test_data=self.test_data, limit=self.limit, epochs=self.epochs,
                            seed=self.seed, verbose=self.verbose, image_shape=self.image_shape, labels=self.labels,
+                           lr_schedule=self.lr_schedule, augment=self.augment,
                            arch="seed" if arch is None else json.dumps(arch, sort_keys=True))
 
     def budgets(self) -> dict:

@@ -49,6 +49,23 @@ def test_sgd_option_and_bad_values(tmp_path):
     assert done.returncode == 2 and "validation-split 1.5" in done.stderr
 
 
+def test_augmentation_moves_images_and_the_schedule_lowers_the_rate(tmp_path):
+    from edgefashion.host import recipe
+
+    images = np.zeros((50, 28, 28, 1), np.float32)
+    images[:, 10:18, 12:16] = 1.0  # a bar of 32 pixels
+    moved = recipe.shifted(images, np.random.default_rng(0), flip=True)
+    assert moved.shape == images.shape and (moved.sum(axis=(1, 2, 3)) == 32).all()  # moved by <= 2 px: all inside
+    assert len({m.tobytes() for m in moved}) > 5  # each image its own shift
+    assert [round(recipe.cosine_factor(e, 4), 3) for e in range(4)] == [1.0, 0.854, 0.5, 0.146]
+    cli("train", "--out", tmp_path / "aug", "--limit", 500, "--epochs", 2, "--lr-schedule", "cosine",
+        "--augment", "shift+flip", check=0)
+    history = json.loads((tmp_path / "aug" / "history.json").read_text())
+    settings = json.loads((tmp_path / "aug" / "config.json").read_text())["settings"]
+    assert len(history["val_accuracy"]) == 2 and settings["augment"] == "shift+flip"
+    assert "--augment: invalid choice" in cli("train", "--out", tmp_path / "x", "--augment", "rotate", check=2).stderr
+
+
 def test_ctrl_c_leaves_a_usable_model(tmp_path):
     run = tmp_path / "run"
     # SIG_DFL: a test runner started in the background hands SIGINT down ignored
