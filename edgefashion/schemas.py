@@ -397,6 +397,8 @@ class TrialResult:
     measured_on: str | None = None       # this machine, or the fleet device of --measure-on
     host: str | None = None              # the machine that ran it, and its tune folder (where its model is)
     folder: str | None = None
+    first: dict[str, Any] | None = None  # with --first-epochs: float val accuracy, parameters, MACs then
+    stopped_by: int | None = None        # the earlier trial that beat it then (state PRUNED)
 
 
 @dataclass

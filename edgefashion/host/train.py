@@ -227,9 +227,11 @@ def _check_validation_split(config: TrainConfig, train_set: data.Dataset) -> Non
              f"on the other classes only")
 
 
-def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper | None" = None, verbose: int = 0):
+def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper | None" = None, verbose: int = 0,
+              callbacks: tuple = ()):
     """The model of `config` fitted on `train_set` with its seed, optimizer, batch and validation split:
-    what train does, and what tune does for each trial. Returns the fitted model."""
+    what train does, and what tune does for each trial (`callbacks`: Keras callbacks of the caller's).
+    Returns the fitted model."""
     tf = import_tf(config.verbose)
     from tensorflow import keras
 
@@ -240,7 +242,7 @@ def fit_model(config: TrainConfig, train_set: data.Dataset, keeper: "BestKeeper 
     if keeper is not None:
         keeper.model = model
     images, targets = data.prepare(train_set.images), data.one_hot(train_set.labels, train_set.num_classes)
-    callbacks = [keeper.callback(keras)] if keeper else []
+    callbacks = ([keeper.callback(keras)] if keeper else []) + list(callbacks)
     if config.lr_schedule == "cosine":
         start = float(model.optimizer.learning_rate.numpy())
         callbacks.append(keras.callbacks.LearningRateScheduler(

@@ -65,6 +65,11 @@ class TuneConfig:
     labels: Path | None = setting(None, "class names, one per line, as train takes them", type=Path, metavar="FILE")
     limit: int | None = setting(None, "use the first N training rows (quick tunes)", type=positive_int)
     epochs: int = setting(4, "training epochs per trial", type=positive_int)
+    first_epochs: int | None = setting(None, "multi-fidelity: after this many epochs a trial stops (pruned) when an "
+                                             "earlier trial was at least 1 pp more accurate at that point with no "
+                                             "more parameters and multiply-accumulates; the others train all "
+                                             "--epochs (default: every trial trains all of them)",
+                                       type=positive_int, metavar="N")
     lr_schedule: str = setting("constant", "each trial's (and the seed CNN's) learning-rate schedule, as train takes "
                                            "it", choices=recipe.SCHEDULES,
                                metavar="|".join(recipe.SCHEDULES))
@@ -98,6 +103,8 @@ class TuneConfig:
                  "seed": self.seed}
         if self.lr_schedule != "constant" or self.augment != "none":  # studies made before these stay resumable
             found.update(lr_schedule=self.lr_schedule, augment=self.augment)
+        if self.first_epochs:
+            found["first_epochs"] = self.first_epochs
         return {**found, "measure_on": self.measure_on} if self.measure_on else found
 
     def trial_training(self, arch: dict | None) -> TrainConfig:
@@ -219,7 +226,22 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
         trial.set_user_attr("folder", str(folder.root.resolve()))
         arch = sample(trial)
         trial.set_user_attr("arch", arch.as_dict())
-        figures = _measure(arch, config, folder.trial(trial.number))
+
+        def promising(first: dict) -> bool:  # at the end of --first-epochs
+            trial.set_user_attr("first", first)
+            others = [{**t.user_attrs["first"], "number": t.number} for t in study.get_trials(deepcopy=False)
+                      if t.number != trial.number and "first" in t.user_attrs]
+            beaten = beaten_early(first, others)
+            if beaten is not None:
+                trial.set_user_attr("stopped_by", beaten["number"])
+                step(f"trial {trial.number}: stopped after {config.first_epochs} epoch(s): trial {beaten['number']} "
+                     f"was {100 * (beaten['accuracy'] - first['accuracy']):.1f} pp more accurate then, with no more "
+                     f"parameters or multiply-accumulates")
+            return beaten is None
+
+        figures = _measure(arch, config, folder.trial(trial.number), promising if config.first_epochs else None)
+        if figures is None:
+            raise optuna.TrialPruned()
         trial.set_user_attr("figures", figures)
         over = violations(figures, config)
         trial.set_user_attr("constraints", over)
@@ -314,8 +336,39 @@ def violations(figures: dict, config: TuneConfig) -> list[float]:
 
 # --- one trial ----------------------------------------------------------------------------------
 
-def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
-    """Train as train does, convert to int8 TFLite, measure on the validation rows; the models stay in `folder`."""
+EARLY_MARGIN = 0.01  # of validation accuracy: what a trial must lose by to be stopped early
+
+
+def beaten_early(mine: dict, others: list[dict]) -> dict | None:
+    """The first of `others` (figures after the first epochs) that was EARLY_MARGIN more accurate than
+    `mine` with no more parameters and MACs: `mine` then cannot reach the front it is on; None if none."""
+    for other in others:
+        if (other["accuracy"] >= mine["accuracy"] + EARLY_MARGIN and other["parameters"] <= mine["parameters"]
+                and other["macs"] <= mine["macs"]):
+            return other
+    return None
+
+
+def keras_macs(model) -> int:
+    """Multiply-accumulates per image of the conv and dense layers of a Keras model."""
+    total = 0
+    for layer in model.layers:
+        kind, out = type(layer).__name__, layer.output.shape
+        if kind in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
+            cin, taps, pixels = layer.input.shape[-1], int(np.prod(layer.kernel_size)), int(np.prod(out[1:3]))
+            if kind == "Conv2D":
+                total += pixels * taps * cin * out[-1] // layer.groups
+            else:  # the depthwise part, and a separable layer's pointwise one
+                total += pixels * taps * cin * layer.depth_multiplier
+                total += pixels * cin * layer.depth_multiplier * out[-1] if kind == "SeparableConv2D" else 0
+        elif kind == "Dense":
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None) -> dict | None:
+    """Train as train does, convert to int8 TFLite, measure on the validation rows; the models stay in
+    `folder`. `promising(first figures)`, asked after --first-epochs, may stop the trial: None then."""
     tf = import_tf(config.verbose)
     if config.jobs > 1:  # share the cores instead of fighting over them
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // config.jobs))
@@ -323,8 +376,12 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
     rows = _training_rows(training)
     val = _validation_rows(rows, training)
     started = time.monotonic()
+    early = _early_stop(tf, config.first_epochs, promising) if promising and config.first_epochs < config.epochs \
+        else None
     with quiet(config.verbose):
-        model = fit_model(training, rows)
+        model = fit_model(training, rows, callbacks=(early,) if early else ())
+    if early is not None and early.stopped:
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     keras_path, int8_path = TuneDir.model_paths(folder)
     with atomic_path(keras_path, suffix=".keras") as tmp:
@@ -345,6 +402,21 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path) -> dict:
 
 
 MIN_ROWS = 50
+
+
+def _early_stop(tf, first_epochs: int, promising):
+    """A Keras callback that asks `promising` after `first_epochs` and stops the training if not."""
+
+    class EarlyStop(tf.keras.callbacks.Callback):
+        stopped = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == first_epochs:
+                first = {"accuracy": float((logs or {}).get("val_accuracy", 0.0)),
+                         "parameters": int(self.model.count_params()), "macs": keras_macs(self.model)}
+                if not promising(first):
+                    self.stopped = self.model.stop_training = True
+    return EarlyStop()
 
 
 def _training_rows(training: TrainConfig) -> data.Dataset:
@@ -474,7 +546,8 @@ def _result(trial, config: TuneConfig) -> TrialResult:
                        feasible=(max(violations(figures, config)) <= 0) if complete and figures else None,
                        seconds=figures.get("seconds"), latency_spread=figures.get("latency_spread"),
                        measured_on=figures.get("measured_on"),
-                       host=trial.user_attrs.get("host"), folder=trial.user_attrs.get("folder"))
+                       host=trial.user_attrs.get("host"), folder=trial.user_attrs.get("folder"),
+                       first=trial.user_attrs.get("first"), stopped_by=trial.user_attrs.get("stopped_by"))
 
 
 def dominates(a: TrialResult, b: TrialResult) -> bool:

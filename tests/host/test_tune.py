@@ -98,3 +98,32 @@ def test_a_damaged_journal_is_one_line(tmp_path):
         done = cli("tune", "--out", folder, "--trials", 1, check=2)
         assert "it is damaged or not an Optuna journal: move it away to start a new study" in done.stderr
         assert done.stderr.count("\n") == 1 and (folder / "study.journal").read_bytes() == content
+
+
+def test_multi_fidelity_stops_only_trials_beaten_early(tmp_path):
+    import keras
+
+    from edgefashion.device import macs
+    from edgefashion.host.arch import PRESETS, build
+    from edgefashion.host.export import tflite_converter
+    from edgefashion.host.model import build_model
+    from edgefashion.host.tune import beaten_early, keras_macs
+
+    assert keras_macs(build_model()) == 4_028_568  # the seed CNN, as bench counts it from the .tflite
+    separable = build(PRESETS["separable"], keras)
+    import numpy as np
+    import tensorflow as tf
+    content = tflite_converter(tf, separable, np.zeros((4, 28, 28, 1), np.float32)).convert()
+    assert keras_macs(separable) == sum(op["macs"] or 0 for op in macs.tflite_ops(content, "separable"))
+    mine = {"accuracy": 0.80, "parameters": 5000, "macs": 300_000}
+    assert beaten_early(mine, [{**mine, "accuracy": 0.805}]) is None  # not by 1 pp
+    assert beaten_early(mine, [{**mine, "accuracy": 0.82, "parameters": 6000}]) is None  # larger
+    assert beaten_early(mine, [{**mine, "accuracy": 0.82, "number": 3}])["number"] == 3
+    out = tmp_path / "tune"
+    done = cli("tune", "--out", out, "--trials", 2, "--limit", 600, "--epochs", 2, "--first-epochs", 1, check=0)
+    trials = [t for t in _report(out)["trials"] if t["state"] in ("COMPLETE", "PRUNED")]  # not the queued ones
+    assert len(trials) >= 2 and all(t["first"]["parameters"] > 0 and t["first"]["macs"] > 0 for t in trials)
+    for t in trials:
+        assert (t["state"] == "PRUNED") == (t["stopped_by"] is not None)
+        if t["state"] == "PRUNED":
+            assert f"trial {t['number']}: stopped after 1 epoch(s): trial {t['stopped_by']}" in done.stderr
