@@ -218,7 +218,7 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
     optuna = optuna_module()
     done = _complete(study)
     started, left = time.monotonic(), max(config.trials - done, 0)
-    progress = _Progress(left, config.jobs)
+    progress = _Progress(left, config.jobs, config.timeout_min * 60 if config.timeout_min else None)
 
     def objective(trial):
         trial.set_user_attr("pid", os.getpid())
@@ -227,20 +227,22 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
         arch = sample(trial)
         trial.set_user_attr("arch", arch.as_dict())
 
-        def promising(first: dict) -> bool:  # at the end of --first-epochs
+        beaten = []
+
+        def promising(first: dict) -> bool:  # at the end of --first-epochs (inside the training: no output)
             trial.set_user_attr("first", first)
             others = [{**t.user_attrs["first"], "number": t.number} for t in study.get_trials(deepcopy=False)
                       if t.number != trial.number and "first" in t.user_attrs]
-            beaten = beaten_early(first, others)
-            if beaten is not None:
-                trial.set_user_attr("stopped_by", beaten["number"])
-                step(f"trial {trial.number}: stopped after {config.first_epochs} epoch(s): trial {beaten['number']} "
-                     f"was {100 * (beaten['accuracy'] - first['accuracy']):.1f} pp more accurate then, with no more "
-                     f"parameters or multiply-accumulates")
-            return beaten is None
+            beaten.append(beaten_early(first, others))
+            return beaten[-1] is None
 
         figures = _measure(arch, config, folder.trial(trial.number), promising if config.first_epochs else None)
         if figures is None:
+            by, first = beaten[-1], trial.user_attrs["first"]
+            trial.set_user_attr("stopped_by", by["number"])
+            step(f"trial {trial.number}: stopped after {config.first_epochs} epoch(s): trial {by['number']} was "
+                 f"{100 * (by['accuracy'] - first['accuracy']):.1f} pp more accurate then, with no more parameters "
+                 f"or multiply-accumulates")
             raise optuna.TrialPruned()
         trial.set_user_attr("figures", figures)
         over = violations(figures, config)
@@ -302,13 +304,16 @@ def _start_workers(config: TuneConfig, folder: TuneDir) -> list[subprocess.Popen
 class _Progress:
     """One line per finished trial, with the elapsed time and an estimate of what is left."""
 
-    def __init__(self, total: int, jobs: int):
+    def __init__(self, total: int, jobs: int, timeout_s: float | None = None):
         self.total, self.jobs, self.done, self.start = max(total, 1), jobs, 0, time.monotonic()
+        self.timeout_s = timeout_s  # --timeout-min: no new trial starts after it
 
     def report(self, number: int, figures: dict, over: list[float]) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.start
         eta = elapsed / self.done * max(self.total - self.done * self.jobs, 0) / self.jobs
+        if self.timeout_s is not None:  # the trials then running still end: about one more trial's time
+            eta = min(eta, max(self.timeout_s - elapsed, 0) + elapsed / self.done)
         fits = ("inside the budgets" if max(over) <= 0 else "at chance level" if over[0] > 0 else
                 "outside a budget")
         arena = f", arena {figures['arena_bytes'] / 1024:.1f} KB" if figures.get("arena_bytes") else ""
