@@ -41,7 +41,8 @@ def shifted(images: np.ndarray, rng: np.random.Generator, flip: bool) -> np.ndar
 
 
 def batches(keras, images: np.ndarray, targets: np.ndarray, batch_size: int, augment: str, seed: int):
-    """A Keras dataset of shuffled, augmented mini-batches, new shifts every epoch (seeded)."""
+    """A Keras dataset of shuffled mini-batches, augmented unless `augment` is none, new shifts every
+    epoch (seeded)."""
 
     class Augmented(keras.utils.PyDataset):
         def __init__(self):

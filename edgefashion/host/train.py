@@ -20,9 +20,8 @@ from ..stage import Stage
 from ..options import positive_float, positive_int, setting, settings_of
 from ..rundir import RUN_MARKERS, Run
 from ..schemas import DatasetInfo, TrainReport
-from . import import_tf, versions
+from . import import_tf, recipe, versions
 from .arch import PRESETS
-from . import recipe
 from .arch import parse as parse_arch
 from .model import build_model, make_optimizer
 
