@@ -318,6 +318,8 @@ class Recipes:
         """The float model after quantization-aware fine-tuning (qat.py), or None (not a chain of layers
         it can simulate). Its function moves on purpose, towards what int8 can represent."""
         import keras
+        if not qat.can_fine_tune(self.unfolded):  # before predicting on thousands of images for nothing
+            return None
         rows = np.setdiff1d(np.arange(len(self.rows)), self.validation.indices)  # never the judges' images
         count = qat.row_count(len(rows), self.calib.shape[1:])
         rows = np.sort(np.random.default_rng(self.config.seed).permutation(rows)[:count])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .equalize import chain
+from .int8_search import copy_model
 
 EPOCHS = 3
 MAX_ROWS = 20000      # training rows fine-tuned on (a few epochs of these are enough to move the weights)
@@ -41,17 +42,21 @@ def fine_tune(model, keras, tf, images: np.ndarray, targets: np.ndarray, seed: i
               epochs: int = EPOCHS, learning_rate: float = LEARNING_RATE):
     """A copy of chain `model` fine-tuned with int8 simulated, or None (not a chain, or a layer it
     cannot simulate). `targets`: the float model's probabilities on `images`."""
-    layers = chain(model)
-    if layers is None or any(_kind(layer) in WEIGHTED and not _simulable(layer) for layer in layers):
+    if not can_fine_tune(model):
         return None
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    copy = copy_model(keras, model)
     keras.utils.set_random_seed(seed)
     simulated = keras.Sequential([keras.Input(model.inputs[0].shape[1:]), *_simulated_layers(chain(copy), keras, tf)])
     simulated(images[:500], training=True)  # first running ranges, from a batch of real images
     simulated.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy")
     simulated.fit(images, targets, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0)
     return copy  # its layers are the simulated model's: the weights moved with the fine-tune
+
+
+def can_fine_tune(model) -> bool:
+    """A chain of layers whose int8 this module can simulate."""
+    layers = chain(model)
+    return layers is not None and all(_kind(layer) not in WEIGHTED or _simulable(layer) for layer in layers)
 
 
 def _kind(layer) -> str:
