@@ -90,6 +90,19 @@ def test_train_a_preset_architecture(tmp_path):
     assert bad.returncode == 2 and "cannot open the study" in bad.stderr
 
 
+def test_every_starting_point_is_a_point_of_the_space_and_stride_has_no_pool():
+    import optuna
+    from edgefashion.host import import_tf
+    from edgefashion.host.arch import STARTS, build, params, sample
+    for start in STARTS:  # enqueued as Optuna parameters: the trial must draw the same architecture back
+        assert sample(optuna.trial.FixedTrial(params(start))) == start
+    keras = import_tf(False).keras
+    strided = build(next(a for a in STARTS if a.downsample == "stride" and a.head == "gap"), keras)
+    kinds = [type(layer).__name__ for layer in strided.layers]
+    assert "MaxPooling2D" not in kinds and "AveragePooling2D" not in kinds
+    assert strided.get_layer("conv3").output.shape[1:3] == (4, 4)  # 28 -> 14 -> 7 -> 4
+
+
 def test_a_damaged_journal_is_one_line(tmp_path):
     for content in (bytes(range(256)) * 4, b'{"op_code": 99}\n[1, 2]\n'):
         folder = tmp_path / f"t{len(content)}"
