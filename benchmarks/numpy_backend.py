@@ -5,6 +5,8 @@
    10,000 Fashion-MNIST test images, for the seed CNN and the ops model (tests/fixtures/ops).
 2. Per-image latency at batch 1 and 64, one thread: numpy backend, LiteRT fast kernels (XNNPACK),
    LiteRT reference kernels. Medians of at least --min-time seconds each, after warm-up.
+3. The floor of a float32-BLAS backend: the model's MACs at this CPU's float32 peak (one core), against
+   XNNPACK's int8 at batch 64 (the numpy backend's products are float32 sums of integers).
 
   python benchmarks/numpy_backend.py [--seed-model runs/demo/export/model_int8.tflite] [--json out.json]
 """
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgefashion import cpu, data  # noqa: E402
+from edgefashion.device import macs  # noqa: E402
 from edgefashion.device.runtime import Model  # noqa: E402
 from edgefashion.render import table  # noqa: E402
 
@@ -46,6 +49,18 @@ def per_image_us(model: Model, images: np.ndarray, batch: int, min_time: float) 
         model.run(x)
         times.append(time.perf_counter() - t0)
     return float(np.median(times)) * 1e6 / batch
+
+
+def float32_floor(path: Path, features: dict, fast_us: float) -> str | None:
+    """What float32 BLAS at 100 % of this core's float32 peak would take per image, against XNNPACK."""
+    work, peak = macs.file_macs(path), macs.peak_gmacs(features, "float32", 1)
+    if not work or not peak:
+        return None
+    floor_us = work / peak["gmacs"] / 1e3
+    return (f"float32 floor: {work / 1e6:.2f} M MAC at this core's float32 peak ({peak['gmacs']} GMAC/s: "
+            f"{peak['per_cycle']} MAC/cycle x {peak['clock_ghz']} GHz, {peak['unit']}) = {floor_us:.1f} us/image, "
+            f"{floor_us / fast_us:.2f}x XNNPACK's int8 at batch 64; within 3x of it needs "
+            f"{floor_us / (3 * fast_us):.0%} of that peak, every copy and requantization included")
 
 
 def main(argv=None) -> int:
@@ -74,6 +89,9 @@ def main(argv=None) -> int:
     numpy_row, fast, reference = rows
     print(f"numpy vs reference at batch 1: {reference['batch 1 us/image'] / numpy_row['batch 1 us/image']:.2f}x faster; "
           f"numpy vs fast at batch 64: {numpy_row['batch 64 us/image'] / fast['batch 64 us/image']:.2f}x slower")
+    floor = float32_floor(args.seed_model, info.features, fast["batch 64 us/image"])
+    if floor:
+        print(floor)
     if args.json:
         args.json.write_text(json.dumps({"exact": exact, "latency": rows, "cpu": info.model}, indent=2))
     return 0

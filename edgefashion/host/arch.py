@@ -8,6 +8,7 @@ XNNPACK int8 the fastest per channel), then a dense head or global average pooli
     --arch seed                       the seed's CNN, unchanged (the default)
     --arch small                      a preset
     --arch '{"blocks": [16, 32], "head": "gap"}'   any point of the space, as JSON (what tune records)
+    --arch '{"blocks": [16, 32, 64], "head": "gap", "downsample": "stride"}'
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Arch:
             problems.append(f"pool {self.pool!r} / head {self.head!r}: max|avg and dense|gap")
         if self.downsample not in ("pool", "stride"):
             problems.append(f"downsample {self.downsample!r}: pool or stride")
+        elif self.downsample == "stride" and self.pool != "max":
+            problems.append(f"pool {self.pool!r} with downsample 'stride': strided blocks have no pool")
         if not 1 <= self.dense <= 1024 or not 0 <= self.dropout < 1:
             problems.append(f"dense {self.dense} / dropout {self.dropout}: 1-1024 units, dropout in [0, 1)")
         if problems:

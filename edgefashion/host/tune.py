@@ -37,7 +37,7 @@ from ..rundir import TUNE_MARKERS, TuneDir
 from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
 from .arch import STARTS, WIDTHS, Arch, sample
-from . import recipe
+from . import quiet_bench, recipe
 from .arch import params as arch_params
 from .train import TrainConfig, fit_model, load_data, split_data, validation_cut
 
@@ -383,8 +383,11 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None
     started = time.monotonic()
     early = _early_stop(tf, config.first_epochs, promising) if promising and config.first_epochs < config.epochs \
         else None
+    callbacks = [early] if early else []
+    if config.measure_on is None:  # pause while another worker here measures a latency
+        callbacks.append(quiet_bench.training_gate(tf.keras))
     with quiet(config.verbose):
-        model = fit_model(training, rows, callbacks=(early,) if early else ())
+        model = fit_model(training, rows, callbacks=tuple(callbacks))
     if early is not None and early.stopped:
         return None
     folder.mkdir(parents=True, exist_ok=True)
@@ -448,7 +451,8 @@ def _split(data_path, test_data, image_shape, labels, seed):
 def _latencies(path: Path, config: TuneConfig) -> tuple[list[float], str]:
     """The int8 p50 latencies, `latency_repeats` of them, and where they were measured."""
     if config.measure_on is None:
-        return [_latency_us(path) for _ in range(config.latency_repeats)], f"this machine ({platform.node()})"
+        with quiet_bench.measuring():
+            return [_latency_us(path) for _ in range(config.latency_repeats)], f"this machine ({platform.node()})"
     from ..fleet import inventory, jobs
     from ..options import to_flags
     fleet = inventory.load(config.inventory)

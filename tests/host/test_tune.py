@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -101,6 +102,35 @@ def test_every_starting_point_is_a_point_of_the_space_and_stride_has_no_pool():
     kinds = [type(layer).__name__ for layer in strided.layers]
     assert "MaxPooling2D" not in kinds and "AveragePooling2D" not in kinds
     assert strided.get_layer("conv3").output.shape[1:3] == (4, 4)  # 28 -> 14 -> 7 -> 4
+
+
+def test_training_pauses_while_another_worker_measures(tmp_path):
+    import threading
+    import types
+    from edgefashion.host import quiet_bench
+    lock = tmp_path / "bench.lock"
+    keras = types.SimpleNamespace(callbacks=types.SimpleNamespace(Callback=object))
+    gate, batches, held = quiet_bench.training_gate(keras, lock), [], {}
+
+    def train():  # a batch every 2 ms for 2.5 s, as a training worker would
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            gate.on_train_batch_begin(len(batches))
+            batches.append(time.monotonic())
+            time.sleep(0.002)
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    time.sleep(0.5)
+    asked = time.monotonic()
+    with quiet_bench.measuring(lock):
+        held["from"] = time.monotonic()
+        time.sleep(1.0)
+        held["to"] = time.monotonic()
+    trainer.join()
+    assert held["from"] - asked < 0.5  # the training never kept the measurement waiting (0.25 s settle)
+    during = [t for t in batches if held["from"] < t < held["to"]]
+    assert not during and any(t > held["to"] for t in batches) and any(t < asked for t in batches)
 
 
 def test_a_damaged_journal_is_one_line(tmp_path):

@@ -1,0 +1,49 @@
+"""Latency measured while no other tune worker on this machine trains. Two workers on two cores: one
+measures a 7 µs model while the other trains on both cores, and the model measures 12 µs, so the
+budget would be decided by the neighbour. One lock file per machine: a worker about to measure takes
+it exclusively; a training worker passes through it before each batch (shared, released at once), so
+it pauses while another measures, and never holds it long enough to keep a measurement waiting."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK = Path(tempfile.gettempdir()) / "edgefashion-tune-bench.lock"
+SETTLE_S = 0.25  # for the batches other workers had started to finish
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+
+
+@contextmanager
+def measuring(path: Path = LOCK):
+    """Hold the machine's training workers at their next batch while the block runs."""
+    handle = _open(path)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        time.sleep(SETTLE_S)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def training_gate(keras, path: Path = LOCK):
+    """A Keras callback that waits at each training and validation batch while a worker measures."""
+    handle = _open(path)
+
+    def wait(*_, **__):
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+    class Gate(keras.callbacks.Callback):
+        on_train_batch_begin = on_test_batch_begin = staticmethod(wait)
+
+        def on_train_end(self, logs=None):
+            os.close(handle)
+    return Gate()
