@@ -686,8 +686,10 @@ class Parser(argparse.ArgumentParser):
         return parser
 
 
-class Terminated(Exception):
-    """SIGTERM or SIGHUP: unwind like Ctrl-C, so temporary folders are removed."""
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C, so temporary folders are removed. Not an Exception, as
+    KeyboardInterrupt is not: tune's study takes an Exception in a trial for a failed trial and goes
+    on with the next one, so `kill` would only have cost a trial."""
 
 
 def _terminate(signum, frame):

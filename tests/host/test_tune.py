@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -131,6 +134,36 @@ def test_training_pauses_while_another_worker_measures(tmp_path):
     assert held["from"] - asked < 0.5  # the training never kept the measurement waiting (0.25 s settle)
     during = [t for t in batches if held["from"] < t < held["to"]]
     assert not during and any(t > held["to"] for t in batches) and any(t < asked for t in batches)
+
+
+def test_sigterm_in_a_trial_stops_the_tune(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    out = tmp_path / "tune"
+
+    def trials():
+        try:
+            return optuna.load_study(study_name="edgefashion-tune", storage=JournalStorage(
+                JournalFileBackend(str(out / "study.journal")))).trials
+        except Exception:  # not created yet
+            return []
+
+    tune = subprocess.Popen([sys.executable, "-m", "edgefashion", "tune", "--out", str(out), "--trials", "6",
+                             "--limit", "600", "--epochs", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline, running = time.monotonic() + 300, None
+    while running is None and time.monotonic() < deadline and tune.poll() is None:
+        time.sleep(0.3)
+        running = next((t.number for t in trials() if t.state.name == "RUNNING"), None)
+    assert running is not None, tune.communicate()[1][-2000:]
+    tune.send_signal(signal.SIGTERM)
+    _, err = tune.communicate(timeout=120)
+    assert tune.returncode == 143 and "interrupted (SIGTERM)" in err, err[-2000:]
+    states = {t.number: t.state.name for t in trials()}
+    assert states[running] == "FAIL"  # and no trial began after it
+    assert not [n for n, state in states.items() if n > running and state in ("RUNNING", "COMPLETE", "FAIL")]
 
 
 def test_a_damaged_journal_is_one_line(tmp_path):
