@@ -1,8 +1,8 @@
-"""Latency measured while no other tune worker on this machine trains. Two workers on two cores: one
-measures a 7 µs model while the other trains on both cores, and the model measures 12 µs, so the
-budget would be decided by the neighbour. One lock file per machine: a worker about to measure takes
-it exclusively; a training worker passes through it before each batch (shared, released at once), so
-it pauses while another measures, and never holds it long enough to keep a measurement waiting."""
+"""Latency measured while no other tune worker on this machine computes: two workers on two cores,
+and one would measure its model while the other trains on both cores. One lock file per machine: a
+worker about to measure takes it exclusively; a training worker passes through it before each batch
+(shared, released at once), so it pauses while another measures and never holds it long enough to
+keep a measurement waiting; a conversion or prediction of a few seconds holds it shared throughout."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def measuring(path: Path = LOCK):
         yield
     finally:
         os.close(handle)  # releases the lock
+
+
+@contextmanager
+def working(path: Path = LOCK):
+    """Keep other workers' measurements waiting while the block computes (a conversion, a prediction)."""
+    handle = _open(path)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(handle)
 
 
 def training_gate(keras, path: Path = LOCK):

@@ -13,6 +13,7 @@ SQLite) for workers on several machines.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -392,20 +393,22 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None
         return None
     folder.mkdir(parents=True, exist_ok=True)
     keras_path, int8_path = TuneDir.model_paths(folder)
-    with atomic_path(keras_path, suffix=".keras") as tmp:
-        model.save(tmp)
     from .export import tflite_converter
-    with quiet(config.verbose):
-        content = tflite_converter(tf, model, data.prepare(rows.images[:CALIBRATION])).convert()
-    write_bytes(int8_path, content)
-    accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
+    with quiet_bench.working() if config.measure_on is None else contextlib.nullcontext():
+        with atomic_path(keras_path, suffix=".keras") as tmp:
+            model.save(tmp)
+        with quiet(config.verbose):
+            content = tflite_converter(tf, model, data.prepare(rows.images[:CALIBRATION])).convert()
+        write_bytes(int8_path, content)
+        accuracy = float((Model(content).predict(val.images).class_ids == val.labels).mean())
+        arena = _arena(int8_path)
     latencies, where = _latencies(int8_path, config)
     median = sorted(latencies)[len(latencies) // 2]
     return {"accuracy": accuracy, "classes": rows.num_classes, "latency_us": median, "measured_on": where,
             "latency_runs_us": [round(v, 2) for v in latencies],
             "latency_spread": round((max(latencies) - min(latencies)) / median, 3) if median else None,
             "size_bytes": len(content),
-            "arena_bytes": _arena(int8_path), "parameters": int(model.count_params()),
+            "arena_bytes": arena, "parameters": int(model.count_params()),
             "seconds": round(time.monotonic() - started, 1)}
 
 

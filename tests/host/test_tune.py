@@ -134,6 +134,22 @@ def test_training_pauses_while_another_worker_measures(tmp_path):
     assert held["from"] - asked < 0.5  # the training never kept the measurement waiting (0.25 s settle)
     during = [t for t in batches if held["from"] < t < held["to"]]
     assert not during and any(t > held["to"] for t in batches) and any(t < asked for t in batches)
+    # a conversion in another worker holds the measurement off until it is done
+    converting = {}
+
+    def convert():
+        with quiet_bench.working(lock):
+            converting["from"] = time.monotonic()
+            time.sleep(0.8)
+            converting["to"] = time.monotonic()
+
+    converter = threading.Thread(target=convert)
+    converter.start()
+    time.sleep(0.2)
+    with quiet_bench.measuring(lock):
+        measured = time.monotonic()
+    converter.join()
+    assert measured >= converting["to"]
 
 
 def test_sigterm_in_a_trial_stops_the_tune(tmp_path):
