@@ -393,7 +393,7 @@ class TrialResult:
     feasible: bool | None = None     # inside every budget
     on_front: bool = False
     seconds: float | None = None
-    latency_spread: float | None = None  # (max - min) / median of its repeated latency measurements
+    latency_spread: float | None = None  # (max - min) / min of its repeated latency measurements
     measured_on: str | None = None       # this machine, or the fleet device of --measure-on
     host: str | None = None              # the machine that ran it, and its tune folder (where its model is)
     folder: str | None = None
