@@ -207,3 +207,35 @@ def test_a_depthwise_kernel_too_large_for_float32_sums_is_still_exact():
                "depth_multiplier": 1, "fused_activation_function": 0}
     run = ni.depthwise_conv_2d(tensors, out, options)
     assert run(x).ravel().tolist() == [50, 50]  # (acc + bias) * 0.1 = 500 * 0.1, exactly
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_non_overlapping_pools_equal_the_sliding_windows(kind):
+    """Pools that need no padding are a few strided views of the input (no window view); the same
+    integers and floats as the sliding windows, for even and odd sizes, SAME (padding then: the
+    windows) and VALID, windows that touch and that overlap."""
+    from edgefashion.device import numpy_interpreter as ni
+    from edgefashion.device.tflite_file import Tensor
+
+    rng = np.random.default_rng(1)
+    for h, w, f, s, padding, direct in [(8, 8, 2, 2, 0, True), (8, 8, 2, 2, 1, True), (7, 9, 2, 2, 1, True),
+                                        (7, 9, 2, 2, 0, False), (9, 6, 3, 3, 1, True), (12, 12, 3, 3, 0, True),
+                                        (9, 9, 3, 2, 1, True), (9, 9, 3, 2, 0, False), (8, 8, 3, 1, 1, True)]:
+        x = rng.integers(-128, 128, (3, h, w, 5), dtype=np.int8)
+        t = Tensor("x", x.shape, np.int8, None, np.array([0.05]), np.array([-3]))
+        options = {"filter_height": f, "filter_width": f, "stride_h": s, "stride_w": s, "padding": padding,
+                   "fused_activation_function": 0}
+        size = (f, f, s, s, 1, 1, padding)
+        assert (ni._taps(x, size) is not None) == direct, (h, w, f, s, padding)
+        if kind == "max":
+            got, f32 = ni.max_pool_2d([t], t, options)(x), ni.max_pool_2d_f32([t], t, options)(x.astype(np.float32))
+            want = k.windows(x.astype(np.int32), *size, fill=np.iinfo(np.int32).min).max(axis=(4, 5))
+            want_f32 = k.windows(x.astype(np.float32), *size, fill=-np.inf).max(axis=(4, 5))
+        else:
+            got, f32 = ni.average_pool_2d([t], t, options)(x), ni.average_pool_2d_f32([t], t, options)(x.astype(np.float32))
+            total = k.windows(x.astype(np.int64), *size).sum(axis=(4, 5))
+            count = k.windows(np.ones((1, h, w, 1), np.int64), *size).sum(axis=(4, 5))
+            want = ni._rounded_mean(total, count)
+            want_f32 = k.windows(x.astype(np.float32), *size).sum(axis=(4, 5)) / count
+        assert got.dtype == np.int8 and np.array_equal(got, want.astype(np.int8)), (h, w, f, s, padding)
+        assert np.allclose(f32, want_f32, rtol=0, atol=1e-4), (h, w, f, s, padding)
