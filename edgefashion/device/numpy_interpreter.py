@@ -109,15 +109,15 @@ def _multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
 
 
-def _windows(x: np.ndarray, kh: int, kw: int, o: dict, fill=0) -> np.ndarray:
+def _windows(x: np.ndarray, kh: int, kw: int, o: dict) -> np.ndarray:
     """(N, OH, OW, C, KH, KW) windows with the operator's strides, dilation and padding."""
     return k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
-                     o["padding"], fill=fill)
+                     o["padding"])
 
 
-def _columns(x: np.ndarray, kh: int, kw: int, o: dict, fill=0) -> tuple[np.ndarray, tuple]:
+def _columns(x: np.ndarray, kh: int, kw: int, o: dict) -> tuple[np.ndarray, tuple]:
     """im2col: one row per output position, (kh, kw, channel) order as TFLite lays out conv filters."""
-    win = _windows(x, kh, kw, o, fill)
+    win = _windows(x, kh, kw, o)
     n, oh, ow, c = win.shape[:4]
     return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c), (n, oh, ow)
 
@@ -145,21 +145,14 @@ def conv_2d(tensors, out_t, o):
         raise InputError("filter zero points must be 0 (symmetric int8 weights)")
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
-    weights = w_t.data.reshape(cout, -1).T  # rows in (kh, kw, cin) order
-    matmul = k.IntMatmul(weights, max_input=128)
-    # sum (x - zp) w = sum x w - zp sum w: the columns stay int8 (a quarter of the bytes to copy, one
-    # conversion), padded with the zero point, and the zero point's share goes into the bias
-    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act,
-                              bias=_bias(b_t, cout) - zp_in * _column_sums(weights), max_acc=matmul.bound)
+    matmul = k.IntMatmul(w_t.data.reshape(cout, -1).T)  # rows in (kh, kw, cin) order
+    requantize = k.Requantize(*_per_channel(x_t, w_t, out_t, cout), zp_out, act, bias=_bias(b_t, cout),
+                              max_acc=matmul.bound)
 
     def run(x, *_):
-        cols, (n, oh, ow) = _columns(x, kh, kw, o, fill=zp_in)
+        cols, (n, oh, ow) = _columns(x.astype(np.float32) - zp_in, kh, kw, o)
         return requantize(matmul(cols)).reshape(n, oh, ow, cout)
     return run
-
-
-def _column_sums(weights: np.ndarray) -> np.ndarray:
-    return weights.astype(np.int64).sum(axis=0)
 
 
 def depthwise_conv_2d(tensors, out_t, o):
@@ -198,12 +191,13 @@ def fully_connected(tensors, out_t, o):
     multipliers, shifts = _multipliers(float(s) / float(out_t.scale[0]) for s in scales)
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
-    matmul = k.IntMatmul(w_t.data.T, max_input=128)
-    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"],
-                              bias=_bias(b_t, cout) - zp_in * _column_sums(w_t.data.T), max_acc=matmul.bound)
+    matmul = k.IntMatmul(w_t.data.T)
+    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"], bias=_bias(b_t, cout),
+                              max_acc=matmul.bound)
 
-    def run(x, *_):  # the zero point in the bias, as for conv_2d
-        out = requantize(matmul(x.reshape(-1, depth)))
+    def run(x, *_):
+        rows = x.reshape(-1, depth).astype(np.float32) - zp_in
+        out = requantize(matmul(rows))
         return out.reshape(*x.shape[:-1], cout) if o["keep_num_dims"] else out
     return run
 
