@@ -22,26 +22,26 @@ def _open(path: Path) -> int:
 
 
 @contextmanager
-def measuring(path: Path = LOCK):
-    """Hold the machine's training workers at their next batch while the block runs."""
+def _held(path: Path, mode: int):
     handle = _open(path)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        time.sleep(SETTLE_S)
+        fcntl.flock(handle, mode)
         yield
     finally:
         os.close(handle)  # releases the lock
 
 
 @contextmanager
+def measuring(path: Path = LOCK):
+    """Hold the machine's training workers at their next batch while the block runs."""
+    with _held(path, fcntl.LOCK_EX):
+        time.sleep(SETTLE_S)
+        yield
+
+
 def working(path: Path = LOCK):
     """Keep other workers' measurements waiting while the block computes (a conversion, a prediction)."""
-    handle = _open(path)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(handle)
+    return _held(path, fcntl.LOCK_SH)
 
 
 def training_gate(keras, path: Path = LOCK):
