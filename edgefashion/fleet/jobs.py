@@ -171,8 +171,8 @@ async def deploy_bundle(s: Session, job: Job, folder: str, run: DeviceRun) -> No
             run.details["selftest"] = record.get("selftest")
             return
     incoming = f"{folder}/incoming/{name}"
-    await upload(s, job.bundle, incoming, job.sha256, run.details.get("info", {}).get("free_bytes"), job.timeout)
-    try:
+    try:  # from the upload on: a Ctrl-C between its rename on the device and the selftest leaves nothing
+        await upload(s, job.bundle, incoming, job.sha256, run.details.get("info", {}).get("free_bytes"), job.timeout)
         report, run.command, run.exit = await selftest(s, incoming, job.timeout)
         counts = {"passed": len(report.checks) - len(report.failed) - report.skipped,
                   "failed": len(report.failed), "skipped": report.skipped}
@@ -187,12 +187,14 @@ async def deploy_bundle(s: Session, job: Job, folder: str, run: DeviceRun) -> No
         record = json.dumps({"bundle": name, "sha256": job.sha256, "selftest_passed": True, "selftest": counts,
                              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         final, marker = shlex.quote(f"{folder}/{name}"), shlex.quote(f"{folder}/{MARKER}")
-        place = (f"mv -f -- {shlex.quote(incoming)} {final} && cat > {marker}.part && mv -f -- {marker}.part {marker}")
-        result = await s.run(place, 60, "placing the bundle", stdin=record)
+        # the record is written before either rename, so the two renames run back to back
+        place = (f"printf '%s' {shlex.quote(record)} > {marker}.part && mv -f -- {shlex.quote(incoming)} {final} "
+                 f"&& mv -f -- {marker}.part {marker}")
+        result = await s.run(place, 60, "placing the bundle")
         if result.exit != 0:
             raise DeviceError(f"could not move {name} into {folder}: {_last_line(result.stderr)}")
     finally:
-        await s.run(f"rm -f -- {shlex.quote(incoming)}", 30, "cleaning up")
+        await s.cleanup(f"rm -f -- {shlex.quote(incoming)} {shlex.quote(f'{folder}/{MARKER}.part')}")
 
 
 def write_local(out: Path, device: str, name: str, text: str) -> Path:

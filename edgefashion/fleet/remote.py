@@ -49,17 +49,23 @@ class Session:
     def __init__(self, device: Device, conn):
         self.device, self.conn = device, conn
 
-    async def run(self, command: str, timeout: float, what: str, stdin: str | None = None) -> Result:
+    async def run(self, command: str, timeout: float, what: str) -> Result:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.device.env.items())
         full = f"env {env} {command}" if env else command
         try:
-            done = await asyncio.wait_for(self.conn.run(full, input=stdin, check=False), timeout)
+            done = await asyncio.wait_for(self.conn.run(full, check=False), timeout)
         except asyncio.TimeoutError:
             raise DeviceError(f"timed out after {timeout:g} s running {what}") from None
         except _asyncssh().Error as exc:
             raise DeviceError(f"connection lost running {what} ({exc.reason})") from None
         code = done.exit_status if done.exit_status is not None else 255
         return Result(code, str(done.stdout or ""), str(done.stderr or ""))
+
+    async def cleanup(self, command: str) -> None:
+        """`command` run to the end even while Ctrl-C cancels the task around it (5 s at most, errors
+        ignored): what an interrupted step leaves on the device goes."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self.conn.run(command)), 5)
 
     async def put_atomic(self, local: Path, remote: str, sha256: str, timeout: float) -> None:
         """`local` to the absolute device path `remote`: written under a hidden temporary name, its sha256
@@ -89,8 +95,7 @@ class Session:
             raise DeviceError(f"connection lost uploading {name} ({exc.reason})") from None
         finally:
             if not moved:  # also on Ctrl-C: the temporary name goes, the real name was never written
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self.conn.run(f"rm -f -- {shlex.quote(part)}")), 5)
+                await self.cleanup(f"rm -f -- {shlex.quote(part)}")
 
     async def fetch(self, remote: str, local: Path, timeout: float) -> None:
         asyncssh = _asyncssh()
