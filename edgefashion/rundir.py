@@ -65,6 +65,10 @@ class TuneDir:
     def trial(self, number: int) -> Path:
         return self.root / "trials" / f"{number:04d}"
 
+    def final(self, name: str, epochs: int) -> Path:
+        """--final-epochs: the chosen architecture ("trial-NNNN") or the seed CNN ("seed-cnn") trained again."""
+        return self.root / "final" / f"{name}-{epochs}-epochs"
+
     def trial_model(self, number: int, fmt: str = "keras") -> Path:
         return self.model_paths(self.trial(number))[0 if fmt == "keras" else 1]
 

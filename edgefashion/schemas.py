@@ -399,6 +399,16 @@ class TrialResult:
     folder: str | None = None
     first: dict[str, Any] | None = None  # with --first-epochs: float val accuracy, parameters, MACs then
     stopped_by: int | None = None        # the earlier trial that beat it then (state PRUNED)
+    test_accuracy: float | None = None   # int8, on the test set: --final-epochs models only
+
+
+@dataclass
+class FinalResult:
+    """--final-epochs: the chosen trial's architecture and the seed CNN, both trained again for `epochs`."""
+
+    epochs: int
+    chosen: TrialResult
+    seed_cnn: TrialResult
 
 
 @dataclass
@@ -414,6 +424,7 @@ class TuneReport(Manifest):
     chosen: int | None
     cpu: CpuInfo
     verdict: str | None = None  # the chosen model against the seed CNN, in words
+    final: FinalResult | None = None
     schema_version: int = SCHEMA_VERSION
 
 

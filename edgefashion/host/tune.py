@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,9 @@ from ..errors import CheckFailed, InputError, MissingDependency
 from ..files import atomic_path, check_tool_folder, process_alive, write_bytes
 from ..options import fraction, plain, positive_float, positive_int, setting, settings_of
 from ..rundir import TUNE_MARKERS, TuneDir
-from ..schemas import DatasetInfo, TrainReport, TrialResult, TuneReport
+from ..schemas import DatasetInfo, FinalResult, TrainReport, TrialResult, TuneReport
 from . import import_tf, versions
-from .arch import STARTS, WIDTHS, Arch, sample
+from .arch import STARTS, WIDTHS, Arch, parse, sample
 from . import quiet_bench, recipe
 from .arch import params as arch_params
 from .train import TrainConfig, fit_model, load_data, split_data, validation_cut
@@ -70,6 +70,11 @@ class TuneConfig:
                                              "earlier trial was at least 1 pp more accurate at that point with no "
                                              "more parameters and multiply-accumulates; the others train all "
                                              "--epochs (default: every trial trains all of them)",
+                                       type=positive_int, metavar="N")
+    final_epochs: int | None = setting(None, "after the search, train the chosen trial's architecture and the seed "
+                                             "CNN again, both for N epochs with the trials' recipe, and measure them "
+                                             "as trials are: DIR/best and the comparison with the seed CNN are then "
+                                             "these two (a finished study takes it too: only they train)",
                                        type=positive_int, metavar="N")
     lr_schedule: str = setting("constant", "each trial's (and the seed CNN's) learning-rate schedule, as train takes "
                                            "it", choices=recipe.SCHEDULES,
@@ -490,16 +495,15 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
     for r in complete:  # the front of every complete trial, whatever the budgets; `feasible` marks those inside
         r.on_front = not any(dominates(o, r) for o in complete if o is not r)
     seed = study.user_attrs.get("seed_cnn")
-    seed_result = None if seed is None else TrialResult(
-        number=-1, state="COMPLETE", arch=None, **{k: seed[k] for k in ("accuracy", "latency_us", "size_bytes",
-                                                                       "arena_bytes")}, seconds=seed["seconds"],
-        latency_spread=seed.get("latency_spread"), measured_on=seed.get("measured_on"))
+    seed_result = None if seed is None else _measured(-1, None, seed)
     feasible = [r for r in complete if r.feasible]
     chosen = max(feasible, key=lambda r: (r.accuracy, -r.latency_us)) if feasible else None
+    final = _final(study, config, folder, chosen) if chosen and config.final_epochs else None
     storage = _shown(config.storage) if config.storage else str(folder.journal)
     result = TuneReport(study=STUDY, storage=storage, budgets=config.budgets(), trials=results,
                         seed_cnn=seed_result, chosen=chosen.number if chosen else None, cpu=cpu.describe(),
-                        verdict=verdict(chosen, seed_result))
+                        verdict=verdict(final.chosen, final.seed_cnn, final.epochs) if final else
+                        verdict(chosen, seed_result), final=final)
     result.write(folder.report)
     plot_front(result, folder.plot)
     if chosen is None:
@@ -511,8 +515,11 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
                                                  if any(v is not None for v in config.budgets().values()) else "")
         raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
                           f"a trial must reach {floor}; see {folder.report}{stale}")
-    if folder.trial_model(chosen.number).is_file():
-        make_best_run(study.trials[chosen.number], config, folder)
+    if final is not None:
+        make_best_run(final.chosen, folder.final(f"trial-{chosen.number:04d}", final.epochs), final.epochs, config,
+                      folder)
+    elif folder.trial_model(chosen.number).is_file():
+        make_best_run(chosen, folder.trial(chosen.number), config.epochs, config, folder)
     else:  # a trial of another worker (another machine, another folder): its model is there
         _remove_stale_best(folder)
         step(f"the chosen trial {chosen.number} ran on {chosen.host} in {chosen.folder}; its model is there "
@@ -520,15 +527,59 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
     return result
 
 
-def verdict(chosen: TrialResult | None, seed: TrialResult | None) -> str | None:
+def _measured(number: int, arch: dict | None, figures: dict) -> TrialResult:
+    """A model measured as trials are (the seed CNN, a --final-epochs model) as a row of the report."""
+    return TrialResult(number=number, state="COMPLETE", arch=arch,
+                       **{k: figures.get(k) for k in ("accuracy", "latency_us", "size_bytes", "arena_bytes", "seconds",
+                                                      "latency_spread", "measured_on", "test_accuracy")})
+
+
+def _final(study, config: TuneConfig, folder: TuneDir, chosen: TrialResult) -> FinalResult:
+    """--final-epochs: the chosen architecture and the seed CNN trained again for N epochs each, measured as
+    trials are, with their int8 test accuracy. Kept in the study: a resumed tune does not train them again."""
+    longer = replace(config, epochs=config.final_epochs, first_epochs=None)
+    rows, figures = {}, {}
+    for name, number, arch in (("seed-cnn", -1, None), (f"trial-{chosen.number:04d}", chosen.number, chosen.arch)):
+        key, where = f"final:{name}:{config.final_epochs}", folder.final(name, config.final_epochs)
+        if key not in study.user_attrs or not TuneDir.model_paths(where)[1].is_file():
+            step(f"--final-epochs: {'the seed CNN' if arch is None else f'trial {number}'} trained again, "
+                 f"{config.final_epochs} epochs")
+            figures = _measure(None if arch is None else parse(json.dumps(arch)), longer, where)
+            study.set_user_attr(key, {**figures, "test_accuracy": _int8_test_accuracy(where, longer)})
+        figures[name] = study.user_attrs[key]
+        rows[name] = _measured(number, arch, figures[name])
+    result = FinalResult(epochs=config.final_epochs, chosen=rows[f"trial-{chosen.number:04d}"],
+                         seed_cnn=rows["seed-cnn"])
+    over = [v for v in violations(figures[f"trial-{chosen.number:04d}"], config) if v > 0]
+    if over:
+        step(f"note: trial {chosen.number} trained for {config.final_epochs} epochs is outside a budget "
+             f"{_budget_text(config)}: accuracy {result.chosen.accuracy:.4f}, {result.chosen.latency_us:.1f} µs, "
+             f"{result.chosen.size_bytes / 1024:.0f} KB")
+    return result
+
+
+def _int8_test_accuracy(folder: Path, training: TuneConfig) -> float:
+    """The int8 model's accuracy on the test set (as make_best_run finds it)."""
+    config = training.trial_training(None)
+    _, test, _ = _split(config.data, config.test_data, config.image_shape, config.labels, config.seed)
+    if test is None:
+        raise InputError("no test set for --final-epochs: give --test-data (or run `make data`)")
+    predicted = Model(TuneDir.model_paths(folder)[1]).predict(test.images).class_ids
+    return float((predicted == test.labels).mean())
+
+
+def verdict(chosen: TrialResult | None, seed: TrialResult | None, epochs: int | None = None) -> str | None:
     """The chosen model against the seed CNN, measured the same way, in plain words."""
     if chosen is None or seed is None:
         return None
     gain = (chosen.accuracy - seed.accuracy) * 100
     faster, smaller = seed.latency_us / chosen.latency_us, seed.size_bytes / chosen.size_bytes
     accuracy = (f"{abs(gain):.2f} pp {'more' if gain >= 0 else 'LESS'} accurate ({chosen.accuracy:.4f} vs "
-                f"{seed.accuracy:.4f} int8 validation accuracy)")
-    text = (f"trial {chosen.number} against the seed CNN: {accuracy}, {faster:.1f}x "
+                f"{seed.accuracy:.4f} int8 validation accuracy"
+                + (f"; int8 test accuracy {chosen.test_accuracy:.4f} vs {seed.test_accuracy:.4f})"
+                   if chosen.test_accuracy is not None and seed.test_accuracy is not None else ")"))
+    trained = f" (both trained {epochs} epochs)" if epochs else ""
+    text = (f"trial {chosen.number}{trained} against the seed CNN: {accuracy}, {faster:.1f}x "
             f"{'faster' if faster >= 1 else 'SLOWER'}, {smaller:.1f}x {'smaller' if smaller >= 1 else 'LARGER'}")
     if gain < 0 or faster < 1 or smaller < 1:
         text += "; it is WORSE than the seed CNN on " + ", ".join(
@@ -573,13 +624,14 @@ def _budget_text(config: TuneConfig) -> str:
     return "(" + (", ".join(parts) or "none") + ")"
 
 
-def make_best_run(trial, config: TuneConfig, folder: TuneDir) -> None:
-    """The chosen trial as a normal run directory: model.keras and config.json (with the test accuracy,
-    the first time any test image is used)."""
+def make_best_run(chosen: TrialResult, models: Path, epochs: int, config: TuneConfig, folder: TuneDir) -> None:
+    """The chosen model (in folder `models`, trained `epochs`) as a normal run directory: model.keras and
+    config.json (with the test accuracy, the first time any test image is used for a trial)."""
     run = folder.best_run
     run.root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(folder.trial_model(trial.number), run.model)
-    training = config.trial_training(trial.user_attrs["arch"])
+    keras_path, int8_path = TuneDir.model_paths(models)
+    shutil.copyfile(keras_path, run.model)
+    training = replace(config.trial_training(chosen.arch), epochs=epochs)
     train, test, held_out = _split(training.data, training.test_data, training.image_shape, training.labels,
                                    training.seed)
     if test is None:
@@ -589,16 +641,16 @@ def make_best_run(trial, config: TuneConfig, folder: TuneDir) -> None:
     with quiet(config.verbose):
         loss, accuracy = model.evaluate(data.prepare(test.images), data.one_hot(test.labels, train.num_classes),
                                         batch_size=500, verbose=0)
-    _say_export_gates(model, folder.trial_model(trial.number, "tflite-int8"), training, config.verbose)
-    settings = {**settings_of(training), "tune_trial": trial.number, "tune_study": str(folder.report)}
+    _say_export_gates(model, int8_path, training, config.verbose)
+    settings = {**settings_of(training), "tune_trial": chosen.number, "tune_study": str(folder.report)}
     test_info = DatasetInfo(source=test.source, sha256=test.sha256, samples=len(test), loss=float(loss),
                             accuracy=float(accuracy))
     if held_out is not None:
         test_info.held_out, test_info.indices_sha256 = training.test_split, rundata.save_held_out(run, held_out)
     TrainReport(settings=settings, dataset=DatasetInfo(source=train.source, sha256=train.sha256, samples=len(train)),
                 test=test_info, image_shape=list(train.shape), labels=train.class_names(),
-                best_epoch=config.epochs, val_accuracy=trial.user_attrs["figures"]["accuracy"],
-                epochs_finished=config.epochs, interrupted=False, fit_seconds=trial.user_attrs["figures"]["seconds"],
+                best_epoch=epochs, val_accuracy=chosen.accuracy,
+                epochs_finished=epochs, interrupted=False, fit_seconds=chosen.seconds,
                 versions=versions(), platform={"machine": platform.machine(), "cpu": asdict(cpu.describe())}
                 ).write(run.config)
 
@@ -626,16 +678,22 @@ def _say_export_gates(model, int8_path: Path, training: TrainConfig, verbose: bo
 
 
 def front_rows(result: TuneReport) -> list[dict]:
-    rows = [{"trial": r.number, "int8_val_acc": r.accuracy, "p50_us": r.latency_us,
-             "KB": round(r.size_bytes / 1024, 1), "arena_KB": round(r.arena_bytes / 1024, 1) if r.arena_bytes else None,
-             "chosen": "*" if r.number == result.chosen else "", "arch": json.dumps(r.arch, separators=(",", ":"))}
+    """The front by latency, then the seed CNN, then (--final-epochs) the two models trained again."""
+    rows = [_row(r, r.number, "*" if r.number == result.chosen else "")
             for r in sorted((t for t in result.trials if t.on_front), key=lambda t: t.latency_us)]
     if result.seed_cnn:
-        s = result.seed_cnn
-        rows.append({"trial": "seed CNN", "int8_val_acc": s.accuracy, "p50_us": s.latency_us,
-                     "KB": round(s.size_bytes / 1024, 1), "arena_KB": round(s.arena_bytes / 1024, 1) if s.arena_bytes
-                     else None, "chosen": "", "arch": "seed"})
+        rows.append(_row(result.seed_cnn, "seed CNN"))
+    if result.final:
+        f = result.final
+        rows += [_row(f.chosen, f"{f.chosen.number}, {f.epochs} epochs", "*"),
+                 _row(f.seed_cnn, f"seed CNN, {f.epochs} epochs")]
     return rows
+
+
+def _row(r: TrialResult, name, chosen: str = "") -> dict:
+    return {"trial": name, "int8_val_acc": r.accuracy, "p50_us": r.latency_us, "KB": round(r.size_bytes / 1024, 1),
+            "arena_KB": round(r.arena_bytes / 1024, 1) if r.arena_bytes else None, "chosen": chosen,
+            "arch": json.dumps(r.arch, separators=(",", ":")) if r.arch else "seed"}
 
 
 def plot_front(result: TuneReport, path: Path) -> None:

@@ -42,6 +42,21 @@ def test_tune_end_to_end_then_resume(tmp_path):
     again = cli("tune", "--out", out, "--trials", 3, *QUICK, check=0)
     assert "trial 2:" in again.stderr and "trial 0:" not in again.stderr and "the seed CNN first" not in again.stderr
     assert len([t for t in _report(out)["trials"] if t["state"] == "COMPLETE"]) == 3
+    # --final-epochs on the finished study: no trial runs, the chosen architecture and the seed CNN train again
+    final = cli("tune", "--out", out, "--trials", 3, *QUICK, "--final-epochs", 2, check=0)
+    report = _report(out)
+    assert "trial 3:" not in final.stderr and final.stderr.count("trained again, 2 epochs") == 2
+    assert report["final"]["epochs"] == 2 and report["final"]["chosen"]["number"] == report["chosen"]
+    for model in (report["final"]["chosen"], report["final"]["seed_cnn"]):
+        assert 0 <= model["test_accuracy"] <= 1 and model["latency_us"] > 0
+    assert report["verdict"].startswith(f"trial {report['chosen']} (both trained 2 epochs) against the seed CNN")
+    assert "int8 test accuracy" in final.stdout and "seed CNN, 2 epochs" in final.stdout
+    best = json.loads((out / "best" / "config.json").read_text())
+    assert best["settings"]["epochs"] == 2 and best["epochs_finished"] == 2
+    chosen_dir = out / "final" / f"trial-{report['chosen']:04d}-2-epochs"
+    assert (out / "best" / "model.keras").read_bytes() == (chosen_dir / "model.keras").read_bytes()
+    assert "trained again" not in cli("tune", "--out", out, "--trials", 3, *QUICK, "--final-epochs", 2,
+                                      check=0).stderr  # kept in the study
     # other settings on the same study are refused
     other = cli("tune", "--out", out, "--trials", 3, "--limit", 700, "--epochs", 1)
     assert other.returncode == 2 and "the study there was run with" in other.stderr
