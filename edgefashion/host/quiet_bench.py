@@ -10,6 +10,7 @@ import fcntl
 import os
 import tempfile
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,16 +46,19 @@ def working(path: Path = LOCK):
 
 
 def training_gate(keras, path: Path = LOCK):
-    """A Keras callback that waits at each training and validation batch while a worker measures."""
+    """A Keras callback that waits at each training and validation batch while a worker measures. Its
+    file is closed when the training ends, or when the callback is collected (a training that raised)."""
     handle = _open(path)
 
-    def wait(*_, **__):
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-
     class Gate(keras.callbacks.Callback):
-        on_train_batch_begin = on_test_batch_begin = staticmethod(wait)
+        def on_train_batch_begin(self, *_, **__):  # a method: the gate, so its file, lives while it waits
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+        on_test_batch_begin = on_train_batch_begin
 
         def on_train_end(self, logs=None):
-            os.close(handle)
-    return Gate()
+            self.close()
+    gate = Gate()
+    gate.close = weakref.finalize(gate, os.close, handle)  # runs once, whichever comes first
+    return gate

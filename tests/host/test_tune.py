@@ -167,6 +167,22 @@ def test_training_pauses_while_another_worker_measures(tmp_path):
     assert measured >= converting["to"]
 
 
+def test_a_training_that_raises_leaves_no_lock_file_open(tmp_path):
+    import gc
+    import os
+    import types
+    from edgefashion.host import quiet_bench
+    keras = types.SimpleNamespace(callbacks=types.SimpleNamespace(Callback=object))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):  # each a training that raised before on_train_end
+        quiet_bench.training_gate(keras, tmp_path / "bench.lock").on_train_batch_begin(0)
+    gc.collect()
+    ended = quiet_bench.training_gate(keras, tmp_path / "bench.lock")
+    ended.on_train_end()
+    ended.on_train_end()  # Keras may call it again; the file is closed once
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_sigterm_in_a_trial_stops_the_tune(tmp_path):
     optuna = pytest.importorskip("optuna")
     from optuna.storages import JournalStorage
