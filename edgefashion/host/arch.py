@@ -30,7 +30,8 @@ class Arch:
     separable: bool = False        # depthwise-separable convolutions after the first block
     batch_norm: bool = False
     pool: str = "max"              # max | avg
-    downsample: str = "pool"       # pool (a 2x2 pool after each conv) | stride (stride-2 convs, no pool)
+    downsample: str = "pool"       # pool (a 2x2 pool after each conv) | stride (stride-2 convs, no pool) |
+    #                                mixed (the first block pooled at full resolution, the others strided)
     head: str = "dense"            # dense (Flatten -> Dense) | gap (global average pooling)
     dense: int = 64
     dropout: float = 0.0
@@ -43,8 +44,8 @@ class Arch:
             problems.append(f"kernel {self.kernel}: 1, 3, 5 or 7")
         if self.pool not in ("max", "avg") or self.head not in ("dense", "gap"):
             problems.append(f"pool {self.pool!r} / head {self.head!r}: max|avg and dense|gap")
-        if self.downsample not in ("pool", "stride"):
-            problems.append(f"downsample {self.downsample!r}: pool or stride")
+        if self.downsample not in ("pool", "stride", "mixed"):
+            problems.append(f"downsample {self.downsample!r}: pool, stride or mixed")
         elif self.downsample == "stride" and self.pool != "max":
             problems.append(f"pool {self.pool!r} with downsample 'stride': strided blocks have no pool")
         if not 1 <= self.dense <= 1024 or not 0 <= self.dropout < 1:
@@ -97,13 +98,14 @@ def build(arch: Arch, keras, image_shape: tuple = IMAGE_SHAPE, classes: int = NU
     x = inputs = keras.Input(tuple(image_shape), name="input")
     for i, width in enumerate(arch.blocks):
         conv = layers.SeparableConv2D if arch.separable and i > 0 else layers.Conv2D
-        strides = 2 if arch.downsample == "stride" else 1
+        pooled = arch.downsample == "pool" or arch.downsample == "mixed" and i == 0
+        strides = 1 if pooled else 2
         x = conv(width, arch.kernel, strides=strides, padding="same", use_bias=not arch.batch_norm,
                  name=f"conv{i + 1}")(x)
         if arch.batch_norm:
             x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
         x = layers.ReLU(name=f"relu{i + 1}")(x)
-        if arch.downsample == "pool":
+        if pooled:
             pool = layers.MaxPool2D if arch.pool == "max" else layers.AveragePooling2D
             x = pool(2, name=f"pool{i + 1}")(x)
     if arch.head == "gap":
@@ -123,6 +125,8 @@ def sample(trial) -> Arch:
     blocks = tuple(trial.suggest_categorical(f"width{i + 1}", WIDTHS) for i in range(depth))
     head = trial.suggest_categorical("head", ["dense", "gap"])
     downsample = trial.suggest_categorical("downsample", ["pool", "stride"])
+    if downsample == "stride" and depth > 1 and trial.suggest_categorical("first_pooled", [False, True]):
+        downsample = "mixed"  # a parameter of its own: studies made before it stay resumable
     return Arch(blocks=blocks, kernel=trial.suggest_categorical("kernel", [3, 5]),
                 separable=trial.suggest_categorical("separable", [False, True]) if depth > 1 else False,
                 batch_norm=trial.suggest_categorical("batch_norm", [False, True]), downsample=downsample,
@@ -134,10 +138,12 @@ def sample(trial) -> Arch:
 def params(arch: Arch) -> dict:
     """The Optuna parameters `sample` would draw for `arch` (to enqueue presets as starting points)."""
     out = {"depth": len(arch.blocks), **{f"width{i + 1}": w for i, w in enumerate(arch.blocks)},
-           "head": arch.head, "downsample": arch.downsample, "kernel": arch.kernel, "batch_norm": arch.batch_norm,
+           "head": arch.head, "downsample": "stride" if arch.downsample == "mixed" else arch.downsample, "kernel": arch.kernel, "batch_norm": arch.batch_norm,
            "dropout": arch.dropout}
     if arch.downsample == "pool":
         out["pool"] = arch.pool
+    elif len(arch.blocks) > 1:
+        out["first_pooled"] = arch.downsample == "mixed"
     if len(arch.blocks) > 1:
         out["separable"] = arch.separable
     if arch.head == "dense":
@@ -151,4 +157,5 @@ STARTS = [*PRESETS.values(),
           Arch(blocks=(16, 32), separable=True, batch_norm=True, dense=32),
           Arch(blocks=(24, 48), separable=True, batch_norm=True, head="gap"),
           Arch(blocks=(16, 32), batch_norm=True, dense=32, downsample="stride"),
-          Arch(blocks=(16, 32, 64), batch_norm=True, head="gap", downsample="stride")]
+          Arch(blocks=(16, 32, 64), batch_norm=True, head="gap", downsample="stride"),
+          Arch(blocks=(16, 32), batch_norm=True, dense=32, downsample="mixed")]

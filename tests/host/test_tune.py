@@ -120,6 +120,9 @@ def test_every_starting_point_is_a_point_of_the_space_and_stride_has_no_pool():
     kinds = [type(layer).__name__ for layer in strided.layers]
     assert "MaxPooling2D" not in kinds and "AveragePooling2D" not in kinds
     assert strided.get_layer("conv3").output.shape[1:3] == (4, 4)  # 28 -> 14 -> 7 -> 4
+    mixed = build(next(a for a in STARTS if a.downsample == "mixed"), keras)  # pooled first, then strided
+    assert [type(layer).__name__ for layer in mixed.layers].count("MaxPooling2D") == 1
+    assert mixed.get_layer("conv1").output.shape[1:3] == (28, 28) and mixed.get_layer("conv2").strides == (2, 2)
 
 
 def test_training_pauses_while_another_worker_measures(tmp_path):
