@@ -138,8 +138,8 @@ def sample(trial) -> Arch:
 def params(arch: Arch) -> dict:
     """The Optuna parameters `sample` would draw for `arch` (to enqueue presets as starting points)."""
     out = {"depth": len(arch.blocks), **{f"width{i + 1}": w for i, w in enumerate(arch.blocks)},
-           "head": arch.head, "downsample": "stride" if arch.downsample == "mixed" else arch.downsample, "kernel": arch.kernel, "batch_norm": arch.batch_norm,
-           "dropout": arch.dropout}
+           "head": arch.head, "downsample": "stride" if arch.downsample == "mixed" else arch.downsample,
+           "kernel": arch.kernel, "batch_norm": arch.batch_norm, "dropout": arch.dropout}
     if arch.downsample == "pool":
         out["pool"] = arch.pool
     elif len(arch.blocks) > 1:

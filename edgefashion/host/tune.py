@@ -544,8 +544,8 @@ def _final(study, config: TuneConfig, folder: TuneDir, chosen: TrialResult) -> F
         if key not in study.user_attrs or not TuneDir.model_paths(where)[1].is_file():
             step(f"--final-epochs: {'the seed CNN' if arch is None else f'trial {number}'} trained again, "
                  f"{config.final_epochs} epochs")
-            figures = _measure(None if arch is None else parse(json.dumps(arch)), longer, where)
-            study.set_user_attr(key, {**figures, "test_accuracy": _int8_test_accuracy(where, longer)})
+            measured = _measure(None if arch is None else parse(json.dumps(arch)), longer, where)
+            study.set_user_attr(key, {**measured, "test_accuracy": _int8_test_accuracy(where, longer)})
         figures[name] = study.user_attrs[key]
         rows[name] = _measured(number, arch, figures[name])
     result = FinalResult(epochs=config.final_epochs, chosen=rows[f"trial-{chosen.number:04d}"],
@@ -626,7 +626,7 @@ def _budget_text(config: TuneConfig) -> str:
 
 def make_best_run(chosen: TrialResult, models: Path, epochs: int, config: TuneConfig, folder: TuneDir) -> None:
     """The chosen model (in folder `models`, trained `epochs`) as a normal run directory: model.keras and
-    config.json (with the test accuracy, the first time any test image is used for a trial)."""
+    config.json (with the test accuracy: no trial saw a test image)."""
     run = folder.best_run
     run.root.mkdir(parents=True, exist_ok=True)
     keras_path, int8_path = TuneDir.model_paths(models)
