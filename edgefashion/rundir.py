@@ -65,8 +65,9 @@ class TuneDir:
     def trial(self, number: int) -> Path:
         return self.root / "trials" / f"{number:04d}"
 
-    def final(self, name: str, epochs: int) -> Path:
-        """--final-epochs: the chosen architecture ("trial-NNNN") or the seed CNN ("seed-cnn") trained again."""
+    def final(self, number: int | None, epochs: int) -> Path:
+        """--final-epochs: trial `number`'s architecture (None: the seed CNN) trained again for `epochs`."""
+        name = "seed-cnn" if number is None else f"trial-{number:04d}"
         return self.root / "final" / f"{name}-{epochs}-epochs"
 
     def trial_model(self, number: int, fmt: str = "keras") -> Path:

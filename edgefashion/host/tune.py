@@ -516,8 +516,7 @@ def summarize(study, config: TuneConfig, folder: TuneDir) -> TuneReport:
         raise CheckFailed(f"no trial of {len(complete)} meets the budgets {_budget_text(config)}{hint}; "
                           f"a trial must reach {floor}; see {folder.report}{stale}")
     if final is not None:
-        make_best_run(final.chosen, folder.final(f"trial-{chosen.number:04d}", final.epochs), final.epochs, config,
-                      folder)
+        make_best_run(final.chosen, folder.final(chosen.number, final.epochs), final.epochs, config, folder)
     elif folder.trial_model(chosen.number).is_file():
         make_best_run(chosen, folder.trial(chosen.number), config.epochs, config, folder)
     else:  # a trial of another worker (another machine, another folder): its model is there
@@ -538,19 +537,19 @@ def _final(study, config: TuneConfig, folder: TuneDir, chosen: TrialResult) -> F
     """--final-epochs: the chosen architecture and the seed CNN trained again for N epochs each, measured as
     trials are, with their int8 test accuracy. Kept in the study: a resumed tune does not train them again."""
     longer = replace(config, epochs=config.final_epochs, first_epochs=None)
-    rows, figures = {}, {}
-    for name, number, arch in (("seed-cnn", -1, None), (f"trial-{chosen.number:04d}", chosen.number, chosen.arch)):
-        key, where = f"final:{name}:{config.final_epochs}", folder.final(name, config.final_epochs)
+    figures = {}
+    for number, arch in ((None, None), (chosen.number, chosen.arch)):  # the seed CNN, then the chosen one
+        where = folder.final(number, config.final_epochs)
+        key = f"final:{where.name}"
         if key not in study.user_attrs or not TuneDir.model_paths(where)[1].is_file():
             step(f"--final-epochs: {'the seed CNN' if arch is None else f'trial {number}'} trained again, "
                  f"{config.final_epochs} epochs")
             measured = _measure(None if arch is None else parse(json.dumps(arch)), longer, where)
             study.set_user_attr(key, {**measured, "test_accuracy": _int8_test_accuracy(where, longer)})
-        figures[name] = study.user_attrs[key]
-        rows[name] = _measured(number, arch, figures[name])
-    result = FinalResult(epochs=config.final_epochs, chosen=rows[f"trial-{chosen.number:04d}"],
-                         seed_cnn=rows["seed-cnn"])
-    over = [v for v in violations(figures[f"trial-{chosen.number:04d}"], config) if v > 0]
+        figures[number] = study.user_attrs[key]
+    result = FinalResult(epochs=config.final_epochs, seed_cnn=_measured(-1, None, figures[None]),
+                         chosen=_measured(chosen.number, chosen.arch, figures[chosen.number]))
+    over = [v for v in violations(figures[chosen.number], config) if v > 0]
     if over:
         step(f"note: trial {chosen.number} trained for {config.final_epochs} epochs is outside a budget "
              f"{_budget_text(config)}: accuracy {result.chosen.accuracy:.4f}, {result.chosen.latency_us:.1f} µs, "
