@@ -129,7 +129,7 @@ def score(fmt: str, method: str, name: str, detail: str, content: bytes, validat
     """A candidate's figures on the validation images (the first `images` of them when given), as
     verify computes them; `timed`: also its p50 (not for the trials that only rank layers)."""
     model = Model(content, name=f"{fmt} {method}")
-    count = images or len(validation.images)
+    count = min(images or len(validation.images), len(validation.images))  # small data: fewer than asked
     reference = validation.reference[:count]
     probs = model.predict_proba(validation.images[:count])
     figures = agreement_figures(probs, reference, validation.labels[:count], [str(k) for k in range(reference.shape[1])])

@@ -138,3 +138,16 @@ def test_export_can_fine_tune_for_int8_and_keeps_the_float_models(tiny_run, tmp_
         "--quantization", "ptq", "--max-drop", 100, "--min-agreement", 0, check=0)
     assert ((run / "export" / "model_f32.tflite").read_bytes()
             == (tmp_path / "plain" / "export" / "model_f32.tflite").read_bytes())
+
+
+def test_a_validation_set_smaller_than_the_ranking_subset_is_scored_whole(tiny_run):
+    # --limit 500 leaves ~100 validation images, fewer than the float-layer ranking's SELECTION_IMAGES
+    from edgefashion.device.verify import Gates
+    from edgefashion.host.int8_search import SELECTION_IMAGES, Validation, score
+    content = (tiny_run / "export" / "model_int8.tflite").read_bytes()
+    images = np.random.default_rng(0).integers(0, 256, (SELECTION_IMAGES // 10, 28, 28), dtype=np.uint8)
+    reference = Model(content).predict_proba(images)
+    validation = Validation(images, reference.argmax(1), reference, np.arange(len(images)), {})
+    candidate = score("tflite-int8", "float-layers", "", "", content, validation, 0.0, Gates(),
+                      images=SELECTION_IMAGES, timed=False)
+    assert candidate.top1_agreement == 1.0 and candidate.differences == 0

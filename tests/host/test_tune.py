@@ -123,6 +123,8 @@ def test_every_starting_point_is_a_point_of_the_space_and_stride_has_no_pool():
     mixed = build(next(a for a in STARTS if a.downsample == "mixed"), keras)  # pooled first, then strided
     assert [type(layer).__name__ for layer in mixed.layers].count("MaxPooling2D") == 1
     assert mixed.get_layer("conv1").output.shape[1:3] == (28, 28) and mixed.get_layer("conv2").strides == (2, 2)
+    narrow = build(next(a for a in STARTS if a.dense < 32), keras)  # a narrow head on wide features
+    assert narrow.get_layer("flatten").output.shape[1] == 4 * 4 * 48 and narrow.get_layer("dense").units == 24
 
 
 def test_training_pauses_while_another_worker_measures(tmp_path):
