@@ -132,7 +132,15 @@ def optuna_module():
     except ImportError:
         raise MissingDependency("optuna", "host") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.get_logger("optuna").addFilter(_no_interrupt_traceback)
     return optuna
+
+
+def _no_interrupt_traceback(record) -> bool:
+    """Ctrl-C mid-trial: Optuna's warning that the trial failed, without the traceback it attaches."""
+    if record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt):
+        record.exc_info = None
+    return True
 
 
 def open_study(config: TuneConfig, folder: TuneDir):

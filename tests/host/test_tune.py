@@ -257,3 +257,18 @@ def test_multi_fidelity_stops_only_trials_beaten_early(tmp_path):
         assert (t["state"] == "PRUNED") == (t["stopped_by"] is not None)
         if t["state"] == "PRUNED":
             assert f"trial {t['number']}: stopped after 1 epoch(s): trial {t['stopped_by']}" in done.stderr
+
+
+def test_ctrl_c_mid_trial_prints_optunas_warning_without_a_traceback(capfd):
+    from edgefashion.host.tune import optuna_module
+    logger = optuna_module().logging.get_logger("optuna")
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        logger.warning("Trial 3 failed because of the following error: KeyboardInterrupt()", exc_info=True)
+    try:
+        raise ValueError("a real failure")
+    except ValueError:
+        logger.warning("Trial 4 failed", exc_info=True)  # other errors keep their traceback
+    err = capfd.readouterr().err
+    assert "Trial 3 failed" in err and err.count("Traceback") == 1 and "ValueError: a real failure" in err
