@@ -228,7 +228,7 @@ def tune(config: TuneConfig, out, worker: bool = False) -> TuneReport:
         _fail_abandoned(study)
         if "seed_cnn" not in study.user_attrs:
             step("the seed CNN first, with the same data, epochs and bench, for comparison")
-            study.set_user_attr("seed_cnn", _measure(None, config, folder.seed_run.root))
+            study.set_user_attr("seed_cnn", _measure(None, config, folder.seed_run.root, say_epochs=True))
     helpers = [] if worker else _start_workers(config, folder)
     optuna = optuna_module()
     done = _complete(study)
@@ -386,9 +386,10 @@ def keras_macs(model) -> int:
     return int(total)
 
 
-def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None) -> dict | None:
+def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None, say_epochs=False) -> dict | None:
     """Train as train does, convert to int8 TFLite, measure on the validation rows; the models stay in
-    `folder`. `promising(first figures)`, asked after --first-epochs, may stop the trial: None then."""
+    `folder`. `promising(first figures)`, asked after --first-epochs, may stop the trial: None then.
+    `say_epochs`: a line per epoch (the seed CNN and --final-epochs train for minutes with no trial line)."""
     tf = import_tf(config.verbose)
     if config.jobs > 1:  # share the cores instead of fighting over them
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // config.jobs))
@@ -399,6 +400,8 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None
     early = _early_stop(tf, config.first_epochs, promising) if promising and config.first_epochs < config.epochs \
         else None
     callbacks = [early] if early else []
+    if say_epochs:
+        callbacks.append(_epoch_lines(tf, config.epochs, started))
     if config.measure_on is None:  # pause while another worker here measures a latency
         callbacks.append(quiet_bench.training_gate(tf.keras))
     with quiet(config.verbose):
@@ -427,6 +430,20 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None
 
 
 MIN_ROWS = 50
+
+
+def _epoch_lines(tf, epochs: int, started: float):
+    """A Keras callback with a line per epoch, on the stderr of before `quiet` silenced it for the fit."""
+    class EpochLines(tf.keras.callbacks.Callback):
+        out = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            print(f"--   epoch {epoch + 1}/{epochs}: val accuracy {(logs or {}).get('val_accuracy', 0.0):.4f}, "
+                  f"{time.monotonic() - started:.0f} s", file=self.out)
+
+        def on_train_end(self, logs=None):
+            self.out.close()
+    return EpochLines()
 
 
 def _early_stop(tf, first_epochs: int, promising):
@@ -552,7 +569,7 @@ def _final(study, config: TuneConfig, folder: TuneDir, chosen: TrialResult) -> F
         if key not in study.user_attrs or not TuneDir.model_paths(where)[1].is_file():
             step(f"--final-epochs: {'the seed CNN' if arch is None else f'trial {number}'} trained again, "
                  f"{config.final_epochs} epochs")
-            measured = _measure(None if arch is None else parse(json.dumps(arch)), longer, where)
+            measured = _measure(None if arch is None else parse(json.dumps(arch)), longer, where, say_epochs=True)
             study.set_user_attr(key, {**measured, "test_accuracy": _int8_test_accuracy(where, longer)})
         figures[number] = study.user_attrs[key]
     result = FinalResult(epochs=config.final_epochs, seed_cnn=_measured(-1, None, figures[None]),

@@ -35,6 +35,7 @@ def test_tune_end_to_end_then_resume(tmp_path):
     assert best["test"]["samples"] == 10_000 and 0 <= best["test"]["accuracy"] <= 1
     assert (out / "best" / "model.keras").is_file()
     assert "export's gates" in first.stderr and "validation images" in first.stderr
+    assert "epoch 1/1: val accuracy" in first.stderr and "epoch 1/1" not in first.stderr.split("trial 0:")[1]
     assert report["verdict"].startswith(f"trial {report['chosen']} against the seed CNN")
     found = check_report(out / "report.html", tmp_path / "tune.png", ["front", "trials", "best-training"])
     assert found["figures"] >= 1  # the front
@@ -259,16 +260,20 @@ def test_multi_fidelity_stops_only_trials_beaten_early(tmp_path):
             assert f"trial {t['number']}: stopped after 1 epoch(s): trial {t['stopped_by']}" in done.stderr
 
 
-def test_ctrl_c_mid_trial_prints_optunas_warning_without_a_traceback(capfd):
+def test_ctrl_c_mid_trial_prints_optunas_warning_without_a_traceback():
+    import io
+    import logging
     from edgefashion.host.tune import optuna_module
-    logger = optuna_module().logging.get_logger("optuna")
+    logger, out = optuna_module().logging.get_logger("optuna"), io.StringIO()
+    handler = logging.StreamHandler(out)  # Optuna's own handler holds whichever stderr it first saw
+    logger.addHandler(handler)
     try:
-        raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        logger.warning("Trial 3 failed because of the following error: KeyboardInterrupt()", exc_info=True)
-    try:
-        raise ValueError("a real failure")
-    except ValueError:
-        logger.warning("Trial 4 failed", exc_info=True)  # other errors keep their traceback
-    err = capfd.readouterr().err
-    assert "Trial 3 failed" in err and err.count("Traceback") == 1 and "ValueError: a real failure" in err
+        for error in (KeyboardInterrupt, ValueError):  # other errors keep their traceback
+            try:
+                raise error("a real failure" if error is ValueError else "")
+            except error:
+                logger.warning(f"Trial failed because of the following error: {error.__name__}()", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    err = out.getvalue()
+    assert "KeyboardInterrupt()" in err and err.count("Traceback") == 1 and "ValueError: a real failure" in err
