@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 EDGE   ?= .venv-edge
 RUN    ?= runs/demo
 
-.PHONY: demo test test-device test-device-isa test-host test-fleet setup data qemu sshd postgres chromium isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
+.PHONY: demo test lint test-device test-device-isa test-host test-fleet setup data qemu sshd postgres chromium isa-check arm64-check armhf-check fleet-arm64-check firmware fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: apt-get install python3-venv"; exit 2; }
@@ -31,7 +31,11 @@ data: setup
 demo: data
 	$(BIN)/edgefashion run --out $(RUN)
 
-test: test-device test-host test-fleet
+test: lint test-device test-host test-fleet
+
+# pyflakes over the code, tests, tools and benchmarks: unused imports and undefined names (seconds)
+lint: $(EDGE)/.installed
+	$(EDGE)/bin/python -m pyflakes edgefashion tests tools benchmarks
 
 # The TensorFlow-free tier, as a device runs: the edge extra only, on committed fixtures (seconds).
 test-device: $(EDGE)/.installed data

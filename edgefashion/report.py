@@ -286,7 +286,7 @@ def bench_section(s: Section, report: BenchReport) -> None:
             judge=lambda c, v: "warn" if c == "spread" and v else "")
     s.figure(plots.latency_figure(report.results, device_name(env)), "latency per format, batch and threads")
     for warning in report.warnings:
-        s.text(f"warning: {warning}", "missing")
+        s.text(f"warning: {warning}", "warning")
     for name, profile in (report.profiles or {}).items():
         rows = profile.get("ops") if isinstance(profile, dict) else profile
         if isinstance(rows, list) and rows:

@@ -154,6 +154,7 @@ REPORT_PROBE = """JSON.stringify({
   figures: document.querySelectorAll(".figure svg").length,
   tables: document.querySelectorAll("table").length,
   missing: Array.from(document.querySelectorAll("p.missing")).map(p => p.textContent),
+  warnings: Array.from(document.querySelectorAll("p.warning")).map(p => p.textContent),
   width: document.documentElement.scrollWidth
 })"""
 

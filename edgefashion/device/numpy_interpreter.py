@@ -110,7 +110,7 @@ def _multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _windows(x: np.ndarray, kh: int, kw: int, o: dict) -> np.ndarray:
-    """(N, OH, OW, C, KH, KW) windows with the operator's strides, dilation and padding."""
+    """(N, OH, OW, KH, KW, C) windows with the operator's strides, dilation and padding."""
     return k.windows(x, kh, kw, o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"],
                      o["padding"])
 
@@ -118,16 +118,16 @@ def _windows(x: np.ndarray, kh: int, kw: int, o: dict) -> np.ndarray:
 def _columns(x: np.ndarray, kh: int, kw: int, o: dict) -> tuple[np.ndarray, tuple]:
     """im2col: one row per output position, (kh, kw, channel) order as TFLite lays out conv filters."""
     win = _windows(x, kh, kw, o)
-    n, oh, ow, c = win.shape[:4]
-    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c), (n, oh, ow)
+    n, oh, ow = win.shape[:3]
+    return win.reshape(n * oh * ow, kh * kw * win.shape[5]), (n, oh, ow)
 
 
 def _depthwise(x: np.ndarray, weights: np.ndarray, mult: int, o: dict) -> np.ndarray:
     """Each input channel (repeated `mult` times) against its own (kh, kw) filter: a few products a sum."""
     win = _windows(x, *weights.shape[:2], o)
     if mult > 1:
-        win = np.repeat(win, mult, axis=3)
-    return np.einsum("nhwckl,klc->nhwc", win, weights)
+        win = np.repeat(win, mult, axis=5)
+    return np.einsum("nhwklc,klc->nhwc", win, weights)
 
 
 def _bias(b_t: Tensor | None, channels: int) -> np.ndarray:
@@ -235,12 +235,20 @@ def _rounded_mean(total: np.ndarray, count) -> np.ndarray:
     return np.where(total > 0, (total + count // 2) // count, -((-total + count // 2) // count))
 
 
+@functools.lru_cache(maxsize=64)
+def _cells(hw: tuple, size: tuple, dtype) -> np.ndarray:
+    """How many cells of each padded window lie inside the image, (1, OH, OW, 1): once per shape."""
+    cells = k.windows(np.ones((1, *hw, 1), dtype), *size).sum(axis=(3, 4))
+    cells.setflags(write=False)  # shared by every call
+    return cells
+
+
 def max_pool_2d(tensors, out_t, o):
     def reduce(x, size):  # padding cells never win: pad with the smallest int
         taps = _taps(x, size)
         if taps is not None:
             return functools.reduce(np.maximum, taps)
-        return k.windows(x.astype(np.int32), *size, fill=np.iinfo(np.int32).min).max(axis=(4, 5))
+        return k.windows(x, *size, fill=-128).max(axis=(3, 4))  # -128 wins only where every cell is -128
     return _pool(tensors, out_t, o, reduce)
 
 
@@ -252,9 +260,8 @@ def average_pool_2d(tensors, out_t, o):
         taps = _taps(x, size)
         if taps is not None:
             return _rounded_mean(functools.reduce(np.add, (t.astype(np.int32) for t in taps)), len(taps))
-        total = k.windows(x.astype(np.int64), *size).sum(axis=(4, 5))
-        count = k.windows(np.ones((1, *x.shape[1:3], 1), np.int64), *size).sum(axis=(4, 5))
-        return _rounded_mean(total, count)
+        total = k.windows(x.astype(np.int32), *size).sum(axis=(3, 4))
+        return _rounded_mean(total, _cells(x.shape[1:3], size, np.int32))
     return _pool(tensors, out_t, o, reduce)
 
 
@@ -270,10 +277,22 @@ def add(tensors, out_t, o):
     za, zb, zo = _zp(a_t), _zp(b_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zo)
 
-    def run(a, b):
-        sa = k.multiply((a.astype(np.int64) - za) << left_shift, *m_a)
-        sb = k.multiply((b.astype(np.int64) - zb) << left_shift, *m_b)
+    def exact(a, b):
+        sa = k.multiply((a - za) << left_shift, *m_a)
+        sb = k.multiply((b - zb) << left_shift, *m_b)
         return np.clip(k.multiply(sa + sb, *m_out) + zo, act[0], act[1]).astype(np.int8)
+    # the sum of two int8 tensors takes 256 x 256 values: computed once by the formulas above, looked up
+    values = np.arange(-128, 128, dtype=np.int64)
+    table = exact(values[:, None], values[None, :]).ravel()  # index (a + 128) * 256 + (b + 128)
+
+    def run(a, b):
+        if a.shape != b.shape:  # broadcasting: the formulas on the broadcast values
+            return exact(a.astype(np.int64), b.astype(np.int64))
+        index = a.astype(np.intp)
+        index <<= 8
+        index += b
+        index += 128 * 256 + 128
+        return table[index]
     return run
 
 
@@ -350,8 +369,8 @@ def quantize(tensors, out_t, o):
     _int8(x_t, "input")  # int8 -> int8 requantization
     multiplier, shift = k.quantize_multiplier(float(x_t.scale[0]) / float(out_t.scale[0]))
     zp_in = _zp(x_t)
-    return lambda x: np.clip(k.multiply(x.astype(np.int64) - zp_in, multiplier, shift) + zp, -128, 127).astype(
-        np.int8)
+    table = k.int8_table(lambda v: np.clip(k.multiply(v - zp_in, multiplier, shift) + zp, -128, 127))
+    return lambda x: table[x.astype(np.intp) + 128]
 
 
 def dequantize(tensors, out_t, o):
@@ -430,7 +449,7 @@ def _pool_f32(o, reduce):
 def max_pool_2d_f32(tensors, out_t, o):
     def reduce(x, size):
         taps = _taps(x, size)
-        return functools.reduce(np.maximum, taps) if taps else k.windows(x, *size, fill=-np.inf).max(axis=(4, 5))
+        return functools.reduce(np.maximum, taps) if taps else k.windows(x, *size, fill=-np.inf).max(axis=(3, 4))
     return _pool_f32(o, reduce)
 
 
@@ -439,8 +458,7 @@ def average_pool_2d_f32(tensors, out_t, o):
         taps = _taps(x, size)
         if taps is not None:
             return functools.reduce(np.add, taps) / np.float32(len(taps))
-        count = k.windows(np.ones((1, *x.shape[1:3], 1), np.float32), *size).sum(axis=(4, 5))
-        return k.windows(x, *size).sum(axis=(4, 5)) / count
+        return k.windows(x, *size).sum(axis=(3, 4)) / _cells(x.shape[1:3], size, np.float32)
     return _pool_f32(o, reduce)
 
 

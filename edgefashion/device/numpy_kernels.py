@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError
 
@@ -121,6 +120,12 @@ class Requantize:
         # `max_acc`: the largest |accumulator| the product before can give; below 2**24 with the bias,
         # every float32 accumulator takes the fast path without looking at its values first
         self.always_fast = self.fast and max_acc is not None and max_acc + self.max_bias < FLOAT32_EXACT
+        self._tiles: dict = {}
+        # per channel, for the few values near a tie: bias, multiplier, left shift, right shift, its mask
+        right = np.maximum(-self.shifts, 0) if not once else 31 - self.shifts
+        self._few = np.stack(np.broadcast_arrays(
+            self.bias if self.bias is not None else np.int64(0), self.multipliers,
+            np.maximum(self.shifts, 0) if not once else np.int64(0), right, (np.int64(1) << right) - 1), axis=1)
 
     def exact(self, acc, channels=slice(None)) -> np.ndarray:
         t = np.asarray(acc).astype(np.int64)
@@ -140,17 +145,51 @@ class Requantize:
         return q.astype(np.int8)
 
     def _fast(self, acc: np.ndarray) -> np.ndarray:
-        y = acc + self.bias32 if self.bias32 is not None else acc.copy()
-        y *= self.real
+        channels = acc.shape[-1]
+        bias, real, threshold = self._tiled(acc.size, channels)
+        y = acc.reshape(-1) + bias if bias is not None else acc.reshape(-1).copy()
+        y *= real
         q = np.rint(y)
         y -= q
         np.abs(y, out=y)                                # distance to the nearest integer: 0.5 at a tie
-        near = y > self.threshold
+        near = y > threshold
         if near.any():
-            rows, channels = np.nonzero(near.reshape(-1, y.shape[-1]))
-            flat = q.reshape(-1, y.shape[-1])
-            flat[rows, channels] = self.exact(acc.reshape(-1, y.shape[-1])[rows, channels], channels)
-        return q
+            where = np.flatnonzero(near)
+            q[where] = self._exact_few(acc.reshape(-1)[where], where % channels)
+        return q.reshape(acc.shape)
+
+    def _exact_few(self, acc: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        """`exact` for a few values (1-D) with one lookup of their channels' constants: the values near
+        a tie, ~3x faster than the general formulas on so few."""
+        bias, multiplier, left, right, mask = self._few[channels].T
+        t = acc.astype(np.int64) + bias
+        if self.once:  # (t * m + 2**(30 - shift)) >> (31 - shift)
+            t *= multiplier
+            t += (mask >> 1) + 1
+            return t >> right
+        t <<= left
+        t *= multiplier
+        t += 1 << 30
+        t >>= 31
+        return (t >> right) + ((t & mask) > (mask >> 1) + (t < 0))
+
+    def _tiled(self, size: int, channels: int) -> tuple:
+        """The per-channel bias, multiplier and threshold repeated over `size` values: elementwise
+        products of whole arrays, several times faster than broadcasting a short last axis."""
+        tiled = self._tiles.get(size)
+        if tiled is None:
+            reps = size // channels
+            tiled = (None if self.bias32 is None else np.tile(np.broadcast_to(self.bias32, (channels,)), reps),
+                     np.tile(np.broadcast_to(self.real, (channels,)), reps),
+                     np.tile(np.broadcast_to(self.threshold, (channels,)), reps))
+            if len(self._tiles) < 8:  # a few batch sizes; any other is tiled for its call
+                self._tiles[size] = tiled
+        return tiled
+
+
+def int8_table(function) -> np.ndarray:
+    """`function` of int8 values (an int64 array) at every int8 value: index it with x + 128."""
+    return np.asarray(function(np.arange(-128, 128, dtype=np.int64))).astype(np.int8)
 
 
 # --- exact integer matrix products ----------------------------------------------------------
@@ -203,16 +242,22 @@ def output_size(size: int, filter_size: int, stride: int, dilation: int, padding
 
 def windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, padding: int,
             fill=0) -> np.ndarray:
-    """(N, OH, OW, C, KH, KW) views of x (N, H, W, C), padded with `fill` as TFLite pads."""
+    """(N, OH, OW, KH, KW, C) views of x (N, H, W, C), padded with `fill` as TFLite pads. The view is
+    made from strides in one call: np.pad and sliding_window_view cost 30-80 µs a call at batch 1,
+    several times the copy that follows."""
     n, h, w, c = x.shape
     oh, top = output_size(h, kh, sh, dh, padding)
     ow, left = output_size(w, kw, sw, dw, padding)
     need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
     bottom, right = max(need_h - h - top, 0), max(need_w - w - left, 0)
     if top or left or bottom or right:
-        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
-    view = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
-    return view[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw, :, ::dh, ::dw]
+        padded = np.full((n, h + top + bottom, w + left + right, c), fill, x.dtype)
+        padded[:, top:top + h, left:left + w] = x
+        x = padded
+    else:
+        x = np.ascontiguousarray(x)
+    sn, sy, sx, sc = x.strides
+    return np.ndarray((n, oh, ow, kh, kw, c), x.dtype, buffer=x, strides=(sn, sy * sh, sx * sw, sy * dh, sx * dw, sc))
 
 
 # --- softmax (reference_ops::Softmax for int8, gemmlowp fixed point) -------------------------

@@ -400,12 +400,13 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None
     early = _early_stop(tf, config.first_epochs, promising) if promising and config.first_epochs < config.epochs \
         else None
     callbacks = [early] if early else []
-    if say_epochs:
-        callbacks.append(_epoch_lines(tf, config.epochs, started))
     if config.measure_on is None:  # pause while another worker here measures a latency
         callbacks.append(quiet_bench.training_gate(tf.keras))
-    with quiet(config.verbose):
-        model = fit_model(training, rows, callbacks=tuple(callbacks))
+    with contextlib.ExitStack() as stack:
+        if say_epochs:
+            callbacks.append(stack.enter_context(_epoch_lines(tf, config.epochs, started)))
+        with quiet(config.verbose):
+            model = fit_model(training, rows, callbacks=tuple(callbacks))
     if early is not None and early.stopped:
         return None
     folder.mkdir(parents=True, exist_ok=True)
@@ -432,18 +433,18 @@ def _measure(arch: Arch | None, config: TuneConfig, folder: Path, promising=None
 MIN_ROWS = 50
 
 
+@contextlib.contextmanager
 def _epoch_lines(tf, epochs: int, started: float):
-    """A Keras callback with a line per epoch, on the stderr of before `quiet` silenced it for the fit."""
-    class EpochLines(tf.keras.callbacks.Callback):
-        out = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    """A Keras callback with a line per epoch, on the stderr of before `quiet` silences it for the fit;
+    its duplicate of stderr is closed when the block ends, however it ends."""
+    out = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
 
+    class EpochLines(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             print(f"--   epoch {epoch + 1}/{epochs}: val accuracy {(logs or {}).get('val_accuracy', 0.0):.4f}, "
-                  f"{time.monotonic() - started:.0f} s", file=self.out)
-
-        def on_train_end(self, logs=None):
-            self.out.close()
-    return EpochLines()
+                  f"{time.monotonic() - started:.0f} s", file=out)
+    with out:
+        yield EpochLines()
 
 
 def _early_stop(tf, first_epochs: int, promising):

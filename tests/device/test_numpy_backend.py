@@ -53,6 +53,19 @@ def test_fast_requantization_equals_the_integer_formula():
     assert not k.Requantize(multipliers, shifts, 0, (-128, 127), bias=bias, max_acc=2 ** 24 - 10).always_fast
 
 
+def test_the_few_values_near_a_tie_take_the_integer_formulas():
+    """Values within the float32 margin of a rounding tie are recomputed by a path of their own (one
+    lookup of their channels' constants): the same integers as the general formulas, for both
+    roundings and for left (positive) shifts too."""
+    rng = np.random.default_rng(3)
+    for once in (False, True):
+        for low, high in ((-14, -6), (-3, 3)):
+            requantize = k.Requantize(rng.integers(2 ** 30, 2 ** 31 - 1, 12), rng.integers(low, high, 12), 0,
+                                      (-128, 127), once=once, bias=rng.integers(-5000, 5000, 12))
+            acc, channels = rng.integers(-2 ** 23, 2 ** 23, 3000), rng.integers(0, 12, 3000)
+            assert np.array_equal(requantize._exact_few(acc, channels), requantize.exact(acc, channels))
+
+
 def test_softmax_of_a_few_rows_equals_the_vectorized_reciprocal():
     """One or a few rows take a Python-int path for 1/sum: the same integers as the numpy one."""
     rng = np.random.default_rng(0)
@@ -229,13 +242,36 @@ def test_non_overlapping_pools_equal_the_sliding_windows(kind):
         assert (ni._taps(x, size) is not None) == direct, (h, w, f, s, padding)
         if kind == "max":
             got, f32 = ni.max_pool_2d([t], t, options)(x), ni.max_pool_2d_f32([t], t, options)(x.astype(np.float32))
-            want = k.windows(x.astype(np.int32), *size, fill=np.iinfo(np.int32).min).max(axis=(4, 5))
-            want_f32 = k.windows(x.astype(np.float32), *size, fill=-np.inf).max(axis=(4, 5))
+            want = k.windows(x.astype(np.int32), *size, fill=np.iinfo(np.int32).min).max(axis=(3, 4))
+            want_f32 = k.windows(x.astype(np.float32), *size, fill=-np.inf).max(axis=(3, 4))
         else:
             got, f32 = ni.average_pool_2d([t], t, options)(x), ni.average_pool_2d_f32([t], t, options)(x.astype(np.float32))
-            total = k.windows(x.astype(np.int64), *size).sum(axis=(4, 5))
-            count = k.windows(np.ones((1, h, w, 1), np.int64), *size).sum(axis=(4, 5))
+            total = k.windows(x.astype(np.int64), *size).sum(axis=(3, 4))
+            count = k.windows(np.ones((1, h, w, 1), np.int64), *size).sum(axis=(3, 4))
             want = ni._rounded_mean(total, count)
-            want_f32 = k.windows(x.astype(np.float32), *size).sum(axis=(4, 5)) / count
+            want_f32 = k.windows(x.astype(np.float32), *size).sum(axis=(3, 4)) / count
         assert got.dtype == np.int8 and np.array_equal(got, want.astype(np.int8)), (h, w, f, s, padding)
         assert np.allclose(f32, want_f32, rtol=0, atol=1e-4), (h, w, f, s, padding)
+
+
+def test_strided_windows_equal_padded_sliding_windows():
+    """windows() builds its view from strides in one call; the same values, in the same places, as
+    numpy's sliding_window_view over an np.pad-ed input, for SAME and VALID, strides, dilations,
+    odd sizes and a batch of 2."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    rng = np.random.default_rng(2)
+    for h, w, kh, kw, sh, sw, dh, dw, padding in [(7, 9, 3, 3, 1, 1, 1, 1, 0), (7, 9, 3, 3, 1, 1, 1, 1, 1),
+                                                  (8, 8, 3, 2, 2, 2, 1, 1, 0), (9, 6, 5, 3, 2, 1, 1, 1, 1),
+                                                  (10, 10, 3, 3, 1, 2, 2, 2, 0), (11, 8, 2, 3, 3, 2, 2, 1, 1),
+                                                  (4, 4, 1, 1, 2, 2, 1, 1, 0), (5, 5, 5, 5, 1, 1, 1, 1, 1)]:
+        x = rng.integers(-128, 128, (2, h, w, 3)).astype(np.int32)
+        oh, top = k.output_size(h, kh, sh, dh, padding)
+        ow, left = k.output_size(w, kw, sw, dw, padding)
+        eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        bottom, right = max((oh - 1) * sh + eh - h - top, 0), max((ow - 1) * sw + ew - w - left, 0)
+        padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-7)
+        view = sliding_window_view(padded, (eh, ew), axis=(1, 2))[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw,
+                                                                  :, ::dh, ::dw]
+        got = k.windows(x, kh, kw, sh, sw, dh, dw, padding, fill=-7)
+        assert np.array_equal(got, view.transpose(0, 1, 2, 4, 5, 3)), (h, w, kh, kw, sh, sw, dh, dw, padding)
