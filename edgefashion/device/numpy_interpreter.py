@@ -12,6 +12,7 @@ supported set is refused when the model loads, naming it: never a wrong answer.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -124,10 +125,28 @@ def _columns(x: np.ndarray, kh: int, kw: int, o: dict) -> tuple[np.ndarray, tupl
 
 def _depthwise(x: np.ndarray, weights: np.ndarray, mult: int, o: dict) -> np.ndarray:
     """Each input channel (repeated `mult` times) against its own (kh, kw) filter: a few products a sum."""
-    win = _windows(x, *weights.shape[:2], o)
     if mult > 1:
-        win = np.repeat(win, mult, axis=5)
-    return np.einsum("nhwklc,klc->nhwc", win, weights)
+        x = np.repeat(x, mult, axis=3)
+    if o["stride_h"] == o["stride_w"] == 1 and x.shape[1] * x.shape[2] >= 64:
+        return _depthwise_rows(x, weights, o)
+    return np.einsum("nhwklc,klc->nhwc", _windows(x, *weights.shape[:2], o), weights)
+
+
+def _depthwise_rows(x: np.ndarray, weights: np.ndarray, o: dict) -> np.ndarray:
+    """Stride 1: each filter tap is a product of whole image rows (OW x C contiguous values) with the
+    tap's weights repeated along the row, summed tap after tap in place; 2-5x faster than the einsum
+    over windows, whose innermost loop is only C long."""
+    kh, kw, c = weights.shape
+    dh, dw = o["dilation_h_factor"], o["dilation_w_factor"]
+    x, oh, ow = k.padded(x, kh, kw, 1, 1, dh, dw, o["padding"])
+    rows = x.reshape(x.shape[0], x.shape[1], -1)
+    taps = np.tile(weights, (1, 1, ow))  # (kh, kw, OW * C)
+    acc, term = np.zeros((x.shape[0], oh, ow * c), weights.dtype), np.empty((x.shape[0], oh, ow * c), weights.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            np.multiply(rows[:, i * dh:i * dh + oh, j * dw * c:(j * dw + ow) * c], taps[i, j], out=term)
+            acc += term
+    return acc.reshape(x.shape[0], oh, ow, c)
 
 
 def _bias(b_t: Tensor | None, channels: int) -> np.ndarray:
@@ -304,11 +323,15 @@ def mean(tensors, out_t, o):
     multiplier, shift = k.quantize_multiplier(float(x_t.scale[0]) / float(out_t.scale[0]))
     zp_in, zp_out = _zp(x_t), _zp(out_t)
 
-    def run(x, *_):  # reference_ops::QuantizedMeanOrSum: the 1/count folded into the multiplier
-        count = int(np.prod([x.shape[a] for a in axes]))
+    @functools.lru_cache(maxsize=8)
+    def folded(count: int) -> tuple[int, int]:  # reference_ops::QuantizedMeanOrSum: 1/count in the multiplier
         bits = min(count.bit_length() - 1, 32, 31 + shift)
+        return (multiplier << bits) // count, shift - bits
+
+    def run(x, *_):
+        count = math.prod(x.shape[a] for a in axes)
         total = x.astype(np.int64).sum(axis=axes, keepdims=bool(o["keep_dims"])) - zp_in * count
-        out = k.multiply(total, (multiplier << bits) // count, shift - bits) + zp_out
+        out = k.multiply(total, *folded(count)) + zp_out
         return np.clip(out, -128, 127).astype(np.int8)
     return run
 

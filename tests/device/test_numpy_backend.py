@@ -67,14 +67,16 @@ def test_the_few_values_near_a_tie_take_the_integer_formulas():
 
 
 def test_softmax_of_a_few_rows_equals_the_vectorized_reciprocal():
-    """One or a few rows take a Python-int path for 1/sum: the same integers as the numpy one."""
+    """One or a few rows take a Python-int path: the same integers as the numpy one."""
     rng = np.random.default_rng(0)
     sums = np.concatenate([np.arange(1, 3000), rng.integers(1, 2 ** 31 - 1, 20000), [2 ** 30, 2 ** 31 - 1]])
     headroom = 32 - np.frexp(sums.astype(np.float64))[1]
     scales = k._one_over_one_plus_x(((sums << headroom) & 0xFFFFFFFF) - (1 << 31))
     assert [k.reciprocal(int(s)) for s in sums] == list(zip(scales.tolist(), headroom.tolist()))
     softmax = k.SoftmaxInt8(1.0, 0.0625)
-    rows = rng.integers(-128, 128, (3 * k.SCALAR_ROWS, 10)).astype(np.int8)
+    rows = rng.integers(-128, 128, (k.SCALAR_ROWS * k.SCALAR_ROW // 10 + 1, 10)).astype(np.int8)
+    rows[:3, :5] = -128  # values at diff -255, outside the table's radius
+    assert rows.size > k.SCALAR_ROWS * k.SCALAR_ROW  # all at once: the arrays; one row: Python ints
     assert np.array_equal(np.concatenate([softmax(rows[i:i + 1]) for i in range(len(rows))]), softmax(rows))
 
 
@@ -275,3 +277,37 @@ def test_strided_windows_equal_padded_sliding_windows():
                                                                   :, ::dh, ::dw]
         got = k.windows(x, kh, kw, sh, sw, dh, dw, padding, fill=-7)
         assert np.array_equal(got, view.transpose(0, 1, 2, 4, 5, 3)), (h, w, kh, kw, sh, sw, dh, dw, padding)
+
+
+def test_depthwise_by_rows_equals_the_windows():
+    """Stride-1 depthwise convolutions sum whole rows tap by tap; the same sums as the einsum over
+    windows, for SAME and VALID, dilations, odd filters and a batch of 2."""
+    from edgefashion.device import numpy_interpreter as ni
+
+    rng = np.random.default_rng(4)
+    for h, w, kh, kw, dh, dw, padding in [(9, 9, 3, 3, 1, 1, 0), (9, 11, 3, 3, 1, 1, 1), (12, 10, 5, 3, 2, 1, 0),
+                                          (10, 12, 3, 3, 2, 2, 1), (8, 8, 1, 1, 1, 1, 0)]:
+        x = rng.integers(-255, 256, (2, h, w, 6)).astype(np.float32)
+        weights = rng.integers(-127, 128, (kh, kw, 6)).astype(np.float32)
+        o = {"stride_h": 1, "stride_w": 1, "dilation_h_factor": dh, "dilation_w_factor": dw, "padding": padding}
+        want = np.einsum("nhwklc,klc->nhwc", ni._windows(x, kh, kw, o), weights)
+        assert np.array_equal(ni._depthwise_rows(x, weights, o), want), (h, w, kh, kw, dh, dw, padding)
+
+
+def test_long_integer_products_are_exact_on_every_path():
+    """A product whose static bound passes 2**24 is one float32 product when the inputs' norms prove
+    every partial sum stays below it, and int64 sums of float32 chunks when they do not: both equal
+    the int64 product, and the chosen path is the one the bound says."""
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-127, 128, (9680, 20))
+    matmul = k.IntMatmul(weights)
+    assert matmul.bound is None  # 9680 x 255 x 127 > 2**24
+    sparse = np.where(rng.random((3, 9680)) < 0.015, rng.integers(0, 256, (3, 9680)), 0).astype(np.float32)
+    dense = rng.integers(200, 256, (3, 9680)).astype(np.float32)
+    assert matmul._within(sparse) and not matmul._within(dense)
+    for x in (sparse, dense):
+        got = matmul(x)
+        assert got.dtype == (np.float32 if x is sparse else np.int64)
+        assert np.array_equal(got.astype(np.int64), x.astype(np.int64) @ weights)
+    small = k.IntMatmul(rng.integers(-127, 128, (300, 8)))
+    assert small.bound == 300 * 255 * 127 and small(dense[:, :300]).dtype == np.float32
