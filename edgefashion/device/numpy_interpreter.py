@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 
@@ -49,6 +50,11 @@ class NumpyInterpreter:
             raise Unsupported(f"{name}: the numpy backend runs int8 and float32 models; this one takes "
                               f"{np.dtype(self.input.dtype).name} input")
         self.steps = [(op, self._compile(op)) for op in self.graph.operators]
+        # each step's inputs as (tensor index, constant or None), looked up once here, not every run
+        self._plan = [(step, op.outputs[0], [(i, self.graph.tensors[i].data) for i in op.inputs if i >= 0])
+                      for op, step in self.steps]
+        self._shape_only = _shape_only(self.graph)
+        self._shapes: tuple | None = None  # (input shape, the shape-only tensors' values for it)
 
     def _compile(self, op: Operator):
         if op.op not in SUPPORTED:
@@ -66,17 +72,42 @@ class NumpyInterpreter:
             raise InputError(f"{self.name}: {op.op} with inputs {op.inputs} is malformed or unsupported "
                              f"({type(exc).__name__})") from None
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray, timings: list | None = None) -> np.ndarray:
+        """The output for input x. `timings`, a list: one (operator, ns) per operator run is added."""
         values = {self.graph.inputs[0]: x}
         with np.errstate(all="ignore"):  # a malformed model may overflow; it must not print warnings
-            return self._run(values)
+            return self._run(values, x.shape, timings)
 
-    def _run(self, values: dict) -> np.ndarray:
-        for op, step in self.steps:
-            args = [values.get(i) if self.graph.tensors[i].data is None else self.graph.tensors[i].data
-                    for i in op.inputs if i >= 0]
-            values[op.outputs[0]] = step(*args)
+    def _run(self, values: dict, shape: tuple, timings: list | None) -> np.ndarray:
+        known = self._shapes[1] if self._shapes is not None and self._shapes[0] == shape else None
+        if known:
+            values.update(known)
+        for (step, out, inputs), (op, _) in zip(self._plan, self.steps):
+            if known and out in known:
+                continue
+            args = [values.get(i) if const is None else const for i, const in inputs]
+            if timings is None:
+                values[out] = step(*args)
+            else:
+                start = time.perf_counter_ns()
+                values[out] = step(*args)
+                timings.append((op.op, time.perf_counter_ns() - start))
+        if known is None and self._shape_only:
+            self._shapes = (shape, {i: values[i] for i in self._shape_only})
         return values[self.graph.outputs[0]]
+
+
+def _shape_only(graph) -> set[int]:
+    """Tensors whose values follow from the input's shape alone: SHAPE's outputs and what STRIDED_SLICE,
+    PACK and RESHAPE make of them and of constants (a Keras Flatten's target shape). Computed once per
+    input shape instead of four small operators a run."""
+    only: set[int] = set()
+    for op in graph.operators:
+        inputs = [i for i in op.inputs if i >= 0]
+        if op.op == "SHAPE" or (op.op in ("STRIDED_SLICE", "PACK", "RESHAPE") and inputs and all(
+                i in only or graph.tensors[i].data is not None for i in inputs)):
+            only.add(op.outputs[0])
+    return only
 
 
 # --- operator builders: (input tensors, output tensor, options) -> function of input arrays ----
@@ -232,7 +263,7 @@ def _pool(tensors, out_t, o, reduce):
                          f"(LiteRT refuses it too)")
 
     def run(x, *_):
-        return np.clip(reduce(x, size), act[0], act[1]).astype(np.int8)
+        return k.clip(reduce(x, size), *act).astype(np.int8)
     return run
 
 
@@ -266,7 +297,7 @@ def max_pool_2d(tensors, out_t, o):
     def reduce(x, size):  # padding cells never win: pad with the smallest int
         taps = _taps(x, size)
         if taps is not None:
-            return functools.reduce(np.maximum, taps)
+            return functools.reduce(np.maximum, taps) if len(taps) > 1 else taps[0].copy()  # clipped in place
         return k.windows(x, *size, fill=-128).max(axis=(3, 4))  # -128 wins only where every cell is -128
     return _pool(tensors, out_t, o, reduce)
 
@@ -332,7 +363,7 @@ def mean(tensors, out_t, o):
         count = math.prod(x.shape[a] for a in axes)
         total = x.astype(np.int64).sum(axis=axes, keepdims=bool(o["keep_dims"])) - zp_in * count
         out = k.multiply(total, *folded(count)) + zp_out
-        return np.clip(out, -128, 127).astype(np.int8)
+        return k.clip(out, -128, 127).astype(np.int8)
     return run
 
 
@@ -454,11 +485,11 @@ def depthwise_conv_2d_f32(tensors, out_t, o):
 def fully_connected_f32(tensors, out_t, o):
     _, w_t, b_t = (tensors + [None])[:3]
     cout, depth = w_t.shape
-    weights, bias = w_t.data.T.astype(np.float32), _float_bias(b_t, cout)
+    weights, bias = w_t.data.astype(np.float32), _float_bias(b_t, cout)  # (outputs, terms): see IntMatmul
     act = _float_act(o["fused_activation_function"])
 
     def run(x, *_):
-        out = act(x.reshape(-1, depth) @ weights + bias).astype(np.float32)
+        out = act(x.reshape(-1, depth) @ weights.T + bias).astype(np.float32)
         return out.reshape(*x.shape[:-1], cout) if o["keep_num_dims"] else out
     return run
 
