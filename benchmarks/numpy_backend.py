@@ -5,7 +5,8 @@
    10,000 Fashion-MNIST test images, for the seed CNN and the ops model (tests/fixtures/ops).
 2. Per-image latency at batch 1 and 64, one thread: numpy backend, LiteRT fast kernels (XNNPACK),
    LiteRT reference kernels. Medians of at least --min-time seconds each, after warm-up.
-3. The floor of a float32-BLAS backend: the model's MACs at this CPU's float32 peak (one core), against
+3. The numpy backend's time per operator at batch 1 on the seed CNN (median of --op-runs runs).
+4. The floor of a float32-BLAS backend: the model's MACs at this CPU's float32 peak (one core), against
    XNNPACK's int8 at batch 64 (the numpy backend's products are float32 sums of integers).
 
   python benchmarks/numpy_backend.py [--seed-model runs/demo/export/model_int8.tflite] [--json out.json]
@@ -51,6 +52,21 @@ def per_image_us(model: Model, images: np.ndarray, batch: int, min_time: float) 
     return float(np.median(times)) * 1e6 / batch
 
 
+def per_op_us(path: Path, images: np.ndarray, runs: int) -> list[dict]:
+    """The numpy backend's median time per operator at batch 1, from its interpreter's own timings."""
+    model = Model(path, backend="numpy")
+    interpreter, x = model._runner.interpreter, model.prepare(images[:1])
+    interpreter.run(x)
+    times: dict[int, list] = {}
+    for _ in range(runs):
+        timings: list = []
+        interpreter.run(x, timings)
+        for i, (_, ns) in enumerate(timings):
+            times.setdefault(i, []).append(ns)
+    names = [op for op, _ in timings]
+    return [{"#": i, "operator": names[i], "µs": round(float(np.median(v)) / 1e3, 1)} for i, v in times.items()]
+
+
 def float32_floor(path: Path, features: dict, fast_us: float) -> str | None:
     """What float32 BLAS at 100 % of this core's float32 peak would take per image, against XNNPACK."""
     work, peak = macs.file_macs(path), macs.peak_gmacs(features, "float32", 1)
@@ -67,6 +83,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed-model", type=Path, default=ROOT / "firmware_assets" / "model_int8.tflite")
     parser.add_argument("--min-time", type=float, default=2.0)
+    parser.add_argument("--op-runs", type=int, default=300)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     test = data.load(None, "test")
@@ -89,11 +106,15 @@ def main(argv=None) -> int:
     numpy_row, fast, reference = rows
     print(f"numpy vs reference at batch 1: {reference['batch 1 us/image'] / numpy_row['batch 1 us/image']:.2f}x faster; "
           f"numpy vs fast at batch 64: {numpy_row['batch 64 us/image'] / fast['batch 64 us/image']:.2f}x slower")
+    op_rows = per_op_us(args.seed_model, test.images, args.op_runs)
+    print(f"\nnumpy backend per operator, batch 1 (operators that follow from the input shape alone run "
+          f"once per shape, so they are not listed): total {sum(r['µs'] for r in op_rows):.0f} µs")
+    print(table(op_rows))
     floor = float32_floor(args.seed_model, info.features, fast["batch 64 us/image"])
     if floor:
         print(floor)
     if args.json:
-        args.json.write_text(json.dumps({"exact": exact, "latency": rows, "cpu": info.model}, indent=2))
+        args.json.write_text(json.dumps({"exact": exact, "latency": rows, "per_op": op_rows, "cpu": info.model}, indent=2))
     return 0
 
 
