@@ -6,7 +6,7 @@ Python process per core for the whole measurement. Each cell is the median per-i
 fresh process (so one BLAS setting never leaks into the next), measured --rounds times with the ways
 in turn and the median of those shown, with the machine and date printed.
 
-    python benchmarks/numpy_threads.py [MODEL.tflite ...] [--min-time 2] [--rounds 3] [--json out.json]
+    python benchmarks/numpy_threads.py [MODEL.tflite ...] [--built] [--min-time 2] [--rounds 3] [--json out.json]
 
 Default models: the seed CNN (firmware_assets/) and the committed ops and foreign fixtures.
 """
@@ -88,12 +88,20 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="*", type=Path, default=DEFAULT_MODELS)
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds per cell (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per cell, interleaved; the median is shown")
+    parser.add_argument("--built", action="store_true",
+                        help="also the MobileNetV2-0.35 96x96x3 and DS-CNN keyword spotter that "
+                             "benchmarks/foreign_models.py builds (random weights; needs TensorFlow)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     for path in args.models:
         if not path.is_file():
             print(f"error: {path}: model not found", file=sys.stderr)
             return 2
+    if args.built:
+        import tempfile
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import foreign_models
+        args.models = [*args.models, *foreign_models.built_models(Path(tempfile.mkdtemp(prefix="numpy-threads-")))]
     rows = []
     for path in args.models:
         work = round((macs.file_macs(path) or 0) / 1e6, 3)
