@@ -158,26 +158,35 @@ def _depthwise(x: np.ndarray, weights: np.ndarray, mult: int, o: dict) -> np.nda
     """Each input channel (repeated `mult` times) against its own (kh, kw) filter: a few products a sum."""
     if mult > 1:
         x = np.repeat(x, mult, axis=3)
-    if o["stride_h"] == o["stride_w"] == 1 and x.shape[1] * x.shape[2] >= 64:
-        return _depthwise_rows(x, weights, o)
+    if x.shape[1] * x.shape[2] >= 64:
+        return _depthwise_taps(x, weights, o)
     return np.einsum("nhwklc,klc->nhwc", _windows(x, *weights.shape[:2], o), weights)
 
 
-def _depthwise_rows(x: np.ndarray, weights: np.ndarray, o: dict) -> np.ndarray:
-    """Stride 1: each filter tap is a product of whole image rows (OW x C contiguous values) with the
-    tap's weights repeated along the row, summed tap after tap in place; 2-5x faster than the einsum
-    over windows, whose innermost loop is only C long."""
+def _depthwise_taps(x: np.ndarray, weights: np.ndarray, o: dict) -> np.ndarray:
+    """Tap by tap: each filter tap's weights times a strided view of the image, summed in place; 2-5x
+    faster than the einsum over windows, whose innermost loop is only C long. At stride 1 a tap's view
+    is whole rows (OW x C contiguous values) against the tap's weights repeated along the row."""
     kh, kw, c = weights.shape
-    dh, dw = o["dilation_h_factor"], o["dilation_w_factor"]
-    x, oh, ow = k.padded(x, kh, kw, 1, 1, dh, dw, o["padding"])
-    rows = x.reshape(x.shape[0], x.shape[1], -1)
-    taps = np.tile(weights, (1, 1, ow))  # (kh, kw, OW * C)
-    acc, term = np.zeros((x.shape[0], oh, ow * c), weights.dtype), np.empty((x.shape[0], oh, ow * c), weights.dtype)
+    sh, sw, dh, dw = o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"]
+    x, oh, ow = k.padded(x, kh, kw, sh, sw, dh, dw, o["padding"])
+    n = x.shape[0]
+    if sw == 1:
+        rows, taps = x.reshape(n, x.shape[1], -1), np.tile(weights, (1, 1, ow))  # taps: (kh, kw, OW * C)
+        def view(i, j):
+            return rows[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw * c:(j * dw + ow) * c]
+        shape = (n, oh, ow * c)
+    else:
+        taps = weights
+        def view(i, j):
+            return x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+        shape = (n, oh, ow, c)
+    acc, term = np.zeros(shape, weights.dtype), np.empty(shape, weights.dtype)
     for i in range(kh):
         for j in range(kw):
-            np.multiply(rows[:, i * dh:i * dh + oh, j * dw * c:(j * dw + ow) * c], taps[i, j], out=term)
+            np.multiply(view(i, j), taps[i, j], out=term)
             acc += term
-    return acc.reshape(x.shape[0], oh, ow, c)
+    return acc.reshape(n, oh, ow, c)
 
 
 def _bias(b_t: Tensor | None, channels: int) -> np.ndarray:

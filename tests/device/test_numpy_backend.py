@@ -279,19 +279,21 @@ def test_strided_windows_equal_padded_sliding_windows():
         assert np.array_equal(got, view.transpose(0, 1, 2, 4, 5, 3)), (h, w, kh, kw, sh, sw, dh, dw, padding)
 
 
-def test_depthwise_by_rows_equals_the_windows():
-    """Stride-1 depthwise convolutions sum whole rows tap by tap; the same sums as the einsum over
-    windows, for SAME and VALID, dilations, odd filters and a batch of 2."""
+def test_depthwise_by_taps_equals_the_windows():
+    """Depthwise convolutions sum tap by tap (whole rows at stride 1); the same sums as the einsum
+    over windows, for SAME and VALID, strides, dilations, odd filters and a batch of 2."""
     from edgefashion.device import numpy_interpreter as ni
 
     rng = np.random.default_rng(4)
-    for h, w, kh, kw, dh, dw, padding in [(9, 9, 3, 3, 1, 1, 0), (9, 11, 3, 3, 1, 1, 1), (12, 10, 5, 3, 2, 1, 0),
-                                          (10, 12, 3, 3, 2, 2, 1), (8, 8, 1, 1, 1, 1, 0)]:
+    for h, w, kh, kw, sh, sw, dh, dw, padding in [
+            (9, 9, 3, 3, 1, 1, 1, 1, 0), (9, 11, 3, 3, 1, 1, 1, 1, 1), (12, 10, 5, 3, 1, 1, 2, 1, 0),
+            (10, 12, 3, 3, 1, 1, 2, 2, 1), (8, 8, 1, 1, 1, 1, 1, 1, 0), (12, 12, 3, 3, 2, 2, 1, 1, 0),
+            (11, 9, 3, 3, 2, 2, 1, 1, 1), (13, 10, 3, 5, 2, 1, 1, 1, 0), (10, 13, 3, 3, 1, 2, 1, 1, 0)]:
         x = rng.integers(-255, 256, (2, h, w, 6)).astype(np.float32)
         weights = rng.integers(-127, 128, (kh, kw, 6)).astype(np.float32)
-        o = {"stride_h": 1, "stride_w": 1, "dilation_h_factor": dh, "dilation_w_factor": dw, "padding": padding}
+        o = {"stride_h": sh, "stride_w": sw, "dilation_h_factor": dh, "dilation_w_factor": dw, "padding": padding}
         want = np.einsum("nhwklc,klc->nhwc", ni._windows(x, kh, kw, o), weights)
-        assert np.array_equal(ni._depthwise_rows(x, weights, o), want), (h, w, kh, kw, dh, dw, padding)
+        assert np.array_equal(ni._depthwise_taps(x, weights, o), want), (h, w, kh, kw, sh, sw, dh, dw, padding)
 
 
 def test_long_integer_products_are_exact_on_every_path():
