@@ -197,7 +197,7 @@ def model_macs(path: Path, model, feed) -> int | None:
 def add_peak_shares(results: list[BenchResult], peaks: dict) -> None:
     """Each result's share of the CPU's peak on its thread count (`peaks`: one core, per dtype)."""
     for r in results:
-        peak = peaks.get(macs.dtype_of(r.format))
+        peak = peaks.get(macs.dtype_of(r.format, r.runtime))
         if peak and r.gmacs:
             r.peak_gmacs = round(peak["gmacs"] * r.threads, 1)
             r.peak_share = round(r.gmacs / r.peak_gmacs, 6)
@@ -272,7 +272,8 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
             for path in models:
                 if any(r.path == str(path) for r in results):
                     try:
-                        profiles[path.name] = profile_model(path, config.runs, config.input, config.input_shape)
+                        profiles[path.name] = profile_model(path, config.runs, config.input, config.input_shape,
+                                                            config.backend)
                     except Unsupported as exc:
                         skipped.append(f"no profile of {exc}")
     if not results:
@@ -399,7 +400,7 @@ def _work_lines(report: BenchReport) -> list[str]:
             continue
         share = f", {r.peak_share:.1%} of this CPU's {r.peak_gmacs:g} GMAC/s peak" if r.peak_share else ""
         lines.append(f"{r.file}: {r.macs_per_image / 1e6:.2f} M MAC per image, {r.gmacs:.1f} GMAC/s at p50{share}")
-        dtypes.add(macs.dtype_of(r.format))
+        dtypes.add(macs.dtype_of(r.format, r.runtime))
     for dtype, peak in (report.peaks or {}).items():
         if peak and dtype in dtypes:
             lines.append(f"peak {dtype}: {peak['per_cycle']} MAC/cycle/core ({peak['unit']}) x {peak['clock_ghz']:g} "

@@ -32,22 +32,27 @@ from .tflite_file import read as read_tflite
 TFLITE_TYPES = {"int8": "int8", "uint8": "int8", "int32": "int32", "float32": "float32"}
 
 
-def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list | None = None) -> dict:
+def profile(path: Path, runs: int = 200, array: Path | None = None, shape: list | None = None,
+            backend: str = "auto") -> dict:
     """{"ops": [{name, type, dtype, us, share}], "total_us": sum, "model_us": whole model, "method": ...},
-    at batch 1 on what bench times (feed.py)."""
-    model = Model(path, classifier=False)
+    at batch 1 on what bench times (feed.py), on `backend` (the numpy backend times itself)."""
+    model = Model(path, classifier=False, backend=backend)
     if len(model.inputs) > 1:
         raise Unsupported(f"{path.name}: {len(model.inputs)} inputs; bench --profile times models of one input")
     x = bench_input(model, 1, array, shape)
-    ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
+    if model.backend == "numpy":
+        ops = _numpy_ops(model, path, x, runs)
+    else:
+        ops = _onnx_ops(path, x, runs) if model.format.startswith("onnx") else _tflite_ops(path, x, runs)
     model_us = median_us(lambda: model.run(x), runs)
     total = sum(op["us"] for op in ops)
-    peak = macs.peak_gmacs(cpu.features(), macs.dtype_of(model.format), 1)
+    peak = macs.peak_gmacs(cpu.features(), macs.dtype_of(model.format, model.backend), 1)
     for op in ops:
         op["share"] = round(op["us"] / total, 4) if total > 0 else None
         op["gmacs"] = macs.achieved(op["macs"], op["us"])
         op["peak_share"] = round(op["gmacs"] / peak["gmacs"], 6) if peak and op["gmacs"] else None
-    method = ("ONNX Runtime profiler, median kernel time per node" if model.format.startswith("onnx") else
+    method = ("the numpy backend's own timer around each operator, median per operator" if model.backend == "numpy"
+              else "ONNX Runtime profiler, median kernel time per node" if model.format.startswith("onnx") else
               "LiteRT, time of the model truncated after each operator minus the one before (no profiler API)")
     return {"format": model.format, "batch": 1, "ops": ops, "total_us": round(total, 2), "peak": peak,
             "macs": onnx_macs(path, x) if model.format.startswith("onnx") else sum(op["macs"] for op in ops),
@@ -129,6 +134,29 @@ def _onnx_dtype(args: dict) -> str:
         for dtype in item:
             return {"float": "float32"}.get(dtype, dtype)
     return "?"
+
+
+def _numpy_ops(model: Model, path: Path, x: np.ndarray, runs: int) -> list[dict]:
+    """The numpy backend's operators, timed by its interpreter as it runs them (operators that follow
+    from the input's shape alone run once per shape and are left out)."""
+    interpreter = model._runner.interpreter
+    content = path.read_bytes()
+    work = {i: row["macs"] for i, row in enumerate(macs.tflite_ops(content, path.name))}
+    model.run(x)  # sets the BLAS threads, and the shape-only values for this input
+    ran = []
+    for _ in range(10 + runs):
+        timings: list = []
+        interpreter.run(x, timings)
+        ran.append(timings)
+    order = [i for i, op in enumerate(interpreter.graph.operators) if op.outputs[0] not in interpreter._shape_only]
+    ops = []
+    for position, index in enumerate(order):
+        op = interpreter.graph.operators[index]
+        output = interpreter.graph.tensors[op.outputs[0]]
+        ops.append({"name": output.name.split(";")[0][-60:], "type": op.op,
+                    "dtype": TFLITE_TYPES.get(np.dtype(output.dtype).name, np.dtype(output.dtype).name),
+                    "macs": work.get(index), "us": round(statistics.median(t[position][1] for t in ran[10:]) / 1e3, 2)})
+    return ops
 
 
 def _tflite_ops(path: Path, x: np.ndarray, runs: int) -> list[dict]:

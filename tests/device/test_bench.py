@@ -111,6 +111,27 @@ def test_profile_per_operator(fixture_models, tmp_path):
     assert "per operator at batch 1" in done.stdout
 
 
+def test_profile_on_the_numpy_backend(fixture_run, tmp_path):
+    """bench --backend numpy --profile: the numpy backend's own per-operator times, every operator
+    but those that follow from the input shape alone, with their MACs and the float32 peak (its
+    products are float32 sums of integers)."""
+    from edgefashion.device.tflite_file import read
+
+    model, out = fixture_run / "export" / "model_int8.tflite", tmp_path / "bench.json"
+    done = cli("bench", model, "--backend", "numpy", "--profile", "--runs", 20, "--warmup", 1, "--min-time", 0,
+               "--out", out, check=0)
+    report = json.loads(out.read_text())
+    prof = report["profiles"]["model_int8.tflite"]
+    assert "numpy backend's own timer" in prof["method"] and "numpy backend's own timer" in done.stdout
+    graph = read(model.read_bytes(), model.name)
+    shaped = {"SHAPE", "STRIDED_SLICE", "PACK"}
+    assert [op["type"] for op in prof["ops"]] == [op.op for op in graph.operators if op.op not in shaped]
+    assert all(op["us"] > 0 for op in prof["ops"]) and 0.3 < prof["sum_vs_model"] < 10
+    assert sum(op["macs"] or 0 for op in prof["ops"]) == report["results"][0]["macs_per_image"]
+    if prof["peak"]:
+        assert prof["peak"]["gmacs"] == report["peaks"]["float32"]["gmacs"]
+
+
 def _conv_dense_macs(path) -> int:
     """The MACs of a conv/dense .tflite worked out by hand from its tensors' shapes."""
     from edgefashion.device.tflite_file import read
