@@ -311,5 +311,10 @@ def test_long_integer_products_are_exact_on_every_path():
         got = matmul(x)
         assert got.dtype == (np.float32 if x is sparse else np.int64)
         assert np.array_equal(got.astype(np.int64), x.astype(np.int64) @ weights)
+    # denser than the whole-sum bound allows, sparse enough for a few slices, each a proven product
+    middle = np.where(rng.random((3, 9680)) < 0.04, rng.integers(0, 256, (3, 9680)), 0).astype(np.float32)
+    assert not matmul._within(middle) and matmul._slices_within(middle) is not None
+    assert matmul._slices_within(dense) is None
+    assert np.array_equal(matmul(middle), middle.astype(np.int64) @ weights)
     small = k.IntMatmul(rng.integers(-127, 128, (300, 8)))
     assert small.bound == 300 * 255 * 127 and small(dense[:, :300]).dtype == np.float32
