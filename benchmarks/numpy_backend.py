@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgefashion import cpu, data  # noqa: E402
 from edgefashion.device import macs  # noqa: E402
+from edgefashion.device.profile import profile  # noqa: E402
 from edgefashion.device.runtime import Model  # noqa: E402
 from edgefashion.render import table  # noqa: E402
 
@@ -50,21 +51,6 @@ def per_image_us(model: Model, images: np.ndarray, batch: int, min_time: float) 
         model.run(x)
         times.append(time.perf_counter() - t0)
     return float(np.median(times)) * 1e6 / batch
-
-
-def per_op_us(path: Path, images: np.ndarray, runs: int) -> list[dict]:
-    """The numpy backend's median time per operator at batch 1, from its interpreter's own timings."""
-    model = Model(path, backend="numpy")
-    interpreter, x = model._runner.interpreter, model.prepare(images[:1])
-    interpreter.run(x)
-    times: dict[int, list] = {}
-    for _ in range(runs):
-        timings: list = []
-        interpreter.run(x, timings)
-        for i, (_, ns) in enumerate(timings):
-            times.setdefault(i, []).append(ns)
-    names = [op for op, _ in timings]
-    return [{"#": i, "operator": names[i], "µs": round(float(np.median(v)) / 1e3, 1)} for i, v in times.items()]
 
 
 def float32_floor(path: Path, features: dict, fast_us: float) -> str | None:
@@ -106,9 +92,11 @@ def main(argv=None) -> int:
     numpy_row, fast, reference = rows
     print(f"numpy vs reference at batch 1: {reference['batch 1 us/image'] / numpy_row['batch 1 us/image']:.2f}x faster; "
           f"numpy vs fast at batch 64: {numpy_row['batch 64 us/image'] / fast['batch 64 us/image']:.2f}x slower")
-    op_rows = per_op_us(args.seed_model, test.images, args.op_runs)
-    print(f"\nnumpy backend per operator, batch 1 (operators that follow from the input shape alone run "
-          f"once per shape, so they are not listed): total {sum(r['µs'] for r in op_rows):.0f} µs")
+    per_op = profile(args.seed_model, args.op_runs, backend="numpy")  # what bench --profile --backend numpy prints
+    op_rows = [{"operator": op["type"], "µs": op["us"], "M MAC": op["macs"] and round(op["macs"] / 1e6, 3)}
+               for op in per_op["ops"]]
+    print(f"\nnumpy backend per operator, batch 1, {per_op['method']} (operators that follow from the "
+          f"input shape alone run once per shape, so they are not listed): total {per_op['total_us']:.0f} µs")
     print(table(op_rows))
     floor = float32_floor(args.seed_model, info.features, fast["batch 64 us/image"])
     if floor:

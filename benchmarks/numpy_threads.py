@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,6 +84,28 @@ def load(busy: bool):
             p.wait()
 
 
+def measure_all(models: list[Path], rounds: int, min_time: float) -> list[dict]:
+    """A row per model and load: each way's median over `rounds` measurements taken in turn."""
+    rows = []
+    for path in models:
+        work = round((macs.file_macs(path) or 0) / 1e6, 3)
+        for busy in (False, True):
+            row = {"model": path.name, "M MAC": work, "machine": "loaded" if busy else "idle"}
+            with load(busy):  # the ways in turn, `rounds` times: a slow minute of a shared machine hits all
+                cells: dict[str, list] = {way: [] for way in WAYS}
+                for _ in range(rounds):
+                    for way in WAYS:
+                        cells[way].append(measure(way, path, min_time))
+            for way, label in WAYS.items():
+                got = [v for v in cells[way] if v is not None]
+                row[label] = round(float(np.median(got)), 1) if got else None
+            ref, ours = row["LiteRT reference"], row["numpy, BLAS 1 thread"]
+            row["numpy vs reference"] = round(ref / ours, 2) if ref and ours else None
+            rows.append(row)
+        print(f"{path.name}: done", file=sys.stderr)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", type=Path, default=DEFAULT_MODELS)
@@ -97,28 +120,12 @@ def main(argv=None) -> int:
         if not path.is_file():
             print(f"error: {path}: model not found", file=sys.stderr)
             return 2
-    if args.built:
-        import tempfile
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        import foreign_models
-        args.models = [*args.models, *foreign_models.built_models(Path(tempfile.mkdtemp(prefix="numpy-threads-")))]
-    rows = []
-    for path in args.models:
-        work = round((macs.file_macs(path) or 0) / 1e6, 3)
-        for busy in (False, True):
-            row = {"model": path.name, "M MAC": work, "machine": "loaded" if busy else "idle"}
-            with load(busy):  # the ways in turn, --rounds times: a slow minute of a shared machine hits all
-                cells: dict[str, list] = {way: [] for way in WAYS}
-                for _ in range(args.rounds):
-                    for way in WAYS:
-                        cells[way].append(measure(way, path, args.min_time))
-            for way, label in WAYS.items():
-                got = [v for v in cells[way] if v is not None]
-                row[label] = round(float(np.median(got)), 1) if got else None
-            ref, ours = row["LiteRT reference"], row["numpy, BLAS 1 thread"]
-            row["numpy vs reference"] = round(ref / ours, 2) if ref and ours else None
-            rows.append(row)
-        print(f"{path.name}: done", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="numpy-threads-") as scratch:  # the built models, removed after
+        if args.built:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            import foreign_models
+            args.models = [*args.models, *foreign_models.built_models(Path(scratch))]
+        rows = measure_all(args.models, args.rounds, args.min_time)
     info = cpu.describe()
     print(f"{time.strftime('%Y-%m-%d')}, {info.model}, {os.cpu_count()} cores, int8 path {info.int8_path}; "
           f"µs per image (median) at batch 1, 1 interpreter thread; loaded = {os.cpu_count()} busy processes")

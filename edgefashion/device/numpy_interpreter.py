@@ -73,7 +73,8 @@ class NumpyInterpreter:
                              f"({type(exc).__name__})") from None
 
     def run(self, x: np.ndarray, timings: list | None = None) -> np.ndarray:
-        """The output for input x. `timings`, a list: one (operator, ns) per operator run is added."""
+        """The output for input x. `timings`, a list: one (operator index, ns) per operator run is
+        added (operators that follow from the input shape alone run once per shape)."""
         values = {self.graph.inputs[0]: x}
         with np.errstate(all="ignore"):  # a malformed model may overflow; it must not print warnings
             return self._run(values, x.shape, timings)
@@ -82,7 +83,7 @@ class NumpyInterpreter:
         known = self._shapes[1] if self._shapes is not None and self._shapes[0] == shape else None
         if known:
             values.update(known)
-        for (step, out, inputs), (op, _) in zip(self._plan, self.steps):
+        for index, (step, out, inputs) in enumerate(self._plan):
             if known and out in known:
                 continue
             args = [values.get(i) if const is None else const for i, const in inputs]
@@ -91,7 +92,7 @@ class NumpyInterpreter:
             else:
                 start = time.perf_counter_ns()
                 values[out] = step(*args)
-                timings.append((op.op, time.perf_counter_ns() - start))
+                timings.append((index, time.perf_counter_ns() - start))
         if known is None and self._shape_only:
             self._shapes = (shape, {i: values[i] for i in self._shape_only})
         return values[self.graph.outputs[0]]

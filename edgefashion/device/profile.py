@@ -138,24 +138,23 @@ def _onnx_dtype(args: dict) -> str:
 
 def _numpy_ops(model: Model, path: Path, x: np.ndarray, runs: int) -> list[dict]:
     """The numpy backend's operators, timed by its interpreter as it runs them (operators that follow
-    from the input's shape alone run once per shape and are left out)."""
+    from the input's shape alone run once per shape and so are not listed)."""
     interpreter = model._runner.interpreter
-    content = path.read_bytes()
-    work = {i: row["macs"] for i, row in enumerate(macs.tflite_ops(content, path.name))}
+    work = macs.tflite_ops(path.read_bytes(), path.name)
     model.run(x)  # sets the BLAS threads, and the shape-only values for this input
-    ran = []
+    times: dict[int, list] = {}
     for _ in range(10 + runs):
         timings: list = []
         interpreter.run(x, timings)
-        ran.append(timings)
-    order = [i for i, op in enumerate(interpreter.graph.operators) if op.outputs[0] not in interpreter._shape_only]
+        for index, ns in timings:
+            times.setdefault(index, []).append(ns)
     ops = []
-    for position, index in enumerate(order):
+    for index, ns in times.items():
         op = interpreter.graph.operators[index]
         output = interpreter.graph.tensors[op.outputs[0]]
         ops.append({"name": output.name.split(";")[0][-60:], "type": op.op,
                     "dtype": TFLITE_TYPES.get(np.dtype(output.dtype).name, np.dtype(output.dtype).name),
-                    "macs": work.get(index), "us": round(statistics.median(t[position][1] for t in ran[10:]) / 1e3, 2)})
+                    "macs": work[index]["macs"], "us": round(statistics.median(ns[10:]) / 1e3, 2)})
     return ops
 
 
