@@ -20,6 +20,7 @@ from . import blas
 from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads, setting
+from .tflite_file import read as read_tflite
 
 EXAMPLE_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
 MAX_BATCH = 256  # images per call: inputs and activations of a batch stay small on a Pi
@@ -442,7 +443,7 @@ class _NumpyRunner:
 
         self.name, self.threads = name, threads
         self.interpreter = NumpyInterpreter(content, name)
-        self.quantized = self.interpreter.input.dtype is np.int8
+        self.quantized = _int8_inside(self.interpreter.graph)
         self.inputs, self.outputs = [_numpy_spec(self.interpreter.input)], [_numpy_spec(self.interpreter.output)]
         # the LiteRT path's budget, on the same tensors (the numpy steps' own scratch comes on top)
         self.max_batch = min(MAX_BATCH, _batch_budget(name, [(t.shape, t.dtype) for t in self.interpreter.graph.tensors]))
@@ -458,6 +459,11 @@ class _NumpyRunner:
                              f"{_first_line(exc)})") from None
 
 
+def _int8_inside(graph) -> bool:
+    """Int8 activations behind a float input and output (the int8 search's float head): a QUANTIZE op."""
+    return any(op.op == "QUANTIZE" for op in graph.operators)
+
+
 def _numpy_spec(t) -> TensorSpec:
     quantized = t.scale is not None and t.dtype is np.int8
     return TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape), float(t.scale[0]) if quantized else None,
@@ -466,7 +472,6 @@ def _numpy_spec(t) -> TensorSpec:
 
 class _TFLiteRunner:
     kind = "tflite"
-    quantized = False
 
     def __init__(self, content: bytes, threads: int, backend: str, name: str, kernels: str):
         interpreter_class, self.backend = tflite_interpreter_class(backend)
@@ -486,6 +491,10 @@ class _TFLiteRunner:
         if not inputs or not outputs:
             raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected at least one of each")
         self.inputs, self.outputs = [_tflite_spec(d) for d in inputs], [_tflite_spec(d) for d in outputs]
+        try:
+            self.quantized = _int8_inside(read_tflite(content, name))
+        except InputError:  # a graph LiteRT runs and our reader does not know: judged by its input alone
+            self.quantized = False
         self._in, self._out = [d["index"] for d in inputs], outputs[0]["index"]
         self._shapes = [tuple(int(d) for d in detail["shape"]) for detail in inputs]
 

@@ -379,11 +379,15 @@ class Recipes:
         graph = read_tflite(base.content, "candidate")
         return [graph.tensors[op.outputs[0]].name for op in graph.operators if op.op in WEIGHTED_TFLITE_OPS]
 
-    def _tflite_without(self, recipe, layers: list[str]) -> bytes:
+    def _tflite_without(self, base, layers: list[str]) -> bytes:
         """Full-integer int8 except `layers` (output tensor names), which stay float (the converter's
-        denylist, through TFLite's QuantizationDebugger)."""
-        tf, (model, calib) = self.tf, recipe
-        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(layers), fully_quantize=True)
+        denylist, through TFLite's QuantizationDebugger). With the last of them in float, the softmax
+        after it and the model's input and output are float too: an int8 output would bring the
+        1/256 step back (the debugger makes input and output int8 for all or float for both)."""
+        tf, (model, calib) = self.tf, base.recipe
+        head = self._tflite_layers(base)[-1] in layers
+        options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=list(layers), denylisted_ops=["SOFTMAX"] if head else None, fully_quantize=not head)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=tflite_converter(tf, model, calib), debug_options=options,
             debug_dataset=lambda: ([calib[i:i + 1]] for i in range(min(len(calib), DEBUG_IMAGES))))
@@ -422,9 +426,10 @@ class Recipes:
         nodes = self._onnx_nodes(base.recipe[0])
         return list(dict.fromkeys(_layer_of(node.name) for node in nodes if node.op_type in WEIGHTED_ONNX_OPS))
 
-    def _onnx_without(self, recipe, layers: list[str]) -> bytes:
-        """The int8 ONNX model with every node of `layers` (matrix product, bias, activation) in float."""
-        f32, calib, settings = recipe
+    def _onnx_without(self, base, layers: list[str]) -> bytes:
+        """The int8 ONNX model with every node of `layers` (matrix product, bias, activation, the last
+        layer's softmax) in float."""
+        f32, calib, settings = base.recipe
         nodes = [node.name for node in self._onnx_nodes(f32) if _layer_of(node.name) in layers]
         return quantize_onnx(f32, calib, replace(settings, nodes_to_exclude=tuple(nodes)), self.scratch,
                              self._preprocessed(f32))

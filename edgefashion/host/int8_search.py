@@ -5,8 +5,10 @@ of cost and keep the first that meets them, measured on validation images (never
     calibration   more images, the same number of each class; for ONNX also Percentile and Entropy
     cle           cross-layer equalization, then also bias correction, then activation equalization,
                   on the float model (equalize.py; batch norms folded first)
-    float-layers  the conv/dense layers whose float versions buy the most agreement stay float
-                  (TFLite: the converter's denylist; ONNX Runtime: nodes_to_exclude), one, then two
+    float-layers  first the last dense layer and the output in float (an int8 softmax steps by 1/256, so
+                  the top two classes of an unsure model tie there); then the conv/dense layers whose
+                  float versions buy the most agreement, one, then two (TFLite: the converter's
+                  denylist; ONNX Runtime: nodes_to_exclude)
     qat           the last resort: a few epochs of quantization-aware fine-tuning (qat.py), full int8
 
 Every candidate tried is reported: its accuracy drop and top-1 agreement on the validation images,
@@ -222,21 +224,27 @@ class Search:
 
 
 def float_layer_steps(fmt: str, search: Search, layers_of: Callable[["Candidate"], list[str]],
-                      build_without: Callable[[object, list], bytes]) -> list[tuple[str, str, str, Callable]]:
-    """Steps that keep layers in float, starting from the best full-int8 candidate so far. Each conv
+                      build_without: Callable[["Candidate", list], bytes]) -> list[tuple[str, str, str, Callable]]:
+    """Steps that keep layers in float, starting from the best full-int8 candidate so far. First the
+    head: the last conv/dense layer, with the output after it (its softmax) in float too. Then each conv
     and dense layer (the first FLOAT_LAYER_TRIES in graph order) is tried alone in float, ranked on
     SELECTION_IMAGES validation images by the agreement it buys: the best is one candidate. Then
     pairs: the best layer with each other one, and each layer with the next (a layer with outlier
     outputs needs its consumer in float too, or the consumer's int8 input keeps the outlier's scale)."""
     found: dict[int, list[str]] = {}
 
-    def measured(recipe, layers: list[str]) -> tuple:
-        trial = score(fmt, "float-layers", "", "", build_without(recipe, layers), search.validation, 0.0,
+    def measured(base, layers: list[str]) -> tuple:
+        trial = score(fmt, "float-layers", "", "", build_without(base, layers), search.validation, 0.0,
                       search.gates, layers, images=SELECTION_IMAGES)
         return trial.top1_agreement, -trial.accuracy_drop_pp
 
-    def best_of(recipe, options: list[list[str]]) -> list[str] | None:
-        return max(options, key=lambda layers: measured(recipe, layers)) if options else None
+    def best_of(base, options: list[list[str]]) -> list[str] | None:
+        return max(options, key=lambda layers: measured(base, layers)) if options else None
+
+    def head() -> Built | None:
+        base = search.best(full_int8_only=True)
+        layers = layers_of(base)[-1:] if base is not None else []
+        return Built(build_without(base, layers), layers, base.recipe) if layers else None
 
     def keep(n: int):
         def build() -> Built | None:
@@ -245,15 +253,17 @@ def float_layer_steps(fmt: str, search: Search, layers_of: Callable[["Candidate"
                 return None
             layers = layers_of(base)[:FLOAT_LAYER_TRIES]
             if n not in found:
-                single = found.get(1) or best_of(base.recipe, [[layer] for layer in layers])
+                single = found.get(1) or best_of(base, [[layer] for layer in layers])
                 options = [[*single, layer] for layer in layers if layer not in single]
                 options += [[a, b] for a, b in zip(layers, layers[1:])]
-                found[n] = single if n == 1 else best_of(base.recipe, _unique(options))
+                found[n] = single if n == 1 else best_of(base, _unique(options))
             if not found[n]:
                 return None
-            return Built(build_without(base.recipe, found[n]), found[n], base.recipe)
+            return Built(build_without(base, found[n]), found[n], base.recipe)
         return build
-    return [("float-layers", "float-1", "the one conv/dense layer whose float version agrees best", keep(1)),
+    return [("float-layers", "float-head", "the last dense layer and the output in float (no ties at the int8 "
+             "output's 1/256 step)", head),
+            ("float-layers", "float-1", "the one conv/dense layer whose float version agrees best", keep(1)),
             ("float-layers", "float-2", "the two conv/dense layers whose float versions agree best", keep(2))]
 
 

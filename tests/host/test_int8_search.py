@@ -93,8 +93,12 @@ def test_float_layers_keep_a_full_int8_model_for_the_firmware(tiny_run, tmp_path
     quantization = _quantization(run)
     chosen = next(c for c in quantization["candidates"] if c["chosen"])
     assert chosen["method"] == "float-layers" and chosen["float_layers"] and not chosen["full_int8"]
+    assert chosen["name"] == "float-head"  # the cheapest float-layers step, so the first to meet open gates
     mixed = read_tflite((run / "export" / "model_int8.tflite").read_bytes(), "mixed")
-    assert {"DEQUANTIZE", "QUANTIZE"} & {op.op for op in mixed.operators}  # float layers inside
+    ops = [op.op for op in mixed.operators]
+    assert ops[0] == "QUANTIZE" and ops[-1] == "SOFTMAX" and "DEQUANTIZE" in ops  # float in, int8 inside, float out
+    head = Model(run / "export" / "model_int8.tflite")
+    assert (head.input.dtype, head.output.dtype, head.format) == ("float32", "float32", "tflite-int8")
     firmware = Run(run).firmware_model()
     assert firmware.name == "model_int8_firmware.tflite" and quantization["firmware"]["full_int8"]
     model = Model(firmware)
