@@ -361,7 +361,7 @@ def cmd_tune(args) -> int:
         return 0
     result = tune(from_args(TuneConfig, args, verbose=args.verbose), args.out)
     # accuracies side by side with their four decimals (0.9200, not 0.92)
-    print(table(tune_front_rows(result)))
+    print(table([{**r, "int8_val_acc": f"{r['int8_val_acc']:.4f}"} for r in tune_front_rows(result)]))
     best = TuneDir(args.out).best_run
     where = (f" -> {best.root} (export it with `edgefashion export {best.root}`)" if best.config.is_file() else
              " (its model is in the folder of the worker that ran it)")

@@ -20,7 +20,7 @@ from .errors import InputError
 from .fleet.command import REPORT as FLEET_REPORT
 from .files import check_output, read_json, write_text
 from .manifest import ManifestError
-from .render import _fmt
+from .render import columns_text
 from .rundir import TUNE_MARKERS, Run, TuneDir
 from .schemas import (BenchReport, ExportReport, FirmwareReport, FleetReport, PipelineState,
                       TrainReport, TuneReport, VerifyReport)
@@ -51,11 +51,10 @@ class Section:
         if not rows:
             return
         columns = list(dict.fromkeys(c for r in rows for c in r))
-        cells = [[{"text": _fmt(r.get(c)), "sort": _number(r.get(c)),
-                   "css": " ".join(filter(None, (judge(c, r.get(c)) if judge else "",
-                                                 "long" if len(_fmt(r.get(c))) > 48 else "",
+        cells = [[{"text": text, "sort": _number(r.get(c)),
+                   "css": " ".join(filter(None, (judge(c, r.get(c)) if judge else "", "long" if len(text) > 48 else "",
                                                  "txt" if _number(r.get(c)) is None else "")))}
-                  for c in columns] for r in rows]
+                  for c, text in zip(columns, texts)] for r, texts in zip(rows, columns_text(rows, columns))]
         self.blocks.append({"kind": "table", "columns": columns, "rows": cells, "css": css})
 
     def pairs(self, values: dict) -> None:

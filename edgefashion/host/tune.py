@@ -716,8 +716,7 @@ def front_rows(result: TuneReport) -> list[dict]:
 
 
 def _row(r: TrialResult, name, chosen: str = "") -> dict:
-    # accuracy as text with four decimals, so the terminal and the report both print 0.9200, not 0.92
-    return {"trial": name, "int8_val_acc": f"{r.accuracy:.4f}", "p50_us": r.latency_us, "KB": round(r.size_bytes / 1024, 1),
+    return {"trial": name, "int8_val_acc": r.accuracy, "p50_us": r.latency_us, "KB": round(r.size_bytes / 1024, 1),
             "arena_KB": round(r.arena_bytes / 1024, 1) if r.arena_bytes else None, "chosen": chosen,
             "arch": json.dumps(r.arch, separators=(",", ":")) if r.arch else "seed"}
 

@@ -106,6 +106,14 @@ def test_float_layers_keep_a_full_int8_model_for_the_firmware(tiny_run, tmp_path
     assert {"DEQUANTIZE", "QUANTIZE"}.isdisjoint(op.op for op in read_tflite(firmware.read_bytes(), "firmware").operators)
     probs = Model(run / "export" / "model_int8.tflite").predict_proba(np.zeros((2, 28, 28), np.uint8))
     assert probs.shape == (2, 10)
+    # float probabilities out of an int8 model: selftest holds them to the float tolerance on either
+    # backend (the open gates let a broken model through, so its accuracy checks fail: exit 1)
+    cli("bundle", run, "--golden", 20, "--out", tmp_path / "head.tar.gz")
+    for backend in ("auto", "numpy"):
+        lines = cli("selftest", tmp_path / "head.tar.gz", "--backend", backend, check=1).stdout.splitlines()
+        golden = [line for line in lines if "golden model_int8.tflite" in line]
+        assert golden and all(line.startswith("PASS") for line in golden), lines
+        assert "float output" in golden[0] and "differ" in golden[0]
 
 
 def test_quantization_aware_fine_tuning_moves_the_weights_not_the_model(keras):
