@@ -20,7 +20,6 @@ from . import blas
 from ..console import quiet
 from ..errors import InputError, MissingDependency, Unsupported
 from ..options import max_threads, setting
-from .tflite_file import read as read_tflite
 
 EXAMPLE_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
 MAX_BATCH = 256  # images per call: inputs and activations of a batch stay small on a Pi
@@ -443,7 +442,7 @@ class _NumpyRunner:
 
         self.name, self.threads = name, threads
         self.interpreter = NumpyInterpreter(content, name)
-        self.quantized = _int8_inside(self.interpreter.graph)
+        self.quantized = _int8_inside(t.dtype for t in self.interpreter.graph.tensors)
         self.inputs, self.outputs = [_numpy_spec(self.interpreter.input)], [_numpy_spec(self.interpreter.output)]
         # the LiteRT path's budget, on the same tensors (the numpy steps' own scratch comes on top)
         self.max_batch = min(MAX_BATCH, _batch_budget(name, [(t.shape, t.dtype) for t in self.interpreter.graph.tensors]))
@@ -459,9 +458,10 @@ class _NumpyRunner:
                              f"{_first_line(exc)})") from None
 
 
-def _int8_inside(graph) -> bool:
-    """Int8 activations behind a float input and output (the int8 search's float head): a QUANTIZE op."""
-    return any(op.op == "QUANTIZE" for op in graph.operators)
+def _int8_inside(dtypes) -> bool:
+    """An int8 tensor anywhere: int8 behind a float input and output (the int8 search's float head),
+    16x8 and dynamic-range models count as int8 too, so verify never takes one as the float reference."""
+    return any(np.dtype(d) == np.int8 for d in dtypes)
 
 
 def _numpy_spec(t) -> TensorSpec:
@@ -491,10 +491,7 @@ class _TFLiteRunner:
         if not inputs or not outputs:
             raise InputError(f"{name}: {len(inputs)} inputs and {len(outputs)} outputs, expected at least one of each")
         self.inputs, self.outputs = [_tflite_spec(d) for d in inputs], [_tflite_spec(d) for d in outputs]
-        try:
-            self.quantized = _int8_inside(read_tflite(content, name))
-        except InputError:  # a graph LiteRT runs and our reader does not know: judged by its input alone
-            self.quantized = False
+        self.quantized = _int8_inside(t["dtype"] for t in self.interpreter.get_tensor_details())
         self._in, self._out = [d["index"] for d in inputs], outputs[0]["index"]
         self._shapes = [tuple(int(d) for d in detail["shape"]) for detail in inputs]
 

@@ -122,8 +122,7 @@ def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, bac
         return None
     record(Check(f"load {name}", True, f"{model.format} on {model.backend}"))
     if fmt in REFERENCE_KERNELS and model.output.dtype == "float32":
-        _check_float_head(name, model.backend, raw, raw_reference if model.backend != "numpy" else None, golden,
-                          limits, record)
+        _check_float_head(name, raw, raw_reference if model.backend != "numpy" else None, golden, limits, record)
     elif fmt in REFERENCE_KERNELS and model.backend == "numpy":  # the reference arithmetic itself
         exact = _diff(raw, golden[f"raw_{fmt}"])
         record(Check(f"golden {name} (numpy backend, reference arithmetic)", exact["max"] <= limits.reference_steps,
@@ -144,13 +143,13 @@ def _check_model(fmt: str, path: Path, golden, threads: int, limits: Limits, bac
     return model.dequantize(raw)
 
 
-def _check_float_head(name: str, backend: str, raw, raw_reference, golden, limits: Limits, record) -> None:
+def _check_float_head(name: str, raw, raw_reference, golden, limits: Limits, record) -> None:
     """An int8 model with float layers at its end (export's float-head) gives float probabilities: float
     sums, which another kernel or CPU may add in another order, so they are held to the float tolerance.
     The fast kernels may differ by an int8 step inside, which the float layers carry on into several
     1/256 steps of probability (arm64: 5.98), so for them only the same top-1 counts; the share within
-    one 1/256 step is shown."""
-    where = "numpy backend" if backend == "numpy" else "reference kernels"
+    one 1/256 step is shown. `raw_reference` is None on the numpy backend (its outputs are the reference)."""
+    where = "numpy backend" if raw_reference is None else "reference kernels"
     result = _diff(raw if raw_reference is None else raw_reference, golden["raw_tflite-int8"])
     record(Check(f"golden {name} ({where}, float output)", result["max"] <= limits.float_tolerance,
                  f"max |diff| {result['max']:.3g} (limit {limits.float_tolerance:.3g}), "
