@@ -200,9 +200,10 @@ def equalize_activations(model, keras, images: np.ndarray) -> list[dict]:
     return rows
 
 
-def _fake_int8(kernel: np.ndarray, per_channel: bool) -> np.ndarray:
-    """Symmetric int8 weights as the TFLite converter makes them (per output channel for Conv2D)."""
-    ranges = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0) if per_channel else np.abs(kernel).max()
+def _fake_int8(kernel: np.ndarray) -> np.ndarray:
+    """Symmetric int8 weights as the TFLite converter makes them: per output channel, for Dense too
+    (measured on TensorFlow 2.21: one scale per output of a FULLY_CONNECTED kernel)."""
+    ranges = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0)
     step = np.where(ranges > 0, ranges / 127, 1.0)
     return np.clip(np.round(kernel / step), -127, 127) * step
 
@@ -218,7 +219,7 @@ def correct_bias(model, keras, images: np.ndarray) -> list[str]:
             continue
         kernel, bias = layer.get_weights()[:2]
         conv = type(layer).__name__ == "Conv2D"
-        error = _fake_int8(kernel, per_channel=conv) - kernel
+        error = _fake_int8(kernel) - kernel
         feed = keras.Model(model.inputs, layer.input)
         mean_input = np.asarray(feed.predict(images, batch_size=500, verbose=0)).mean(0)
         if conv:

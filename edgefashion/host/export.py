@@ -32,7 +32,7 @@ from ..formats import FIRMWARE_FORMAT, FORMATS
 from ..render import table
 from ..stage import Stage
 from . import import_tf, quiet, versions
-from . import equalize, int8_search, qat
+from . import adaround, equalize, int8_search, qat
 from .int8_search import METHODS, Built, Search
 from ..device.tflite_file import read as read_tflite
 from .layer_errors import DEBUG_IMAGES, layer_errors, onnx_layer_errors
@@ -71,7 +71,7 @@ class ExportConfig:
                                       "run was trained on)", type=Path)
     quantization: str = setting("auto", "how int8 models are made: auto (plain post-training quantization; "
                                         "when it misses --max-drop/--min-agreement on validation images, "
-                                        "more calibration, cross-layer equalization, float layers, then "
+                                        "more calibration, cross-layer equalization, learned rounding, float layers, then "
                                         "quantization-aware fine-tuning, until one meets them), or plain PTQ and only one of "
                                         + ", ".join(METHODS[2:]), choices=METHODS, metavar="|".join(METHODS))
     gates: Gates = field(default_factory=Gates)
@@ -347,6 +347,7 @@ class Recipes:
                       lambda: tflite(self.corrected, self.more)),
                      ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
                       lambda: tflite(self.smoothed, self.more))]
+            steps.append(("adaround", "adaround", ADAROUND_DETAIL, lambda: self._adarounded(search)))
             return (steps + int8_search.float_layer_steps(fmt, search, self._tflite_layers, self._tflite_without)
                     + [("qat", "qat", QAT_DETAIL, lambda: tflite(self.fine_tuned, self.more))])
         f32, base = staged.model("onnx-f32"), self.config.onnx_int8
@@ -365,6 +366,25 @@ class Recipes:
                   lambda: onnx(smoothed(), self.more, base))]
         return (steps + int8_search.float_layer_steps(fmt, search, self._onnx_layers, self._onnx_without)
                 + [("qat", "qat", QAT_DETAIL, lambda: onnx(self._onnx_file(self.fine_tuned, "qat"), self.more, base))])
+
+    def _adarounded(self, search: Search) -> Built | None:
+        """The best full-int8 candidate so far with its weights rounded by AdaRound (adaround.py)."""
+        import keras
+        base = search.best(full_int8_only=True)
+        if base is None or not adaround.can_round(base.recipe[0]):
+            return None
+        model, calib = base.recipe
+        if model is self.corrected:  # bias correction moved the float function; AdaRound aims at the float one
+            model = self.equalized
+        elif model is self.model:  # batch norms folded, as the converter folds them, so the grid is the kernel's
+            model = self.unfolded
+        started = time.monotonic()
+        rounded, rows = adaround.adaround(model, keras, self.tf, calib, self.config.seed)
+        self.notes[id(rounded)] = (f"from {base.name}; " + ", ".join(
+            f"{r['layer']}: {r['rounded_other_way']} of {r['weights']} weights the other way, output error "
+            f"{r['error_nearest']:.3g} -> {r['error_learned']:.3g}" for r in rows)
+            + f" ({time.monotonic() - started:.0f} s)")
+        return self._tflite(rounded, calib)
 
     def _tflite(self, model, calib) -> Built | None:
         if model is None:
@@ -435,6 +455,8 @@ class Recipes:
                              self._preprocessed(f32))
 
 
+ADAROUND_DETAIL = ("learned rounding of the best full-int8 candidate's weights (AdaRound), layer by layer on its "
+                   "calibration images, then PTQ")
 QAT_DETAIL = "quantization-aware fine-tuning from the trained weights, distilled from the float model, then PTQ"
 WEIGHTED_TFLITE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 WEIGHTED_ONNX_OPS = ("Conv", "MatMul", "Gemm")
@@ -684,7 +706,8 @@ STAGE = Stage(
                 "refuse an export whose model.keras has changed since). An int8 model must meet --max-drop and "
                 "--min-agreement on 2,000 validation images (never test images); when plain quantization misses "
                 "them, export tries more calibration, cross-layer equalization, bias correction, activation "
-                "equalization, float layers, then quantization-aware fine-tuning (--quantization), and export.json "
+                "equalization, learned rounding (TFLite), float layers, then quantization-aware fine-tuning "
+                "(--quantization), and export.json "
                 "lists every candidate. A "
                 "float model must meet --float-tolerance on the calibration images. The new set replaces the "
                 "old one only whole.",

@@ -5,6 +5,8 @@ of cost and keep the first that meets them, measured on validation images (never
     calibration   more images, the same number of each class; for ONNX also Percentile and Entropy
     cle           cross-layer equalization, then also bias correction, then activation equalization,
                   on the float model (equalize.py; batch norms folded first)
+    adaround      TFLite: the best full-int8 candidate's weights rounded up or down, layer by layer, so
+                  that each layer's output stays nearest the float one (adaround.py)
     float-layers  first the last dense layer and the output in float (an int8 softmax steps by 1/256, so
                   the top two classes of an unsure model tie there); then the conv/dense layers whose
                   float versions buy the most agreement, one, then two (TFLite: the converter's
@@ -36,7 +38,7 @@ from ..errors import CheckFailed
 from ..rundir import Run, indices_sha256
 from .layer_errors import short_name
 
-METHODS = ("auto", "ptq", "calibration", "cle", "float-layers", "qat")
+METHODS = ("auto", "ptq", "calibration", "cle", "adaround", "float-layers", "qat")
 VALIDATION_IMAGES = 2000
 MORE_CALIBRATION = 2000
 FLOAT_LAYER_TRIES = 6   # conv/dense layers (graph order) tried one at a time in float, then in pairs
@@ -181,8 +183,12 @@ class Search:
         order, else plain PTQ (the baseline, and what float-layers starts from) and those of the one
         method asked for. The chosen candidate is the first of that method that meets them, else the
         nearest the float model (the caller fails the export on it)."""
+        asked = self.method
+        if asked != "auto" and all(method != asked for method, *_ in steps):
+            step(f"int8 {self.fmt}: --quantization {asked} has no candidate for this format; plain PTQ")
+            asked = "ptq"
         for method, name, detail, build in steps:
-            if self.method != "auto" and method not in ("ptq", self.method):
+            if asked != "auto" and method not in ("ptq", asked):
                 continue
             if self.method == "auto" and any(c.meets_gates for c in self.tried):
                 break
@@ -198,7 +204,7 @@ class Search:
             if built.note:
                 step(f"  {built.note}")
             self.tried.append(candidate)
-        chosen = self.best(method=None if self.method == "auto" else self.method)
+        chosen = self.best(method=None if asked == "auto" else asked)
         if chosen is None:
             raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
         chosen.chosen = True

@@ -138,6 +138,48 @@ def test_quantization_aware_fine_tuning_moves_the_weights_not_the_model(keras):
     assert qat.fine_tune(branched, keras, tf, np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float32), 0) is None
 
 
+def test_learned_rounding_keeps_the_grid_the_converter_uses_and_lowers_each_layers_error(keras):
+    import tensorflow as tf
+
+    from edgefashion.host import adaround
+    from edgefashion.host.export import _tflite
+
+    model = _small_cnn(keras)
+    before = [w.copy() for w in model.get_weights()]
+    images = np.random.default_rng(0).random((200, 12, 12, 1), dtype=np.float32)
+    rounded, rows = adaround.adaround(model, keras, tf, images, seed=0, iterations=300)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the original is left alone
+    assert [r["layer"] for r in rows] == ["c1", "c2", "c3", "d1", "d2"]
+    assert any(r["rounded_other_way"] for r in rows)  # not just rounding to nearest
+    assert all(r["error_learned"] < r["error_nearest"] for r in rows if r["rounded_other_way"]), rows
+    kernels = {layer.name: layer.get_weights()[0] for layer in rounded.layers if layer.get_weights()}
+    for name, kernel in kernels.items():  # on the grid, each channel's largest weight where it was
+        steps = kernel / adaround.grid(kernel)
+        assert np.abs(steps - np.round(steps)).max() < 1e-4 and np.abs(steps).max() <= 127.0001
+        original = next(la for la in model.layers if la.name == name).get_weights()[0]
+        assert np.allclose(np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0),
+                           np.abs(original).reshape(-1, original.shape[-1]).max(0))
+    # the converter rounds them to themselves: its int8 weights are the integers AdaRound chose
+    graph = read_tflite(_tflite(tf, rounded, images[:50], quantize=True), "rounded")
+    weighted = [op for op in graph.operators if op.op in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(weighted) == len(kernels)
+    for op, (name, kernel) in zip(weighted, kernels.items()):  # graph order is the chain's order
+        chosen = np.round(kernel / adaround.grid(kernel))
+        chosen = np.moveaxis(chosen, -1, 0) if kernel.ndim == 4 else chosen.T  # TFLite: outputs first
+        assert np.array_equal(graph.tensors[op.inputs[1]].data.reshape(chosen.shape), chosen), name
+
+
+def test_export_can_round_by_learning_and_says_when_a_format_has_no_such_candidate(tiny_run, tmp_path):
+    run = bad_int8_models.make(tiny_run, tmp_path / "spread", "spread")
+    done = cli("export", run, "--formats", "tflite-int8,onnx-int8", "--quantization", "adaround", "--max-drop", 100,
+               "--min-agreement", 0, check=0)
+    tried = [(c["format"], c["name"], c["chosen"], c["full_int8"]) for c in _quantization(run)["candidates"]]
+    assert tried == [("tflite-int8", "ptq", False, True), ("tflite-int8", "adaround", True, True),
+                     ("onnx-int8", "ptq", True, True)]
+    assert "weights the other way, output error" in done.stderr
+    assert "onnx-int8: --quantization adaround has no candidate for this format; plain PTQ" in done.stderr
+
+
 def test_export_can_fine_tune_for_int8_and_keeps_the_float_models(tiny_run, tmp_path):
     run = bad_int8_models.make(tiny_run, tmp_path / "spread", "spread")
     done = cli("export", run, "--formats", "tflite-int8,tflite-f32", "--quantization", "qat", "--max-drop", 100,
