@@ -108,7 +108,8 @@ class ExportReport(Manifest):
         if chosen is None:
             return None
         floats = f" ({', '.join(chosen['float_layers'])} in float)" if chosen["float_layers"] else ""
-        return chosen["name"] + floats
+        base = f" on {chosen['base']}" if chosen.get("base") else ""  # older exports have no base
+        return chosen["name"] + base + floats
 
 
 @dataclass

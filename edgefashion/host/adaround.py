@@ -5,12 +5,14 @@ Rounding each weight to its nearest int8 step is not what keeps a layer's output
 neighbouring weights add up on the same outputs. AdaRound chooses, weight by weight, to round up or
 down so that the layer's output on calibration images stays nearest the float model's. Layer by
 layer, from the input: a variable V per weight gives a soft rounding h(V) in [0, 1] (a stretched
-sigmoid), the weights are s * clip(floor(W / s) + h(V), -127, 127), and Adam minimises the squared
+sigmoid), the weights are s * clip(floor(W / s) + h(V), -L, L), and Adam minimises the squared
 difference between the layer's output (after its ReLU) on inputs from the already rounded layers
 and the float layer's output on the float inputs, plus a term that drives every h to 0 or 1 as its
 exponent anneals. The chosen integers go back into the Keras model as floats exactly on the grid
 (the largest weight of each channel kept, so the converter's per-channel scale is the same), and
-plain post-training int8 converts them: it rounds them to themselves.
+plain post-training int8 converts them: it rounds them to themselves. L is the converter's: 127 for
+TFLite, 64 for ONNX Runtime's 7-bit weights (reduce_range: s = the channel's largest |weight| / 64),
+where nearest rounding costs the most.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _rounded(layer) -> bool:
             and config.get("activation", "linear") in ("linear", "relu", "softmax"))
 
 
-def adaround(model, keras, tf, images: np.ndarray, seed: int, iterations: int = ITERATIONS):
+def adaround(model, keras, tf, images: np.ndarray, seed: int, iterations: int = ITERATIONS, levels: int = 127):
     """A copy of chain `model` whose Conv2D and Dense kernels lie on the converter's int8 grid, rounded
     by AdaRound on `images`, and one row per layer (name, weights rounded the other way than to nearest,
     output error before and after); None when `model` is not such a chain."""
@@ -62,7 +64,7 @@ def adaround(model, keras, tf, images: np.ndarray, seed: int, iterations: int = 
         relu = layer.get_config().get("activation") == "relu" or (following is not None and _relu(following))
         spread = images[np.linspace(0, len(images) - 1, _image_count(len(images), original)).astype(int)]
         x_float, x_rounded = _inputs(keras, model, original, spread), _inputs(keras, copy, layer, spread)
-        rows.append(_round_layer(layer, tf, x_float, x_rounded, relu, seed + i, iterations))
+        rows.append(_round_layer(layer, tf, x_float, x_rounded, relu, seed + i, iterations, levels))
     return copy, rows
 
 
@@ -75,16 +77,16 @@ def _inputs(keras, model, layer, images: np.ndarray) -> np.ndarray:
     return np.asarray(keras.Model(model.inputs, layer.input).predict(images, batch_size=256, verbose=0))
 
 
-def grid(kernel: np.ndarray) -> np.ndarray:
-    """The converter's per-output-channel step: the channel's largest |weight| over 127."""
+def grid(kernel: np.ndarray, levels: int = 127) -> np.ndarray:
+    """The converter's per-output-channel step: the channel's largest |weight| over `levels`."""
     reach = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0)
-    return np.where(reach > 0, reach / 127, 1.0).astype(np.float32)
+    return np.where(reach > 0, reach / levels, 1.0).astype(np.float32)
 
 
-def _round_layer(layer, tf, x_float, x_rounded, relu: bool, seed: int, iterations: int) -> dict:
+def _round_layer(layer, tf, x_float, x_rounded, relu: bool, seed: int, iterations: int, levels: int) -> dict:
     kernel, *rest = layer.get_weights()
     bias = rest[0] if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
-    step = grid(kernel)
+    step = grid(kernel, levels)
     scaled = kernel / step
     floor = np.floor(scaled)
     frac = np.clip(scaled - floor, 1e-4, 1 - 1e-4)
@@ -100,7 +102,7 @@ def _round_layer(layer, tf, x_float, x_rounded, relu: bool, seed: int, iteration
         return tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
     def weights(h):
-        return step * tf.clip_by_value(floor + h, -127.0, 127.0)
+        return step * tf.clip_by_value(floor + h, -float(levels), float(levels))
 
     targets = np.concatenate([np.asarray(output(x_float[i:i + 256], kernel)) for i in range(0, len(x_float), 256)])
     m, s = tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))
@@ -125,7 +127,7 @@ def _round_layer(layer, tf, x_float, x_rounded, relu: bool, seed: int, iteration
         train(tf.constant(x_rounded[pick]), tf.constant(targets[pick]), tf.constant(beta, tf.float32),
               tf.constant(0.0 if t <= warm else WEIGHT, tf.float32), tf.constant(float(t)))
 
-    integers = np.clip(floor + (np.asarray(soft()) >= 0.5), -127, 127)
+    integers = np.clip(floor + (np.asarray(soft()) >= 0.5), -levels, levels)
     flat, largest = integers.reshape(-1, kernel.shape[-1]), np.abs(scaled).reshape(-1, kernel.shape[-1]).argmax(0)
     columns = np.arange(flat.shape[1])
     flat[largest, columns] = np.round(scaled.reshape(flat.shape)[largest, columns])  # the scale stays the channel's
@@ -136,7 +138,7 @@ def _round_layer(layer, tf, x_float, x_rounded, relu: bool, seed: int, iteration
         x = x_rounded[:256]
         return float(np.mean(np.sum(np.square(np.asarray(output(x, weights_)) - targets[:256]), axis=-1)))
 
-    nearest = np.clip(np.round(scaled), -127, 127)
+    nearest = np.clip(np.round(scaled), -levels, levels)
     return {"layer": layer.name, "weights": int(integers.size),
             "rounded_other_way": int((integers != nearest).sum()),
             "error_nearest": error((nearest * step).astype(np.float32)), "error_learned": error(rounded)}

@@ -263,6 +263,7 @@ class Recipes:
              f"({self.validation.info['source']})")
         self.target = max(int8_search.MORE_CALIBRATION, len(calib))
         self.notes = {}  # id(model) -> what a repair did to it, once it has run
+        self.keras_of = {}  # float ONNX file -> the Keras model it was converted from (the staged one: self.model)
 
     @cached_property
     def more(self) -> np.ndarray:
@@ -346,11 +347,12 @@ class Recipes:
                      ("cle", "cle+bias", "cross-layer equalization and bias correction, " + more,
                       lambda: tflite(self.corrected, self.more)),
                      ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
-                      lambda: tflite(self.smoothed, self.more))]
-            steps.append(("adaround", "adaround", ADAROUND_DETAIL, lambda: self._adarounded(search)))
+                      lambda: tflite(self.smoothed, self.more)),
+                     ("adaround", "adaround", ADAROUND_DETAIL, lambda: self._adarounded(search))]
             return (steps + int8_search.float_layer_steps(fmt, search, self._tflite_layers, self._tflite_without)
                     + [("qat", "qat", QAT_DETAIL, lambda: tflite(self.fine_tuned, self.more))])
         f32, base = staged.model("onnx-f32"), self.config.onnx_int8
+        self.keras_of[f32] = self.model
         onnx, cle, corrected, smoothed = self._onnx, lambda: self._onnx_file(self.equalized, "cle"), \
             lambda: self._onnx_file(self.corrected, "cle-bias"), lambda: self._onnx_file(self.smoothed, "smooth")
         steps = [("ptq", "ptq", f"{n} random training images, MinMax", lambda: onnx(f32, self.calib, base)),
@@ -363,28 +365,41 @@ class Recipes:
                  ("cle", "cle+bias", "cross-layer equalization and bias correction, " + more,
                   lambda: onnx(corrected(), self.more, base)),
                  ("cle", "smooth", "activation outliers moved into the next layer's weights, " + more,
-                  lambda: onnx(smoothed(), self.more, base))]
+                  lambda: onnx(smoothed(), self.more, base)),
+                 ("adaround", "adaround", ADAROUND_DETAIL, lambda: self._adarounded(search))]
         return (steps + int8_search.float_layer_steps(fmt, search, self._onnx_layers, self._onnx_without)
                 + [("qat", "qat", QAT_DETAIL, lambda: onnx(self._onnx_file(self.fine_tuned, "qat"), self.more, base))])
 
     def _adarounded(self, search: Search) -> Built | None:
-        """The best full-int8 candidate so far with its weights rounded by AdaRound (adaround.py)."""
+        """The best full-int8 candidate so far with its weights rounded by AdaRound (adaround.py) on the
+        format's grid: TFLite's 127 steps a side, ONNX's 64 with reduce_range (its 7-bit weights)."""
         import keras
-        base = search.best(full_int8_only=True)
-        if base is None or not adaround.can_round(base.recipe[0]):
+        base, levels = search.best(full_int8_only=True), 127
+        if base is None:
             return None
-        model, calib = base.recipe
+        model = base.recipe[0]
+        if search.fmt == "onnx-int8":
+            model, settings = self.keras_of.get(model), base.recipe[2]
+            if settings.weights != "int8" or not settings.per_channel:  # not a symmetric per-channel grid
+                return None
+            levels = 64 if settings.reduce_range else 127
+        if model is None or not adaround.can_round(model):
+            return None
         if model is self.corrected:  # bias correction moved the float function; AdaRound aims at the float one
             model = self.equalized
         elif model is self.model:  # batch norms folded, as the converter folds them, so the grid is the kernel's
             model = self.unfolded
         started = time.monotonic()
-        rounded, rows = adaround.adaround(model, keras, self.tf, calib, self.config.seed)
+        rounded, rows = adaround.adaround(model, keras, self.tf, base.recipe[1], self.config.seed, levels=levels)
         self.notes[id(rounded)] = (f"from {base.name}; " + ", ".join(
             f"{r['layer']}: {r['rounded_other_way']} of {r['weights']} weights the other way, output error "
             f"{r['error_nearest']:.3g} -> {r['error_learned']:.3g}" for r in rows)
             + f" ({time.monotonic() - started:.0f} s)")
-        return self._tflite(rounded, calib)
+        if search.fmt == "onnx-int8":
+            built = self._onnx(self._onnx_file(rounded, "adaround"), base.recipe[1], base.recipe[2])
+        else:
+            built = self._tflite(rounded, base.recipe[1])
+        return replace(built, base=base.name) if built is not None else None
 
     def _tflite(self, model, calib) -> Built | None:
         if model is None:
@@ -420,6 +435,7 @@ class Recipes:
         if not path.is_file():
             path.write_bytes(_onnx_f32(self.tf, model, self.calib.shape[1:]))
             self.notes[path] = self.notes.get(id(model), "")
+            self.keras_of[path] = model
         return path
 
     def _onnx(self, f32: Path | None, calib, settings: OnnxInt8Settings) -> Built | None:
@@ -455,8 +471,8 @@ class Recipes:
                              self._preprocessed(f32))
 
 
-ADAROUND_DETAIL = ("learned rounding of the best full-int8 candidate's weights (AdaRound), layer by layer on its "
-                   "calibration images, then PTQ")
+ADAROUND_DETAIL = ("learned rounding of the best full-int8 candidate's weights (AdaRound) on the format's int8 "
+                   "grid, layer by layer on its calibration images, then PTQ")
 QAT_DETAIL = "quantization-aware fine-tuning from the trained weights, distilled from the float model, then PTQ"
 WEIGHTED_TFLITE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 WEIGHTED_ONNX_OPS = ("Conv", "MatMul", "Gemm")
@@ -706,7 +722,7 @@ STAGE = Stage(
                 "refuse an export whose model.keras has changed since). An int8 model must meet --max-drop and "
                 "--min-agreement on 2,000 validation images (never test images); when plain quantization misses "
                 "them, export tries more calibration, cross-layer equalization, bias correction, activation "
-                "equalization, learned rounding (TFLite), float layers, then quantization-aware fine-tuning "
+                "equalization, learned rounding, float layers, then quantization-aware fine-tuning "
                 "(--quantization), and export.json "
                 "lists every candidate. A "
                 "float model must meet --float-tolerance on the calibration images. The new set replaces the "

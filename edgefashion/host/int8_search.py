@@ -5,8 +5,8 @@ of cost and keep the first that meets them, measured on validation images (never
     calibration   more images, the same number of each class; for ONNX also Percentile and Entropy
     cle           cross-layer equalization, then also bias correction, then activation equalization,
                   on the float model (equalize.py; batch norms folded first)
-    adaround      TFLite: the best full-int8 candidate's weights rounded up or down, layer by layer, so
-                  that each layer's output stays nearest the float one (adaround.py)
+    adaround      the best full-int8 candidate's weights rounded up or down on the format's grid, layer
+                  by layer, so that each layer's output stays nearest the float one (adaround.py)
     float-layers  first the last dense layer and the output in float (an int8 softmax steps by 1/256, so
                   the top two classes of an unsure model tie there); then the conv/dense layers whose
                   float versions buy the most agreement, one, then two (TFLite: the converter's
@@ -64,6 +64,7 @@ class Candidate:
     differences: int = 0  # validation images whose top-1 differs from the float model's
     tied: int = 0         # of them, those where the float's class ties for the top int8 probability
     note: str = ""
+    base: str = ""   # the candidate it was made from (adaround and float-layers start from the best full-int8 one)
     seconds: float = 0.0
     meets_gates: bool = False
     chosen: bool = False
@@ -165,6 +166,7 @@ class Built:
     float_layers: list = field(default_factory=list)
     recipe: object = None  # what a later float-layers step starts from
     note: str = ""         # what a repair did (cross-layer equalization: the ranges before and after)
+    base: str = ""         # the candidate it started from, when it did
 
 
 @dataclass
@@ -183,12 +185,8 @@ class Search:
         order, else plain PTQ (the baseline, and what float-layers starts from) and those of the one
         method asked for. The chosen candidate is the first of that method that meets them, else the
         nearest the float model (the caller fails the export on it)."""
-        asked = self.method
-        if asked != "auto" and all(method != asked for method, *_ in steps):
-            step(f"int8 {self.fmt}: --quantization {asked} has no candidate for this format; plain PTQ")
-            asked = "ptq"
         for method, name, detail, build in steps:
-            if asked != "auto" and method not in ("ptq", asked):
+            if self.method != "auto" and method not in ("ptq", self.method):
                 continue
             if self.method == "auto" and any(c.meets_gates for c in self.tried):
                 break
@@ -200,11 +198,11 @@ class Search:
                 continue
             candidate = score(self.fmt, method, name, detail, built.content, self.validation,
                               time.monotonic() - started, self.gates, built.float_layers)
-            candidate.recipe, candidate.note = built.recipe, built.note
+            candidate.recipe, candidate.note, candidate.base = built.recipe, built.note, built.base
             if built.note:
                 step(f"  {built.note}")
             self.tried.append(candidate)
-        chosen = self.best(method=None if asked == "auto" else asked)
+        chosen = self.best(method=None if self.method == "auto" else self.method)
         if chosen is None:
             raise CheckFailed(f"{self.fmt}: --quantization {self.method} has nothing to try for this model")
         chosen.chosen = True
@@ -250,7 +248,7 @@ def float_layer_steps(fmt: str, search: Search, layers_of: Callable[["Candidate"
     def head() -> Built | None:
         base = search.best(full_int8_only=True)
         layers = layers_of(base)[-1:] if base is not None else []
-        return Built(build_without(base, layers), layers, base.recipe) if layers else None
+        return Built(build_without(base, layers), layers, base.recipe, base=base.name) if layers else None
 
     def keep(n: int):
         def build() -> Built | None:
@@ -265,7 +263,7 @@ def float_layer_steps(fmt: str, search: Search, layers_of: Callable[["Candidate"
                 found[n] = single if n == 1 else best_of(base, _unique(options))
             if not found[n]:
                 return None
-            return Built(build_without(base, found[n]), found[n], base.recipe)
+            return Built(build_without(base, found[n]), found[n], base.recipe, base=base.name)
         return build
     return [("float-layers", "float-head", "the last dense layer and the output in float (no ties at the int8 "
              "output's 1/256 step)", head),

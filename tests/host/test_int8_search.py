@@ -94,6 +94,7 @@ def test_float_layers_keep_a_full_int8_model_for_the_firmware(tiny_run, tmp_path
     chosen = next(c for c in quantization["candidates"] if c["chosen"])
     assert chosen["method"] == "float-layers" and chosen["float_layers"] and not chosen["full_int8"]
     assert chosen["name"] == "float-head"  # the cheapest float-layers step, so the first to meet open gates
+    assert chosen["base"] == "ptq" and Run(run).read_export().made_by("tflite-int8").startswith("float-head on ptq (")
     mixed = read_tflite((run / "export" / "model_int8.tflite").read_bytes(), "mixed")
     ops = [op.op for op in mixed.operators]
     assert ops[0] == "QUANTIZE" and ops[-1] == "SOFTMAX" and "DEQUANTIZE" in ops  # float in, int8 inside, float out
@@ -169,15 +170,47 @@ def test_learned_rounding_keeps_the_grid_the_converter_uses_and_lowers_each_laye
         assert np.array_equal(graph.tensors[op.inputs[1]].data.reshape(chosen.shape), chosen), name
 
 
-def test_export_can_round_by_learning_and_says_when_a_format_has_no_such_candidate(tiny_run, tmp_path):
+def test_learned_rounding_on_onnx_runtimes_7_bit_grid_keeps_its_integers(keras, tmp_path):
+    import onnx
+    import tensorflow as tf
+    from onnx import numpy_helper
+
+    from edgefashion.host import adaround
+    from edgefashion.host.export import _onnx_f32, quantize_onnx
+
+    images = np.random.default_rng(1).random((120, 12, 12, 1), dtype=np.float32)
+    rounded, rows = adaround.adaround(_small_cnn(keras), keras, tf, images, seed=0, iterations=200, levels=64)
+    assert any(r["rounded_other_way"] for r in rows)
+    f32 = tmp_path / "rounded.onnx"
+    f32.write_bytes(_onnx_f32(tf, rounded, images.shape[1:]))
+    graph = onnx.load_from_string(quantize_onnx(f32, images[:50], scratch=tmp_path)).graph  # reduce_range
+    stored = sorted((numpy_helper.to_array(i) for i in graph.initializer
+                     if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2), key=lambda a: a.size)
+    kernels = [la.get_weights()[0] for la in rounded.layers if la.get_weights()]
+    chosen = [np.round(k / adaround.grid(k, 64)) for k in kernels]
+    chosen = sorted((np.transpose(c, (3, 2, 0, 1)) if c.ndim == 4 else c for c in chosen), key=lambda a: a.size)
+    assert len(stored) == len(chosen) and all(np.abs(c).max() <= 64 for c in chosen)
+    for onnx_ints, ours in zip(stored, chosen):  # ONNX: conv weights OIHW, MatMul weights (inputs, outputs)
+        assert np.array_equal(onnx_ints, ours)
+
+
+def test_export_rounds_by_learning_on_each_formats_grid(tiny_run, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
     run = bad_int8_models.make(tiny_run, tmp_path / "spread", "spread")
     done = cli("export", run, "--formats", "tflite-int8,onnx-int8", "--quantization", "adaround", "--max-drop", 100,
                "--min-agreement", 0, check=0)
     tried = [(c["format"], c["name"], c["chosen"], c["full_int8"]) for c in _quantization(run)["candidates"]]
     assert tried == [("tflite-int8", "ptq", False, True), ("tflite-int8", "adaround", True, True),
-                     ("onnx-int8", "ptq", True, True)]
-    assert "weights the other way, output error" in done.stderr
-    assert "onnx-int8: --quantization adaround has no candidate for this format; plain PTQ" in done.stderr
+                     ("onnx-int8", "ptq", False, True), ("onnx-int8", "adaround", True, True)]
+    assert done.stderr.count("from ptq; ") == 2 and "weights the other way, output error" in done.stderr
+    # ONNX Runtime's 7-bit weights (reduce_range): every channel spans -64..64, the grid AdaRound rounded on
+    graph = onnx.load(str(Run(run).export_dir / "model_int8.onnx")).graph
+    weights = [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8
+               and len(i.dims) >= 2]
+    assert weights and all(np.abs(w).reshape(w.shape[0], -1).max(1).tolist() == [64] * w.shape[0]
+                           for w in weights if w.ndim == 4)
 
 
 def test_export_can_fine_tune_for_int8_and_keeps_the_float_models(tiny_run, tmp_path):
