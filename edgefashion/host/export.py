@@ -268,7 +268,7 @@ class Recipes:
     @cached_property
     def more(self) -> np.ndarray:
         return int8_search.balanced_calibration(self.rows, self.target, self.config.seed,
-                                                exclude=self.validation.indices)
+                                                exclude=self.validation.rows_used)
 
     @cached_property
     def unfolded(self):
@@ -321,7 +321,7 @@ class Recipes:
         import keras
         if not qat.can_fine_tune(self.unfolded):  # before predicting on thousands of images for nothing
             return None
-        rows = np.setdiff1d(np.arange(len(self.rows)), self.validation.indices)  # never the judges' images
+        rows = np.setdiff1d(np.arange(len(self.rows)), self.validation.rows_used)  # never the judges' images
         count = qat.row_count(len(rows), self.calib.shape[1:])
         rows = np.sort(np.random.default_rng(self.config.seed).permutation(rows)[:count])
         images = prepare(self.rows.images[rows])
@@ -531,6 +531,9 @@ def _onnx_f32(tf, model, image_shape: tuple) -> bytes:
     _name_batch_dim(proto)
     proto = _static_flatten(proto)
     _number_names(proto.graph)
+    # tf2onnx names the graph after the tf.function's trace ('__inference_<lambda>_2667'), whose number
+    # depends on what the process traced before: other bytes for the same model
+    proto.graph.name, proto.graph.doc_string = "edgefashion", "converted by tf2onnx from a Keras model"
     return proto.SerializeToString()
 
 

@@ -42,7 +42,7 @@ METHODS = ("auto", "ptq", "calibration", "cle", "adaround", "float-layers", "qat
 VALIDATION_IMAGES = 2000
 MORE_CALIBRATION = 2000
 FLOAT_LAYER_TRIES = 6   # conv/dense layers (graph order) tried one at a time in float, then in pairs
-SELECTION_IMAGES = 500  # validation images that rank those layers (all of them judge the candidate)
+SELECTION_IMAGES = 500  # validation-split images that rank those layers (others judge the candidate)
 TIMED_RUNS = 100
 
 
@@ -89,10 +89,16 @@ class Validation:
     reference: np.ndarray  # the float Keras model's probabilities
     indices: np.ndarray    # rows of the training data (without held-out test rows)
     info: dict
+    ranking: "Validation | None" = None  # other rows, which rank the float-layer options (None: the first judged ones)
 
     @property
     def float_accuracy(self) -> float:
         return float((self.reference.argmax(1) == self.labels).mean())
+
+    @property
+    def rows_used(self) -> np.ndarray:
+        """Every row that judges or ranks: none of them may calibrate or fine-tune."""
+        return self.indices if self.ranking is None else np.union1d(self.indices, self.ranking.indices)
 
 
 def validation_set(rows, run: Run, source, calibration: np.ndarray, keras_model, seed: int) -> Validation:
@@ -110,11 +116,23 @@ def validation_set(rows, run: Run, source, calibration: np.ndarray, keras_model,
         pool, where = np.arange(len(rows)), "the calibration images themselves (no other training rows)"
     rng = np.random.default_rng(seed + 1)
     picked = np.sort(rng.choice(pool, min(VALIDATION_IMAGES, len(pool)), replace=False))
+    # the float-layer options are ranked on rows of their own: ranked and judged on the same rows, the
+    # best of several would look better than it is (an 8-channel model: 99.10 % judged, 98.43 % on the test set)
+    rest = np.setdiff1d(pool, picked)
+    ranked = np.sort(rng.choice(rest, SELECTION_IMAGES, replace=False)) if len(rest) >= SELECTION_IMAGES else None
+    validation = _validation(rows, picked, keras_model, {"source": f"{rows.source} ({where})"})
+    if ranked is not None:
+        validation.ranking = _validation(rows, ranked, keras_model, {})
+    validation.info["ranking"] = (f"{SELECTION_IMAGES} other rows of the same pool" if ranked is not None else
+                                  f"the first {min(SELECTION_IMAGES, len(picked))} judged rows (too few rows for others)")
+    return validation
+
+
+def _validation(rows, picked: np.ndarray, keras_model, info: dict) -> Validation:
     images = prepare(rows.images[picked])
     reference = keras_model.predict(images, batch_size=500, verbose=0)
     return Validation(images, rows.labels[picked], reference, picked,
-                      {"count": int(len(picked)), "source": f"{rows.source} ({where})",
-                       "indices_sha256": indices_sha256(picked)})
+                      {"count": int(len(picked)), **info, "indices_sha256": indices_sha256(picked)})
 
 
 def balanced_calibration(rows, count: int, seed: int, exclude: np.ndarray) -> np.ndarray:
@@ -232,14 +250,15 @@ def float_layer_steps(fmt: str, search: Search, layers_of: Callable[["Candidate"
     """Steps that keep layers in float, starting from the best full-int8 candidate so far. First the
     head: the last conv/dense layer, with the output after it (its softmax) in float too. Then each conv
     and dense layer (the first FLOAT_LAYER_TRIES in graph order) is tried alone in float, ranked on
-    SELECTION_IMAGES validation images by the agreement it buys: the best is one candidate. Then
+    SELECTION_IMAGES validation-split rows that do not judge (when there are enough) by the agreement it
+    buys: the best is one candidate. Then
     pairs: the best layer with each other one, and each layer with the next (a layer with outlier
     outputs needs its consumer in float too, or the consumer's int8 input keeps the outlier's scale)."""
     found: dict[int, list[str]] = {}
 
     def measured(base, layers: list[str]) -> tuple:
-        trial = score(fmt, "float-layers", "", "", build_without(base, layers), search.validation, 0.0,
-                      search.gates, layers, images=SELECTION_IMAGES)
+        trial = score(fmt, "float-layers", "", "", build_without(base, layers),
+                      search.validation.ranking or search.validation, 0.0, search.gates, layers, images=SELECTION_IMAGES)
         return trial.top1_agreement, -trial.accuracy_drop_pp
 
     def best_of(base, options: list[list[str]]) -> list[str] | None:

@@ -86,6 +86,18 @@ def test_onnx_has_named_dynamic_batch_input(tiny_run):
     assert Model(tiny_run / "export" / "model_int8.onnx").predict(np.zeros((5, 28, 28), np.uint8)).class_ids.shape == (5,)
 
 
+def test_onnx_bytes_do_not_depend_on_what_the_process_traced_before(tiny_run):
+    import keras
+    import tensorflow as tf
+
+    from edgefashion.host.export import _onnx_f32
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    first = _onnx_f32(tf, model, (28, 28, 1))
+    model.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0)  # more traces: TensorFlow's counters move on
+    assert _onnx_f32(tf, model, (28, 28, 1)) == first
+
+
 def test_bad_runs_refused(tmp_path, tiny_run):
     done = cli("export", tmp_path / "nowhere")
     assert done.returncode == 2 and "run directory not found" in done.stderr

@@ -238,3 +238,22 @@ def test_a_validation_set_smaller_than_the_ranking_subset_is_scored_whole(tiny_r
     candidate = score("tflite-int8", "float-layers", "", "", content, validation, 0.0, Gates(),
                       images=SELECTION_IMAGES, timed=False)
     assert candidate.top1_agreement == 1.0 and candidate.differences == 0
+
+
+def test_float_layer_options_are_ranked_on_rows_that_do_not_judge(tiny_run, tmp_path, keras):
+    from edgefashion import rundata
+    from edgefashion.host.int8_search import SELECTION_IMAGES, VALIDATION_IMAGES, validation_set
+
+    rows = rundata.training_rows(Run(tiny_run), None)
+    model = keras.models.load_model(Run(tiny_run).model)
+    calibration = np.arange(100)
+    # a run with no training record: the pool is every training row but the calibration ones
+    judged = validation_set(rows, Run(tmp_path), None, calibration, model, seed=0)
+    ranking = judged.ranking
+    assert (len(judged.indices), len(ranking.indices)) == (VALIDATION_IMAGES, SELECTION_IMAGES)
+    assert not np.intersect1d(judged.indices, ranking.indices).size
+    assert not np.intersect1d(judged.rows_used, calibration).size and len(judged.rows_used) == 2500
+    assert np.allclose(ranking.reference, model.predict(ranking.images, verbose=0), atol=1e-5)
+    assert judged.info["ranking"] == f"{SELECTION_IMAGES} other rows of the same pool"
+    # the tiny run's validation split (591 rows) judges whole, and ranks on its own first rows
+    assert _quantization(tiny_run)["validation"]["ranking"].startswith("the first 500 judged rows")
