@@ -65,8 +65,9 @@ print(json.dumps(float(np.median(times)) / 1e3))
 def measure(way: str, path: Path, min_time: float) -> float | None:
     done = subprocess.run([sys.executable, "-c", MEASURE, way, str(path), str(min_time)], capture_output=True,
                           text=True, cwd=ROOT)
-    if done.returncode != 0:
-        print(f"  {path.name} {way}: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    if done.returncode != 0:  # said once: the way is not tried again on this model
+        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, no message"])[-1]
+        print(f"  {path.name} {way}: {why}", file=sys.stderr)
         return None
     return round(json.loads(done.stdout), 1)
 
@@ -88,14 +89,16 @@ def measure_all(models: list[Path], rounds: int, min_time: float) -> list[dict]:
     """A row per model and load: each way's median over `rounds` measurements taken in turn."""
     rows = []
     for path in models:
-        work = round((macs.file_macs(path) or 0) / 1e6, 3)
+        work, failed = round((macs.file_macs(path) or 0) / 1e6, 3), set()
         for busy in (False, True):
             row = {"model": path.name, "M MAC": work, "machine": "loaded" if busy else "idle"}
             with load(busy):  # the ways in turn, `rounds` times: a slow minute of a shared machine hits all
                 cells: dict[str, list] = {way: [] for way in WAYS}
                 for _ in range(rounds):
-                    for way in WAYS:
+                    for way in WAYS.keys() - failed:
                         cells[way].append(measure(way, path, min_time))
+                        if cells[way][-1] is None:
+                            failed.add(way)
             for way, label in WAYS.items():
                 got = [v for v in cells[way] if v is not None]
                 row[label] = round(float(np.median(got)), 1) if got else None
