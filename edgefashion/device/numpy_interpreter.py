@@ -22,7 +22,7 @@ from . import numpy_kernels as k
 from .tflite_file import Operator, Tensor, read
 
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "MEAN",
-             "SOFTMAX", "RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "QUANTIZE", "DEQUANTIZE")
+             "SOFTMAX", "LOGISTIC", "RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "QUANTIZE", "DEQUANTIZE")
 
 
 FLAVORS = ("litert", "tflm")
@@ -64,10 +64,10 @@ class NumpyInterpreter:
         out = self.graph.tensors[op.outputs[0]]
         try:
             floating = tensors[0].dtype is np.float32 and op.op in FLOAT_BUILDERS
-            options = {**op.options, "round_once": self.flavor == "litert"}
+            options = {**op.options, "round_once": self.flavor == "litert", "flavor": self.flavor}
             return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, options)
-        except InputError as exc:
-            raise InputError(f"{self.name}: {op.op}: {exc}") from None
+        except InputError as exc:  # Unsupported stays Unsupported: selftest reports it as skipped
+            raise type(exc)(f"{self.name}: {op.op}: {exc}") from None
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise InputError(f"{self.name}: {op.op} with inputs {op.inputs} is malformed or unsupported "
                              f"({type(exc).__name__})") from None
@@ -388,6 +388,24 @@ def softmax(tensors, out_t, o):
     return k.SoftmaxInt8(float(o["beta"]), float(x_t.scale[0]))
 
 
+def logistic(tensors, out_t, o):
+    """LiteRT's int8 LOGISTIC is a table (LUTPopulate): at each int8 input, 1 / (1 + exp(-x)) in float32,
+    rounded half away from zero onto the output's 1/256 grid. TFLM computes it in fixed point instead."""
+    x_t = tensors[0]
+    _int8(x_t, "input")
+    _int8(out_t, "output")
+    if o["flavor"] != "litert":
+        raise Unsupported("int8 LOGISTIC in TensorFlow Lite Micro's fixed-point arithmetic is not supported")
+    if _zp(out_t) != -128 or float(out_t.scale[0]) != 1 / 256:
+        raise InputError("int8 logistic output must have scale 1/256 and zero point -128")
+    f32 = np.float32
+    x = f32(x_t.scale[0]) * (np.arange(-128, 128) - _zp(x_t)).astype(f32)
+    e = np.exp(-x.astype(np.float64)).astype(f32)  # float32 exp, correctly rounded
+    y = (f32(1) / (f32(1) + e)) * (f32(1) / f32(out_t.scale[0]))
+    table = np.clip(_round_away(y) - 128, -128, 127).astype(np.int8)
+    return lambda v: table[v.astype(np.intp) + 128]
+
+
 def reshape(tensors, out_t, o):
     static = o.get("new_shape")
 
@@ -450,7 +468,7 @@ def _round_away(x: np.ndarray) -> np.ndarray:
 
 BUILDERS = {"CONV_2D": conv_2d, "DEPTHWISE_CONV_2D": depthwise_conv_2d, "FULLY_CONNECTED": fully_connected,
             "AVERAGE_POOL_2D": average_pool_2d, "MAX_POOL_2D": max_pool_2d, "ADD": add, "MEAN": mean,
-            "SOFTMAX": softmax, "RESHAPE": reshape, "SHAPE": shape, "STRIDED_SLICE": strided_slice,
+            "SOFTMAX": softmax, "LOGISTIC": logistic, "RESHAPE": reshape, "SHAPE": shape, "STRIDED_SLICE": strided_slice,
             "PACK": pack, "QUANTIZE": quantize, "DEQUANTIZE": dequantize}
 
 
@@ -547,4 +565,5 @@ def softmax_f32(tensors, out_t, o):
 
 FLOAT_BUILDERS = {"CONV_2D": conv_2d_f32, "DEPTHWISE_CONV_2D": depthwise_conv_2d_f32,
                   "FULLY_CONNECTED": fully_connected_f32, "AVERAGE_POOL_2D": average_pool_2d_f32,
-                  "MAX_POOL_2D": max_pool_2d_f32, "ADD": add_f32, "MEAN": mean_f32, "SOFTMAX": softmax_f32}
+                  "MAX_POOL_2D": max_pool_2d_f32, "ADD": add_f32, "MEAN": mean_f32, "SOFTMAX": softmax_f32,
+                  "LOGISTIC": lambda tensors, out_t, o: lambda x: (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)}
