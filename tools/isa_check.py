@@ -214,7 +214,7 @@ def check(args) -> int:
     passed = all(s.get("passed") for r in results for s in r["selftest"].values())
     print(table(rows))
     print(f"\nselftest columns: bundle made {' ; bundle made on '.join(['natively', *cpus[:1]])}. "
-          f"{args.images} test images per path; differences in int8 steps (float models: in probability).")
+          f"{args.images} test images per path; differences in int8 steps (models with float output, int8 ones with a float head too: in probability).")
     for r in results:
         for made_on, st in r["selftest"].items():
             for c in st.get("checks", []):
