@@ -67,7 +67,7 @@ class NumpyInterpreter:
             options = {**op.options, "round_once": self.flavor == "litert", "flavor": self.flavor}
             return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, options)
         except InputError as exc:  # Unsupported stays Unsupported: selftest reports it as skipped
-            raise type(exc)(f"{self.name}: {op.op}: {exc}") from None
+            raise (Unsupported if isinstance(exc, Unsupported) else InputError)(f"{self.name}: {op.op}: {exc}") from None
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise InputError(f"{self.name}: {op.op} with inputs {op.inputs} is malformed or unsupported "
                              f"({type(exc).__name__})") from None
