@@ -117,8 +117,7 @@ def add_bench(sub, stage: Stage) -> None:
     p = add_stage(sub, stage, command=cmd_bench, run_argument=False,
                   json_help="print bench.json instead of the table (and write files only with --out)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="model file, run directory or bundle")
-    p.add_argument("--out", type=Path, help="bench.json path, or a folder to write bench.json, .csv and .png into "
-                                               "(default: RUN/bench.json or ./bench.json)")
+    p.add_argument("--out", type=Path, help="bench.json path (default: RUN/bench.json or ./bench.json)")
     add_force_option(p, "--out (and its .csv and .png)")
     add_trust_options(p)
 

@@ -253,8 +253,6 @@ def bench(config: BenchConfig, paths: list, out: Path | None = None, trust: Trus
     config.validate()
     if not paths:
         raise InputError("no model, run directory or bundle given")
-    if out is not None and out.is_dir() and not out.is_symlink():  # a folder: bench.json (.csv, .png) in it
-        out = out / "bench.json"
     if out is not None:
         check_output(out, ".json", paths, ours=BenchReport.written_at,
                      siblings=[out.with_suffix(".csv"), out.with_suffix(".png")], force=force)

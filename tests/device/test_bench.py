@@ -175,14 +175,3 @@ def test_numpy_backend_holds_blas_to_its_threads(fixture_run):
                           env={"OPENBLAS_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
     found = eval(done.stdout)  # noqa: S307 - our own printout
     assert found and all(lib["threads"] == 1 for lib in found), found
-
-
-def test_out_may_be_a_folder(fixture_run, tmp_path):
-    folder = tmp_path / "results"
-    folder.mkdir()
-    cli("bench", fixture_run / "export" / "model_int8.tflite", "--runs", 3, "--warmup", 0, "--min-time", 0,
-        "--out", folder)
-    assert {"bench.csv", "bench.json"} <= {p.name for p in folder.iterdir()}  # and bench.png where matplotlib is
-    (folder / "bench.json").write_text("{}")  # now a file of the user's: not replaced unasked
-    done = cli("bench", fixture_run / "export" / "model_int8.tflite", "--out", folder, check=2)
-    assert "exists and is not an edgefashion output" in done.stderr and (folder / "bench.json").read_text() == "{}"
