@@ -400,7 +400,7 @@ def logistic(tensors, out_t, o):
         raise InputError("int8 logistic output must have scale 1/256 and zero point -128")
     f32 = np.float32
     x = f32(x_t.scale[0]) * (np.arange(-128, 128) - _zp(x_t)).astype(f32)
-    e = np.exp(-x.astype(np.float64)).astype(f32)  # float32 exp, correctly rounded
+    e = np.exp(-x.astype(np.float64)).astype(f32)  # expf, correctly rounded: exp in float64, then float32
     y = (f32(1) / (f32(1) + e)) * (f32(1) / f32(out_t.scale[0]))
     table = np.clip(_round_away(y) - 128, -128, 127).astype(np.int8)
     return lambda v: table[v.astype(np.intp) + 128]
@@ -563,7 +563,11 @@ def softmax_f32(tensors, out_t, o):
     return run
 
 
+def logistic_f32(tensors, out_t, o):
+    return lambda x: (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
 FLOAT_BUILDERS = {"CONV_2D": conv_2d_f32, "DEPTHWISE_CONV_2D": depthwise_conv_2d_f32,
                   "FULLY_CONNECTED": fully_connected_f32, "AVERAGE_POOL_2D": average_pool_2d_f32,
                   "MAX_POOL_2D": max_pool_2d_f32, "ADD": add_f32, "MEAN": mean_f32, "SOFTMAX": softmax_f32,
-                  "LOGISTIC": lambda tensors, out_t, o: lambda x: (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)}
+                  "LOGISTIC": logistic_f32}
