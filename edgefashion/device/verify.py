@@ -346,7 +346,7 @@ def _candidates_markdown(quantization: dict | None) -> str:
     if not quantization or not quantization.get("candidates"):
         return ""
     validation = quantization["validation"]
-    rows = [{"format": c["format"], "candidate": c["name"], "how": c["detail"],
+    rows = [{"format": c["format"], "candidate": c["name"], "from": c.get("base") or "-", "how": c["detail"],
              "drop_pp": c["accuracy_drop_pp"], "agreement": c["top1_agreement"],
              "ties": c.get("tied", "-"), "bytes": c["bytes"],
              "p50_us": c["p50_us"], "float layers": ", ".join(c["float_layers"]) or "-",
@@ -357,7 +357,8 @@ def _candidates_markdown(quantization: dict | None) -> str:
     return ("\n## How the int8 models were made\n\n"
             f"Candidates in order of cost, judged on {validation['count']} validation images ({validation['source']}; "
             f"float accuracy {validation['float_accuracy']:.4f}); the first that meets the gates is chosen. "
-            f"p50: batch 1, one thread, on the machine that exported (float: {floats or '-'}). Float share: the "
+            f"p50: batch 1, one thread, on the machine that exported (float: {floats or '-'}). From: the candidate "
+            f"a repair started from. Float share: the "
             f"part of the batch-1 latency spent in the layers left in float. Ties: images whose int8 top-1 differs "
             f"from the float's while the float's class shares the top int8 output value.\n\n" + markdown_table(rows)
             + ("" if firmware is None else

@@ -106,3 +106,17 @@ def test_a_run_on_own_data_without_a_test_set_is_not_verified_on_fashion_mnist(f
     done = cli("verify", fixture_run)
     assert done.returncode == 2 and "trained on /home/me/three_classes.csv without a test set" in done.stderr
     assert done.stderr.count("error:") == 1
+
+
+def test_the_report_says_what_each_int8_candidate_started_from():
+    def candidate(name, chosen=False, base="", floats=()):
+        return {"format": "tflite-int8", "name": name, "detail": name, "accuracy_drop_pp": 0.1, "top1_agreement": 0.99,
+                "tied": 0, "bytes": 5000, "p50_us": 10.0, "float_layers": list(floats), "float_share": None,
+                "chosen": chosen, "base": base}
+    quantization = {"validation": {"count": 2000, "source": "rows", "float_accuracy": 0.78}, "float_p50_us": {},
+                    "candidates": [candidate("ptq"), candidate("adaround", base="ptq"),
+                                   candidate("float-head", True, "adaround", ["probabilities"])]}
+    rows = [line for line in verify._candidates_markdown(quantization).splitlines() if line.startswith("| tflite")]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [(c[1], c[2], c[-1]) for c in cells] == [("ptq", "-", ""), ("adaround", "ptq", ""),
+                                                    ("float-head", "adaround", "yes")]
