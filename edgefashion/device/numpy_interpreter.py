@@ -400,7 +400,8 @@ def logistic(tensors, out_t, o):
         raise InputError("int8 logistic output must have scale 1/256 and zero point -128")
     f32 = np.float32
     x = f32(x_t.scale[0]) * (np.arange(-128, 128) - _zp(x_t)).astype(f32)
-    e = np.exp(-x.astype(np.float64)).astype(f32)  # expf, correctly rounded: exp in float64, then float32
+    with np.errstate(over="ignore"):  # past float32's range expf gives inf too, and 1 / (1 + inf) is 0
+        e = np.exp(-x.astype(np.float64)).astype(f32)  # expf, correctly rounded: exp in float64, then float32
     y = (f32(1) / (f32(1) + e)) * (f32(1) / f32(out_t.scale[0]))
     table = np.clip(_round_away(y) - 128, -128, 127).astype(np.int8)
     return lambda v: table[v.astype(np.intp) + 128]
