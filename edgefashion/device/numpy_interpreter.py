@@ -64,7 +64,7 @@ class NumpyInterpreter:
         out = self.graph.tensors[op.outputs[0]]
         try:
             floating = tensors[0].dtype is np.float32 and op.op in FLOAT_BUILDERS
-            options = {**op.options, "round_once": self.flavor == "litert", "flavor": self.flavor}
+            options = {**op.options, "flavor": self.flavor}
             return (FLOAT_BUILDERS if floating else BUILDERS)[op.op](tensors, out, options)
         except InputError as exc:  # Unsupported stays Unsupported: selftest reports it as skipped
             raise (Unsupported if isinstance(exc, Unsupported) else InputError)(f"{self.name}: {op.op}: {exc}") from None
@@ -252,7 +252,7 @@ def fully_connected(tensors, out_t, o):
     zp_in, zp_out = _zp(x_t), _zp(out_t)
     act = k.activation_range(o["fused_activation_function"], float(out_t.scale[0]), zp_out)
     matmul = k.IntMatmul(w_t.data.T)
-    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["round_once"], bias=_bias(b_t, cout),
+    requantize = k.Requantize(multipliers, shifts, zp_out, act, once=o["flavor"] == "litert", bias=_bias(b_t, cout),
                               max_acc=matmul.bound)
 
     def run(x, *_):
