@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .equalize import _relu, chain
+from .equalize import _relu, chain, grid
 
 ITERATIONS = 2000       # Adam steps per layer (the paper: 20,000; small layers settle far sooner)
 BATCH = 32              # images per step
@@ -75,12 +75,6 @@ def _image_count(available: int, layer) -> int:
 
 def _inputs(keras, model, layer, images: np.ndarray) -> np.ndarray:
     return np.asarray(keras.Model(model.inputs, layer.input).predict(images, batch_size=256, verbose=0))
-
-
-def grid(kernel: np.ndarray, levels: int = 127) -> np.ndarray:
-    """The converter's per-output-channel step: the channel's largest |weight| over `levels`."""
-    reach = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0)
-    return np.where(reach > 0, reach / levels, 1.0).astype(np.float32)
 
 
 def _round_layer(layer, tf, x_float, x_rounded, relu: bool, seed: int, iterations: int, levels: int) -> dict:

@@ -200,11 +200,17 @@ def equalize_activations(model, keras, images: np.ndarray) -> list[dict]:
     return rows
 
 
+def grid(kernel: np.ndarray, levels: int = 127) -> np.ndarray:
+    """The converter's symmetric int8 step per output channel (the last axis), Dense kernels included
+    (measured on TensorFlow 2.21: one scale per output of a FULLY_CONNECTED kernel): the channel's
+    largest |weight| over `levels` (127; ONNX Runtime's 7-bit reduce_range weights: 64)."""
+    reach = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0)
+    return np.where(reach > 0, reach / levels, 1.0).astype(np.float32)
+
+
 def _fake_int8(kernel: np.ndarray) -> np.ndarray:
-    """Symmetric int8 weights as the TFLite converter makes them: per output channel, for Dense too
-    (measured on TensorFlow 2.21: one scale per output of a FULLY_CONNECTED kernel)."""
-    ranges = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(0)
-    step = np.where(ranges > 0, ranges / 127, 1.0)
+    """Symmetric int8 weights as the TFLite converter makes them."""
+    step = grid(kernel)
     return np.clip(np.round(kernel / step), -127, 127) * step
 
 
